@@ -1,0 +1,63 @@
+"""Settings read from the environment (and a ``.env`` file), shared by the gateway and the workers.
+
+Names follow PaaS conventions (``REDIS_URL``, ``PORT``) so a Procfile deploy needs no renaming.
+Secrets that only workers may hold (API keys of the functions) are *not* here: they live in the worker's
+own settings (``workers.examples``), so the gateway process never even reads them.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Config(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    host: str = "127.0.0.1"
+    """Address the gateway binds; a PaaS needs 0.0.0.0 (the Procfile sets it)."""
+    port: int = Field(default=8080, ge=0, le=65535)
+
+    upstream: Literal["auto", "simulated", "deepgram"] = "auto"
+    """``auto`` picks Deepgram when DEEPGRAM_API_KEY is set, else the built-in simulated agent."""
+    deepgram_api_key: SecretStr | None = None
+    deepgram_url: str = "wss://agent.deepgram.com/v1/agent/converse"
+
+    function_timeout: float = Field(default=10.0, gt=0)
+    """Deadline in seconds for a backend function that declares none."""
+    result_ttl: int = Field(default=300, ge=1)
+    """Seconds a stored result stays readable (re-reads after a pub/sub reconnect)."""
+    keepalive_interval: float = Field(default=5.0, gt=0)
+    """Seconds of upstream silence after which the gateway sends KeepAlive while calls are pending."""
+    catalog_ttl: int = Field(default=15, ge=2)
+    """Seconds a worker's catalog lives in Redis unless refreshed (it refreshes every third of that)."""
+
+    worker_processes: int = Field(default=2, ge=1)
+    worker_queues: str = "default"
+    """Comma-separated logical queues the workers listen on, highest priority first."""
+    worker_modules: str = "workers.examples"
+    """Comma-separated modules imported by workers to register their functions."""
+
+    log_level: str = "INFO"
+
+    def resolved_upstream(self) -> Literal["simulated", "deepgram"]:
+        if self.upstream != "auto":
+            return self.upstream
+        return "deepgram" if self.deepgram_api_key else "simulated"
+
+    @property
+    def queues(self) -> list[str]:
+        return [q.strip() for q in self.worker_queues.split(",") if q.strip()]
+
+    @property
+    def modules(self) -> list[str]:
+        return [m.strip() for m in self.worker_modules.split(",") if m.strip()]
+
+
+@lru_cache(maxsize=1)
+def get_config() -> Config:
+    return Config()

@@ -1,0 +1,53 @@
+"""Every Redis key and pub/sub channel name the system uses, in one place.
+
+Gateways and workers never build a name by hand: they call these functions, so a reader can see the whole
+Redis footprint of the project here, and a change of layout is a change of this one module.
+"""
+
+from __future__ import annotations
+
+PREFIX = "vfg"
+"""Namespace for everything we store, so the project can share a Redis with other applications."""
+
+CATALOG_INDEX = f"{PREFIX}:catalog:workers"
+"""Set of worker ids that have published a catalog (members whose catalog key expired are pruned)."""
+
+
+def catalog(worker_id: str) -> str:
+    """String key: JSON catalog of one worker process, with an expiry refreshed while it is alive."""
+    return f"{PREFIX}:catalog:{worker_id}"
+
+
+def reply_channel(gateway_id: str) -> str:
+    """Pub/sub channel on which workers publish results for calls enqueued by one gateway process."""
+    return f"{PREFIX}:reply:{gateway_id}"
+
+
+def result(call_id: str) -> str:
+    """String key: the stored ResultEnvelope of a call, kept with a TTL for re-reads after a reconnect."""
+    return f"{PREFIX}:result:{call_id}"
+
+
+def claim(call_id: str) -> str:
+    """String key set with NX by the worker that executes a call, so one call id executes at most once."""
+    return f"{PREFIX}:claim:{call_id}"
+
+
+def cancelled(call_id: str) -> str:
+    """String key set by a gateway when it no longer wants a call's result (cancelled or past deadline)."""
+    return f"{PREFIX}:cancelled:{call_id}"
+
+
+def job_id(call_id: str) -> str:
+    """RQ job id for a call. Derived from the call id so a duplicated request maps to the same job."""
+    return f"fc-{call_id}"
+
+
+def queue_name(queue: str) -> str:
+    """RQ queue name for one of our logical queues (RQ adds its own ``rq:queue:`` prefix)."""
+    return f"{PREFIX}-{queue}"
+
+
+def notes(owner: str) -> str:
+    """List key: notes kept by the example data-store function ``add_note`` / ``list_notes``."""
+    return f"{PREFIX}:data:notes:{owner}"

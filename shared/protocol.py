@@ -1,0 +1,208 @@
+"""Pydantic models of the Deepgram Voice Agent messages the gateway inspects.
+
+The gateway relays almost every frame byte for byte; it parses only the few message types it must act on.
+Every model allows extra fields and keeps them, because providers add fields often and a client or provider
+must get back what it sent (``thought_signature``, ``listen.provider.version``...). When the gateway must
+rewrite a message (Settings with merged functions, a FunctionCallRequest with only the client's functions),
+``dump`` serialises only the fields that were present, so nothing new appears in the message.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+__all__ = [
+    "ConversationText",
+    "Error",
+    "ErrorCode",
+    "FunctionCall",
+    "FunctionCallCancelled",
+    "FunctionCallRequest",
+    "FunctionCallResponse",
+    "FunctionDefinition",
+    "Message",
+    "ProtocolError",
+    "Settings",
+    "SettingsApplied",
+    "Warning",
+    "Welcome",
+    "dump",
+    "parse_json_object",
+]
+
+
+class ErrorCode:
+    """Codes of the Error and Warning messages the gateway itself sends to the client.
+
+    The first two are the provider's own codes, so clients that already handle them keep working.
+    """
+
+    NON_SETTINGS_MESSAGE_BEFORE_SETTINGS = "NON_SETTINGS_MESSAGE_BEFORE_SETTINGS"
+    SETTINGS_ALREADY_APPLIED = "SETTINGS_ALREADY_APPLIED"
+    INVALID_MESSAGE = "INVALID_MESSAGE"
+    """A text frame that is not a JSON object with a string ``type``, or a known type with bad fields."""
+    INVALID_SETTINGS = "INVALID_SETTINGS"
+    UPSTREAM_UNAVAILABLE = "UPSTREAM_UNAVAILABLE"
+    """The gateway could not open the connection to the provider."""
+    UPSTREAM_CLOSED = "UPSTREAM_CLOSED"
+    """The provider closed the connection; the session ends."""
+    FUNCTION_RESPONSE_REFUSED = "FUNCTION_RESPONSE_REFUSED"
+    """Warning: the client answered a call that a backend worker owns; the answer was dropped."""
+    FUNCTION_REQUEST_REFUSED = "FUNCTION_REQUEST_REFUSED"
+    """Warning: the client sent a FunctionCallRequest, which only the provider may send."""
+
+
+class ProtocolError(Exception):
+    """A frame that cannot be understood; ``code`` is an :class:`ErrorCode` for the Error message."""
+
+    def __init__(self, code: str, description: str) -> None:
+        super().__init__(description)
+        self.code = code
+        self.description = description
+
+
+class Message(BaseModel):
+    """Base of every message model: unknown fields are kept and relayed."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    type: str
+
+
+def dump(message: BaseModel) -> str:
+    """Serialise a message to a text frame, with only the fields that were set (no invented defaults)."""
+    return json.dumps(message.model_dump(mode="json", exclude_unset=True, by_alias=True), separators=(",", ":"))
+
+
+def parse_json_object(text: str) -> dict[str, Any]:
+    """Parse a text frame into a dict that has a string ``type``, or raise :class:`ProtocolError`."""
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"Text frame is not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "Text frame must be a JSON object with a string 'type'.")
+    return data
+
+
+def validate(model: type[Message], data: dict[str, Any]) -> Any:
+    """Validate ``data`` as ``model`` or raise :class:`ProtocolError` with a short, readable description."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(message)'}: {err['msg']}" for err in exc.errors()[:5]
+        )
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"Invalid {data.get('type')} message: {problems}") from None
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+# --- Settings -------------------------------------------------------------------------------------------------
+
+
+class FunctionDefinition(_Open):
+    """One entry of ``agent.think.functions``. With ``endpoint`` the provider calls it itself."""
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+    endpoint: dict[str, Any] | None = None
+
+
+class Think(_Open):
+    functions: list[FunctionDefinition] | None = None
+
+
+class Agent(_Open):
+    think: Think | None = None
+
+
+class AudioFormat(_Open):
+    encoding: str | None = None
+    sample_rate: int | None = None
+
+
+class Audio(_Open):
+    input: AudioFormat | None = None
+    output: AudioFormat | None = None
+
+
+class Settings(Message):
+    type: Literal["Settings"] = "Settings"
+    audio: Audio | None = None
+    agent: Agent = Field(default_factory=Agent)
+
+    @property
+    def functions(self) -> list[FunctionDefinition]:
+        think = self.agent.think
+        return list(think.functions or []) if think else []
+
+
+# --- Function calls -------------------------------------------------------------------------------------------
+
+
+class FunctionCall(_Open):
+    id: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    arguments: str = "{}"
+    """A JSON *string*, as the provider sends it."""
+    client_side: bool = True
+    """Absent means the client must answer: assuming otherwise would leave the provider waiting forever."""
+
+
+class FunctionCallRequest(Message):
+    type: Literal["FunctionCallRequest"] = "FunctionCallRequest"
+    functions: list[FunctionCall]
+
+
+class FunctionCallResponse(Message):
+    type: Literal["FunctionCallResponse"] = "FunctionCallResponse"
+    id: str
+    name: str
+    content: str
+
+
+class CancelledFunction(_Open):
+    id: str
+    name: str = ""
+
+
+class FunctionCallCancelled(Message):
+    type: Literal["FunctionCallCancelled"] = "FunctionCallCancelled"
+    functions: list[CancelledFunction]
+
+
+# --- Status messages ------------------------------------------------------------------------------------------
+
+
+class Welcome(Message):
+    type: Literal["Welcome"] = "Welcome"
+    request_id: str = ""
+
+
+class SettingsApplied(Message):
+    type: Literal["SettingsApplied"] = "SettingsApplied"
+
+
+class ConversationText(Message):
+    type: Literal["ConversationText"] = "ConversationText"
+    role: Literal["user", "assistant"]
+    content: str
+
+
+class Error(Message):
+    type: Literal["Error"] = "Error"
+    description: str
+    code: str
+
+
+class Warning(Message):  # noqa: A001 - the protocol's own name
+    type: Literal["Warning"] = "Warning"
+    description: str
+    code: str
