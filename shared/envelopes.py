@@ -99,4 +99,3 @@ class Result(_Envelope):
 def error_content(message: str) -> str:
     """The content string for an error answer: ``{"error": message}``."""
     return json.dumps({"error": message})
-

@@ -6,6 +6,11 @@ Redis footprint of the project here, and a change of layout is a change of this 
 
 from __future__ import annotations
 
+import hashlib
+import re
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+
 PREFIX = "vfg"
 """Namespace for everything we store, so the project can share a Redis with other applications."""
 
@@ -39,8 +44,13 @@ def cancelled(call_id: str) -> str:
 
 
 def job_id(call_id: str) -> str:
-    """RQ job id for a call. Derived from the call id so a duplicated request maps to the same job."""
-    return f"fc-{call_id}"
+    """RQ job id for a call. Derived from the call id so a duplicated request maps to the same job.
+
+    RQ accepts only letters, digits, ``_`` and ``-`` in ids; any other call id is hashed.
+    """
+    if _SAFE_ID.match(call_id):
+        return f"fc-{call_id}"
+    return "fc-h" + hashlib.sha256(call_id.encode()).hexdigest()[:40]
 
 
 def queue_name(queue: str) -> str:

@@ -72,9 +72,13 @@ class Message(BaseModel):
     type: str
 
 
-def dump(message: BaseModel) -> str:
-    """Serialise a message to a text frame, with only the fields that were set (no invented defaults)."""
-    return json.dumps(message.model_dump(mode="json", exclude_unset=True, by_alias=True), separators=(",", ":"))
+def dump(message: Message) -> str:
+    """Serialise a message to a text frame, with only the fields that were set (no invented defaults).
+
+    ``type`` is always written first, even when it came from the model's default.
+    """
+    data = {"type": message.type, **message.model_dump(mode="json", exclude_unset=True, by_alias=True)}
+    return json.dumps(data, separators=(",", ":"))
 
 
 def parse_json_object(text: str) -> dict[str, Any]:
@@ -202,7 +206,7 @@ class Error(Message):
     code: str
 
 
-class Warning(Message):  # noqa: A001 - the protocol's own name
+class Warning(Message):
     type: Literal["Warning"] = "Warning"
     description: str
     code: str

@@ -1,0 +1,41 @@
+# The two commands a fresh machine needs: `make run` and `make test`. Both create the virtualenv first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 8080
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+.PHONY: install run test unit integration lint format clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+## Redis (embedded if none answers), the gateway on $(PORT) and 2 workers, until Ctrl-C.
+run: install
+	@echo "Gateway: ws://127.0.0.1:$(PORT)/v1/agent/converse  (health: http://127.0.0.1:$(PORT)/readyz)"
+	GATEWAY_PORT=$(PORT) honcho -f Procfile.dev start
+
+## Lint, then every test (unit on fakeredis; integration on real redis-server, workers and WebSockets).
+test: install lint
+	$(PY) -m pytest -q
+
+unit: install
+	$(PY) -m pytest -q tests/unit
+
+integration: install
+	$(PY) -m pytest -q tests/integration
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

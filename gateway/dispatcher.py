@@ -1,0 +1,255 @@
+"""Sends function calls to the workers through Redis and waits for their results.
+
+One :class:`Dispatcher` per gateway process. It owns:
+
+- one pub/sub subscription to this process's reply channel, confirmed before anything is enqueued
+  (Redis pub/sub is at-most-once: a result published before the subscription exists is lost);
+- the futures of the calls in flight, keyed by call id;
+- the per-call deadline: when it passes, the caller gets an error result and the job is cancelled.
+
+Results arrive twice over: published on the reply channel and stored under ``keys.result(call_id)`` with a TTL.
+After a reconnect the dispatcher re-reads the stored results of every pending call, so a result published
+while the subscription was down is not lost. Enqueueing retries through a Redis outage until the deadline.
+
+The enqueue itself goes through RQ (so ``rq info`` and RQ's registries keep working) in one pipelined round
+trip, on a thread: RQ is synchronous and must not block the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import socket
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import redis
+import redis.asyncio as aioredis
+from pydantic import ValidationError
+from rq import Queue
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Job as RQJob
+from rq.job import JobStatus
+
+from shared import keys
+from shared.config import Config
+from shared.envelopes import FunctionSpec, Job, Result
+
+log = logging.getLogger(__name__)
+
+JOB_FUNCTION = "workers.execute.run_call"
+"""The worker entry point, named by string so the gateway never imports worker code."""
+
+REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        config: Config,
+        gateway_id: str | None = None,
+        *,
+        async_redis: aioredis.Redis | None = None,
+        sync_redis: redis.Redis | None = None,
+    ) -> None:
+        """The two Redis clients can be injected (tests use fakeredis); by default both come from REDIS_URL."""
+        self.config = config
+        self.gateway_id = gateway_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.channel = keys.reply_channel(self.gateway_id)
+        self.redis = async_redis or aioredis.Redis.from_url(
+            config.redis_url, socket_connect_timeout=2, socket_keepalive=True
+        )
+        self._sync = sync_redis or redis.Redis.from_url(config.redis_url, socket_connect_timeout=2, socket_timeout=5)
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="enqueue")
+        self._queues: dict[str, Queue] = {}
+        self._waiters: dict[str, asyncio.Future[Result]] = {}
+        self._subscribed = asyncio.Event()
+        self._listener: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+
+    # --- lifecycle ----------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start listening. Returns at once: calls wait for the subscription themselves (Redis may be down)."""
+        self._listener = asyncio.create_task(self._listen(), name="dispatcher-listener")
+
+    async def stop(self) -> None:
+        if self._listener:
+            self._listener.cancel()
+            await asyncio.gather(self._listener, return_exceptions=True)
+        if self._background:
+            await asyncio.wait(self._background, timeout=2)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        await self.redis.aclose()
+        self._sync.close()
+
+    @property
+    def subscribed(self) -> bool:
+        return self._subscribed.is_set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._waiters)
+
+    # --- calls --------------------------------------------------------------------------------------------
+
+    async def call(self, call_id: str, name: str, arguments: str, spec: FunctionSpec, session_id: str = "") -> Result:
+        """Run one call on a worker and return its result, or an error result at the deadline.
+
+        Never raises for backend trouble (Redis down, worker dead, bad arguments): every outcome is a
+        :class:`Result` the caller can send upstream. Cancelling the awaiting task cancels the job.
+        """
+        existing = self._waiters.get(call_id)
+        if existing is not None:
+            # The same call requested twice in this process: one job, both callers get its result.
+            return await asyncio.shield(existing)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Result] = loop.create_future()
+        self._waiters[call_id] = future
+        timeout = spec.timeout
+        job = Job(
+            call_id=call_id,
+            name=name,
+            arguments=arguments,
+            reply_channel=self.channel,
+            deadline=time.time() + timeout,
+            session_id=session_id,
+            enqueued_at=time.time(),
+        )
+        try:
+            async with asyncio.timeout(timeout):
+                await self._subscribed.wait()
+                await self._enqueue(job, spec)
+                return await asyncio.shield(future)
+        except TimeoutError:
+            stored = await self._stored_result(call_id)
+            if stored is not None:
+                return stored
+            self._cancel_in_background(call_id)
+            if not future.done():
+                future.set_result(Result.failure(call_id, f"{name} did not finish within {timeout:g} s."))
+            return future.result()
+        except asyncio.CancelledError:
+            self._cancel_in_background(call_id)
+            if not future.done():
+                future.cancel()
+            raise
+        finally:
+            self._waiters.pop(call_id, None)
+
+    async def _enqueue(self, job: Job, spec: FunctionSpec) -> None:
+        """Push the job onto its RQ queue, retrying through Redis outages (the caller's deadline bounds it)."""
+        delay = 0.05
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                await loop.run_in_executor(self._pool, self._enqueue_sync, job, spec)
+                return
+            except REDIS_ERRORS as exc:
+                log.warning("enqueue of %s failed (%s); retrying", job.call_id, type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.5)
+
+    def _enqueue_sync(self, job: Job, spec: FunctionSpec) -> None:
+        queue = self._queues.get(spec.queue)
+        if queue is None:
+            queue = self._queues[spec.queue] = Queue(keys.queue_name(spec.queue), connection=self._sync)
+        seconds = max(1, math.ceil(spec.timeout))
+        with self._sync.pipeline() as pipe:
+            queue.enqueue_call(
+                JOB_FUNCTION,
+                args=(job.to_json(),),
+                job_id=keys.job_id(job.call_id),
+                timeout=seconds,  # RQ kills the function here, freeing the worker (1 s granularity)
+                ttl=seconds + 1,  # a job still queued after its deadline is useless
+                result_ttl=self.config.result_ttl,
+                failure_ttl=self.config.result_ttl,
+                description=f"{job.name} ({job.call_id})",
+                pipeline=pipe,
+            )
+            pipe.execute()
+
+    def _cancel_in_background(self, call_id: str) -> None:
+        task = asyncio.create_task(self._cancel(call_id))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _cancel(self, call_id: str) -> None:
+        """Mark the call cancelled (a worker that picks it up skips it) and cancel the RQ job if still queued."""
+        try:
+            await self.redis.set(keys.cancelled(call_id), "1", ex=self.config.result_ttl)
+            await asyncio.get_running_loop().run_in_executor(self._pool, self._cancel_rq_job, call_id)
+        except REDIS_ERRORS as exc:
+            log.info("could not cancel %s (%s); the worker will skip it past its deadline", call_id, exc)
+
+    def _cancel_rq_job(self, call_id: str) -> None:
+        try:
+            job = RQJob.fetch(keys.job_id(call_id), connection=self._sync)
+            if job.get_status() in (JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED):
+                job.cancel()
+        except (NoSuchJobError, InvalidJobOperation):
+            pass
+
+    async def _stored_result(self, call_id: str) -> Result | None:
+        try:
+            async with asyncio.timeout(0.5):
+                raw = await self.redis.get(keys.result(call_id))
+        except (*REDIS_ERRORS, TimeoutError):
+            return None
+        return _parse_result(raw) if raw else None
+
+    # --- results ------------------------------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        """Hold the subscription; after every (re)connect, re-read stored results of pending calls."""
+        delay = 0.05
+        while True:
+            pubsub = self.redis.pubsub()
+            try:
+                await pubsub.subscribe(self.channel)
+                async for message in pubsub.listen():
+                    if message["type"] == "subscribe":
+                        self._subscribed.set()
+                        delay = 0.05
+                        log.info("subscribed to %s", self.channel)
+                        await self._reread_pending()
+                    elif message["type"] == "message":
+                        self._deliver(_parse_result(message["data"]))
+            except REDIS_ERRORS as exc:
+                if self._subscribed.is_set():
+                    log.warning("lost the result subscription (%s); reconnecting", type(exc).__name__)
+                self._subscribed.clear()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+            finally:
+                self._subscribed.clear()
+                with contextlib.suppress(REDIS_ERRORS):
+                    await pubsub.aclose()
+
+    async def _reread_pending(self) -> None:
+        call_ids = list(self._waiters)
+        if not call_ids:
+            return
+        stored = await self.redis.mget([keys.result(c) for c in call_ids])
+        for raw in stored:
+            if raw:
+                self._deliver(_parse_result(raw))
+
+    def _deliver(self, result: Result | None) -> None:
+        if result is None:
+            return
+        future = self._waiters.get(result.call_id)
+        if future is not None and not future.done():
+            future.set_result(result)
+
+
+def _parse_result(raw: bytes | str) -> Result | None:
+    try:
+        return Result.from_json(raw)
+    except ValidationError:
+        log.warning("ignoring an unreadable result on the reply channel")
+        return None

@@ -1,0 +1,111 @@
+"""The gateway's network face: WebSocket sessions and health checks on one port.
+
+Paths: ``/v1/agent/converse`` (the provider's own path, so a Deepgram SDK switches by base URL alone) and
+``/`` serve agent sessions; ``GET /healthz`` answers while the process is alive; ``GET /readyz`` answers 200
+only when Redis is reachable and at least one worker is alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from http import HTTPStatus
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.http11 import Request, Response
+
+from gateway.catalog import Catalog
+from gateway.dispatcher import REDIS_ERRORS, Dispatcher
+from gateway.session import Session
+from gateway.upstream.factory import open_upstream
+from shared.config import Config
+
+log = logging.getLogger(__name__)
+
+AGENT_PATHS = {"/", "/v1/agent/converse"}
+MAX_CLIENT_FRAME = 1 << 20
+"""Largest frame a client may send (1 MiB): far above a 20 ms audio chunk or any Settings."""
+
+
+class Gateway:
+    """Everything one gateway process shares between its sessions."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.dispatcher = Dispatcher(config)
+        self.catalog = Catalog(self.dispatcher.redis)
+        self.sessions: set[Session] = set()
+
+    async def handle(self, connection: ServerConnection) -> None:
+        session = Session(connection, lambda: open_upstream(self.config), self.dispatcher, self.catalog, self.config)
+        self.sessions.add(session)
+        try:
+            await session.run()
+        finally:
+            self.sessions.discard(session)
+
+    async def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        """Answer plain HTTP requests; return None to let a WebSocket handshake proceed."""
+        path = request.path.split("?", 1)[0]
+        if path == "/healthz":
+            return _text(connection, HTTPStatus.OK, "ok\n")
+        if path == "/readyz":
+            status, body = await self.readiness()
+            return _json(connection, HTTPStatus.OK if status else HTTPStatus.SERVICE_UNAVAILABLE, body)
+        if path not in AGENT_PATHS:
+            return _text(connection, HTTPStatus.NOT_FOUND, "not found\n")
+        if "websocket" not in request.headers.get("Upgrade", "").lower():
+            return _text(connection, HTTPStatus.UPGRADE_REQUIRED, "This path speaks WebSocket (voice agent).\n")
+        return None
+
+    async def readiness(self) -> tuple[bool, dict[str, object]]:
+        try:
+            async with asyncio.timeout(2):
+                await self.dispatcher.redis.ping()
+                workers = await self.catalog.workers()
+        except (*REDIS_ERRORS, TimeoutError):
+            return False, {"redis": False, "workers": 0, "subscribed": self.dispatcher.subscribed}
+        ready = bool(workers) and self.dispatcher.subscribed
+        return ready, {
+            "redis": True,
+            "workers": len(workers),
+            "functions": sorted({f.name for w in workers for f in w.functions}),
+            "subscribed": self.dispatcher.subscribed,
+            "upstream": self.config.resolved_upstream(),
+        }
+
+
+def _text(connection: ServerConnection, status: HTTPStatus, body: str) -> Response:
+    return connection.respond(status, body)
+
+
+def _json(connection: ServerConnection, status: HTTPStatus, body: dict[str, object]) -> Response:
+    response = connection.respond(status, json.dumps(body) + "\n")
+    del response.headers["Content-Type"]
+    response.headers["Content-Type"] = "application/json"
+    return response
+
+
+@asynccontextmanager
+async def run_gateway(config: Config) -> AsyncIterator[tuple[Gateway, Server]]:
+    """Start the dispatcher and the server; on exit close sessions (1001) and stop the dispatcher."""
+    gateway = Gateway(config)
+    await gateway.dispatcher.start()
+    server = await serve(
+        gateway.handle,
+        config.host,
+        config.port,
+        process_request=gateway.process_request,
+        max_size=MAX_CLIENT_FRAME,
+        compression=None,
+        server_header="voice-function-gateway",
+    )
+    try:
+        yield gateway, server
+    finally:
+        server.close()
+        await server.wait_closed()
+        await gateway.dispatcher.stop()

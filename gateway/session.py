@@ -1,0 +1,300 @@
+"""One client conversation: relay both ways, run backend-owned function calls on the workers.
+
+A session owns two loops, one per direction, so each direction keeps its order, plus a keepalive loop.
+Frames are relayed as received; the gateway parses text frames only to find the few types it acts on:
+
+client → provider: ``Settings`` (must come first; backend functions merged in), ``FunctionCallResponse``
+for a backend call (dropped with a Warning), ``FunctionCallRequest`` (only a provider may send it: refused).
+
+provider → client: ``FunctionCallRequest`` (backend-owned calls go to the workers; the rest to the client),
+``FunctionCallCancelled`` (cancels backend calls; the client sees only its own).
+
+Every backend call gets exactly one ``FunctionCallResponse`` upstream, result or error, unless the provider
+cancelled it: the dispatcher always returns a result by the call's deadline, and a call is answered only if
+it is still in ``self.calls`` when its result arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from gateway.catalog import Catalog
+from gateway.dispatcher import REDIS_ERRORS, Dispatcher
+from gateway.intercept import filter_cancelled, merge_functions, response_frame, split_request
+from gateway.upstream import Upstream, UpstreamClosed, UpstreamUnavailable
+from shared.config import Config
+from shared.envelopes import FunctionSpec, error_content
+from shared.protocol import (
+    Error,
+    ErrorCode,
+    FunctionCall,
+    FunctionCallCancelled,
+    FunctionCallRequest,
+    FunctionCallResponse,
+    ProtocolError,
+    Settings,
+    Warning,
+    dump,
+    parse_json_object,
+    validate,
+)
+
+log = logging.getLogger(__name__)
+
+KEEPALIVE = '{"type":"KeepAlive"}'
+CLOSE_POLICY = 1008
+CLOSE_INTERNAL = 1011
+
+
+class Session:
+    def __init__(
+        self,
+        client: ServerConnection,
+        open_upstream: Callable[[], Awaitable[Upstream]],
+        dispatcher: Dispatcher,
+        catalog: Catalog,
+        config: Config,
+    ) -> None:
+        self.id = uuid.uuid4().hex[:12]
+        self.client = client
+        self._open_upstream = open_upstream
+        self.dispatcher = dispatcher
+        self.catalog = catalog
+        self.config = config
+        self.upstream: Upstream | None = None
+        self.settings_applied = False
+        self.owned: dict[str, FunctionSpec] = {}
+        """Backend functions as of this session's Settings: what the provider was told exists."""
+        self.calls: dict[str, asyncio.Task[None]] = {}
+        """Backend calls awaiting their answer, by call id."""
+        self.backend_ids: set[str] = set()
+        """Every call id the backend has taken, answered or not: the client may answer none of them."""
+        self._last_upstream_send = time.monotonic()
+
+    # --- lifecycle ----------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        log.info("session %s: client connected", self.id)
+        try:
+            self.upstream = await self._open_upstream()
+        except UpstreamUnavailable as exc:
+            await self._fatal(ErrorCode.UPSTREAM_UNAVAILABLE, str(exc), CLOSE_INTERNAL)
+            return
+        loops = [
+            asyncio.create_task(self._client_to_upstream(), name=f"{self.id}-client"),
+            asyncio.create_task(self._upstream_to_client(), name=f"{self.id}-upstream"),
+            asyncio.create_task(self._keepalive(), name=f"{self.id}-keepalive"),
+        ]
+        try:
+            done, _ = await asyncio.wait(loops, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                await self._after_loop(task)
+        finally:
+            for task in loops:
+                task.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+            await self._cancel_calls(list(self.calls))
+            await self.upstream.close()
+            await self.client.close()
+            log.info("session %s: closed", self.id)
+
+    async def _after_loop(self, task: asyncio.Task[None]) -> None:
+        """Tell the client why the session ends, when the reason is not its own disconnect."""
+        exc = task.exception()
+        if exc is None or isinstance(exc, ConnectionClosed):
+            return
+        if isinstance(exc, UpstreamClosed):
+            log.info("session %s: upstream closed (%s %s)", self.id, exc.code, exc.reason)
+            if exc.code in (1000, 1001):
+                await self.client.close(exc.code, exc.reason[:120])
+            else:
+                description = f"The provider closed the connection (code {exc.code}: {exc.reason or 'no reason'})."
+                await self._fatal(ErrorCode.UPSTREAM_CLOSED, description, CLOSE_INTERNAL)
+            return
+        log.error("session %s: internal error", self.id, exc_info=exc)
+        await self._fatal("INTERNAL_ERROR", "The gateway failed; the session ends.", CLOSE_INTERNAL)
+
+    # --- client → provider --------------------------------------------------------------------------------
+
+    async def _client_to_upstream(self) -> None:
+        async for frame in self.client:
+            if isinstance(frame, bytes):
+                if not self.settings_applied:
+                    return await self._not_settings_first()
+                await self._send_upstream(frame)
+                continue
+            try:
+                data = parse_json_object(frame)
+            except ProtocolError as exc:
+                if not self.settings_applied:
+                    return await self._not_settings_first()
+                await self._send_client(Error(code=exc.code, description=exc.description))
+                continue
+            kind = data["type"]
+            if not self.settings_applied:
+                if kind != "Settings":
+                    return await self._not_settings_first()
+                if not await self._apply_settings(frame, data):
+                    return
+            elif kind == "Settings":
+                await self._send_client(
+                    Error(code=ErrorCode.SETTINGS_ALREADY_APPLIED, description="Settings were already applied.")
+                )
+            elif kind == "FunctionCallResponse":
+                await self._on_client_function_response(frame, data)
+            elif kind == "FunctionCallRequest":
+                await self._send_client(
+                    Warning(
+                        code=ErrorCode.FUNCTION_REQUEST_REFUSED,
+                        description="Only the provider may send FunctionCallRequest; the message was dropped.",
+                    )
+                )
+            else:
+                await self._send_upstream(frame)
+
+    async def _on_client_function_response(self, frame: str, data: dict[str, Any]) -> None:
+        """Relay the client's answer to its own call; drop one for a backend call (the client may not choose
+        what a backend function returns)."""
+        try:
+            response: FunctionCallResponse = validate(FunctionCallResponse, data)
+        except ProtocolError as exc:
+            await self._send_client(Error(code=exc.code, description=exc.description))
+            return
+        if response.id in self.backend_ids or response.name in self.owned:
+            await self._send_client(
+                Warning(
+                    code=ErrorCode.FUNCTION_RESPONSE_REFUSED,
+                    description=f"Function {response.name!r} runs on the backend; the client's answer was dropped.",
+                )
+            )
+            return
+        await self._send_upstream(frame)
+
+    async def _apply_settings(self, frame: str, data: dict[str, Any]) -> bool:
+        try:
+            settings: Settings = validate(Settings, data)
+        except ProtocolError as exc:
+            await self._fatal(ErrorCode.INVALID_SETTINGS, exc.description, CLOSE_POLICY)
+            return False
+        try:
+            self.owned = await self.catalog.functions()
+        except REDIS_ERRORS:
+            log.warning("session %s: backend catalog unreadable (Redis down?)", self.id)
+            await self._send_client(
+                Warning(code="BACKEND_UNAVAILABLE", description="Backend functions are unavailable right now.")
+            )
+        self.settings_applied = True
+        await self._send_upstream(dump(merge_functions(settings, self.owned)) if self.owned else frame)
+        log.info("session %s: settings sent upstream with %d backend functions", self.id, len(self.owned))
+        return True
+
+    async def _not_settings_first(self) -> None:
+        await self._fatal(
+            ErrorCode.NON_SETTINGS_MESSAGE_BEFORE_SETTINGS,
+            "The first message must be Settings.",
+            CLOSE_POLICY,
+        )
+
+    # --- provider → client --------------------------------------------------------------------------------
+
+    async def _upstream_to_client(self) -> None:
+        assert self.upstream is not None
+        while True:
+            frame = await self.upstream.recv()
+            if isinstance(frame, str) and ('"FunctionCall' in frame):
+                await self._on_function_message(frame)
+            else:
+                await self.client.send(frame)
+
+    async def _on_function_message(self, frame: str) -> None:
+        try:
+            data = json.loads(frame)
+        except ValueError:
+            data = None
+        kind = data.get("type") if isinstance(data, dict) else None
+        try:
+            if kind == "FunctionCallRequest":
+                split = split_request(validate(FunctionCallRequest, data), frame, self.owned)
+                for call in split.backend:
+                    self._start_call(call)
+                if split.client_frame is not None:
+                    await self.client.send(split.client_frame)
+                return
+            if kind == "FunctionCallCancelled":
+                ours, rest = filter_cancelled(validate(FunctionCallCancelled, data), frame, self.backend_ids)
+                await self._cancel_calls(ours)
+                if rest is not None:
+                    await self.client.send(rest)
+                return
+        except ProtocolError as exc:
+            log.warning("session %s: provider sent a malformed %s: %s", self.id, kind, exc.description)
+        await self.client.send(frame)
+
+    # --- backend calls ------------------------------------------------------------------------------------
+
+    def _start_call(self, call: FunctionCall) -> None:
+        if call.id in self.backend_ids:
+            log.warning("session %s: duplicate request for call %s ignored", self.id, call.id)
+            return
+        self.backend_ids.add(call.id)
+        self.calls[call.id] = asyncio.create_task(self._run_call(call), name=f"{self.id}-call-{call.id}")
+
+    async def _run_call(self, call: FunctionCall) -> None:
+        started = time.monotonic()
+        try:
+            result = await self.dispatcher.call(call.id, call.name, call.arguments, self.owned[call.name], self.id)
+            content, ok, worker = result.content, result.ok, result.worker_id
+        except Exception:
+            # A bug must not hang the conversation: the provider still gets an answer.
+            log.exception("session %s: call %s failed inside the gateway", self.id, call.id)
+            content, ok, worker = error_content(f"{call.name} failed: internal gateway error."), False, ""
+        if self.calls.pop(call.id, None) is None:
+            return  # cancelled meanwhile: the provider wants no answer
+        log.info(
+            "session %s: call %s %s %s in %.1f ms on %s",
+            self.id, call.id, call.name, "ok" if ok else "error", (time.monotonic() - started) * 1000, worker or "-",
+        )  # fmt: skip
+        with contextlib.suppress(UpstreamClosed):
+            await self._send_upstream(response_frame(call, content))
+
+    async def _cancel_calls(self, call_ids: list[str]) -> None:
+        tasks = [task for call_id in call_ids if (task := self.calls.pop(call_id, None)) is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+            log.info("session %s: cancelled %d backend call(s)", self.id, len(tasks))
+
+    async def _keepalive(self) -> None:
+        """While backend calls are pending no audio may flow; the provider must still hear from us."""
+        interval = self.config.keepalive_interval
+        while True:
+            await asyncio.sleep(min(1.0, interval / 2))
+            if self.calls and time.monotonic() - self._last_upstream_send >= interval:
+                await self._send_upstream(KEEPALIVE)
+
+    # --- sending ------------------------------------------------------------------------------------------
+
+    async def _send_upstream(self, frame: str | bytes) -> None:
+        assert self.upstream is not None
+        self._last_upstream_send = time.monotonic()
+        await self.upstream.send(frame)
+
+    async def _send_client(self, message: Error | Warning) -> None:
+        await self.client.send(dump(message))
+
+    async def _fatal(self, code: str, description: str, close_code: int) -> None:
+        """Send an Error the client can show, then close. The client may already be gone."""
+        with contextlib.suppress(ConnectionClosed):
+            await self._send_client(Error(code=code, description=description))
+            await self.client.close(close_code, code)
