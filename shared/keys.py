@@ -61,3 +61,9 @@ def queue_name(queue: str) -> str:
 def notes(owner: str) -> str:
     """List key: notes kept by the example data-store function ``add_note`` / ``list_notes``."""
     return f"{PREFIX}:data:notes:{owner}"
+
+
+def test_counter(tag: str) -> str:
+    """String key: a counter incremented by the test-only function ``count_calls`` (tests.support.functions),
+    so integration tests can count how many times a call really executed."""
+    return f"{PREFIX}:test:counter:{tag}"

@@ -1,0 +1,48 @@
+"""Test-only backend functions, loaded next to the examples by the integration tests
+(``WORKER_MODULES=workers.examples,tests.support.functions``). Never list this module in production."""
+
+from __future__ import annotations
+
+import time
+
+from pydantic import BaseModel, Field
+
+from shared import keys
+from workers import CallContext, function
+from workers.secrets import secret
+
+
+class EchoArgs(BaseModel):
+    text: str = Field(description="What to echo")
+    seconds: float = Field(default=0.0, ge=0, le=120, description="How long to sleep first")
+
+
+@function(description="Sleep, then echo the text (test helper)", timeout=5.0, idempotent=True)
+def slow_echo(args: EchoArgs) -> dict[str, str]:
+    time.sleep(args.seconds)
+    return {"echo": args.text}
+
+
+@function(description="Never return (test helper for timeouts)", timeout=1.5, idempotent=True)
+def hang_forever() -> None:
+    while True:
+        time.sleep(0.1)
+
+
+class ExplodeArgs(BaseModel):
+    secret_hint: str = ""
+
+
+@function(description="Raise an exception whose text holds a secret (test helper)", timeout=3.0)
+def explode(args: ExplodeArgs) -> None:
+    raise RuntimeError(f"boom {args.secret_hint} with key {secret('WEATHER_API_KEY', default='demo')}")
+
+
+class CountArgs(BaseModel):
+    tag: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+@function(description="Count executions under a tag (test helper)", timeout=3.0, side_effects=True)
+def count_calls(args: CountArgs, ctx: CallContext) -> int:
+    """Returns the new count (the result content is that number as JSON text, e.g. ``3``)."""
+    return int(ctx.redis.incr(keys.test_counter(args.tag)))

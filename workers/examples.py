@@ -1,0 +1,136 @@
+"""Example backend functions, loaded by default (``WORKER_MODULES=workers.examples``).
+
+They show the three kinds of work a backend function does that a browser must not:
+
+- ``get_current_time``: plain computation;
+- ``get_weather``: a call to a third-party API with a key only the worker holds (``WEATHER_API_KEY``);
+- ``add_note`` / ``list_notes``: reads and writes in the backend's own data store (Redis here).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from datetime import datetime
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, Field
+
+from shared import keys
+from workers.registry import CallContext, FunctionError, function
+from workers.secrets import secret
+
+# --- time -------------------------------------------------------------------------------------------------
+
+
+class TimeArgs(BaseModel):
+    timezone: str = Field(default="UTC", max_length=64, description="IANA timezone name, e.g. Europe/Paris")
+
+
+@function(description="Current local time in a timezone", timeout=3.0, idempotent=True)
+def get_current_time(args: TimeArgs) -> dict[str, str]:
+    try:
+        now = datetime.now(ZoneInfo(args.timezone))
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name like "Europe" is a directory
+        raise FunctionError(f"Unknown timezone: {args.timezone}. Use an IANA name such as Europe/Paris.") from None
+    return {"time": now.strftime("%H:%M:%S"), "timezone": args.timezone, "iso": now.isoformat(timespec="seconds")}
+
+
+# --- weather (a third-party API with a worker-only key) ---------------------------------------------------
+
+OPENWEATHER_URL = "https://api.openweathermap.org/data/2.5/weather"
+WEATHER_TIMEOUT = 5.0
+HTTP_TIMEOUT = 3.5
+"""Below the function's timeout, so a slow API gives "unavailable" rather than a timeout."""
+DEMO_CONDITIONS = ("clear sky", "few clouds", "overcast", "light rain", "heavy rain", "snow", "fog", "thunderstorm")
+
+
+class WeatherArgs(BaseModel):
+    location: str = Field(min_length=1, max_length=100, description="City name, e.g. Paris or San Francisco")
+    unit: Literal["celsius", "fahrenheit"] = Field(default="celsius", description="Temperature unit")
+
+
+@function(description="Current weather for a city", timeout=WEATHER_TIMEOUT, idempotent=True)
+def get_weather(args: WeatherArgs) -> dict[str, Any]:
+    """Live data from OpenWeatherMap, or deterministic offline data when the key starts with "demo".
+
+    ``key_fingerprint`` lets a test prove the worker used the key it was given, without the key leaving it.
+    """
+    key = secret("WEATHER_API_KEY", default="demo")
+    report = _demo_weather(args) if key.startswith("demo") else _openweather(args, key)
+    report["key_fingerprint"] = hashlib.sha256(key.encode()).hexdigest()[:12]
+    return report
+
+
+def _demo_weather(args: WeatherArgs) -> dict[str, Any]:
+    digest = hashlib.sha256(args.location.strip().lower().encode()).digest()
+    celsius = round(-5 + digest[1] / 255 * 35, 1)
+    return {
+        "location": args.location,
+        "temperature": celsius if args.unit == "celsius" else round(celsius * 9 / 5 + 32, 1),
+        "unit": args.unit,
+        "condition": DEMO_CONDITIONS[digest[0] % len(DEMO_CONDITIONS)],
+        "humidity": 30 + digest[2] % 61,
+        "source": "offline demo data",
+    }
+
+
+def _openweather(args: WeatherArgs, key: str) -> dict[str, Any]:
+    query = urllib.parse.urlencode(
+        {"q": args.location, "appid": key, "units": "metric" if args.unit == "celsius" else "imperial"}
+    )
+    try:
+        with urllib.request.urlopen(f"{OPENWEATHER_URL}?{query}", timeout=HTTP_TIMEOUT) as response:
+            data = json.load(response)
+        return {
+            "location": data.get("name") or args.location,
+            "temperature": data["main"]["temp"],
+            "unit": args.unit,
+            "condition": data["weather"][0]["description"],
+            "humidity": data["main"]["humidity"],
+            "source": "OpenWeatherMap",
+        }
+    except urllib.error.HTTPError as exc:
+        # Never chain or quote the exception: its text includes the URL, and the URL includes the key.
+        if exc.code == 404:
+            raise FunctionError(f"Unknown location: {args.location}") from None
+        raise FunctionError("Weather service unavailable") from None
+    except Exception:
+        raise FunctionError("Weather service unavailable") from None
+
+
+# --- notes (the backend's own data store) -----------------------------------------------------------------
+
+MAX_NOTES = 1000
+"""Notes kept per owner; older ones are dropped so a chatty agent cannot grow the list without bound."""
+
+
+class AddNoteArgs(BaseModel):
+    text: str = Field(min_length=1, max_length=500, description="The note to save")
+    owner: str = Field(default="default", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Whose notes")
+
+
+class ListNotesArgs(BaseModel):
+    owner: str = Field(default="default", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Whose notes")
+    limit: int = Field(default=10, ge=1, le=100, description="How many of the latest notes to return")
+
+
+@function(description="Save a short note for later", timeout=3.0, side_effects=True)
+def add_note(args: AddNoteArgs, ctx: CallContext) -> dict[str, Any]:
+    note = json.dumps({"text": args.text, "added_at": datetime.now().astimezone().isoformat(timespec="seconds")})
+    with ctx.redis.pipeline(transaction=False) as pipe:
+        pipe.rpush(keys.notes(args.owner), note)
+        pipe.ltrim(keys.notes(args.owner), -MAX_NOTES, -1)
+        count, _ = pipe.execute()
+    return {"saved": True, "count": min(count, MAX_NOTES)}
+
+
+@function(description="List the latest saved notes", timeout=3.0, idempotent=True)
+def list_notes(args: ListNotesArgs, ctx: CallContext) -> dict[str, Any]:
+    raw = ctx.redis.lrange(keys.notes(args.owner), -args.limit, -1)
+    notes = [json.loads(item) for item in raw]
+    return {"owner": args.owner, "notes": notes, "count": len(notes)}

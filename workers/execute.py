@@ -1,0 +1,209 @@
+"""Running one function call: validation, execution, and getting the result back to the gateway.
+
+Two layers:
+
+- :func:`execute` is pure logic: a :class:`Job` in, a :class:`Result` out. Every failure becomes a result
+  the LLM can read; nothing that might hold a secret or internals (exception texts, tracebacks) leaves it.
+- :func:`run_call` is the RQ job function (the gateway enqueues ``"workers.execute.run_call"`` by name). It
+  skips calls nobody waits for, makes sure a call id executes at most once, and stores + publishes the result.
+  :func:`run_call_with` is the same without RQ, for tests.
+
+Timeouts: RQ raises ``JobTimeoutException`` inside the running function (SIGALRM) when the job's ``timeout``
+passes. :func:`execute` turns it into a "timed out" result, so the call is still answered and RQ sees a job
+that finished normally; the worker then takes the next job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import traceback
+from typing import Any
+
+import redis
+from pydantic import BaseModel, ValidationError
+from rq import get_current_job
+from rq.timeouts import JobTimeoutException
+
+from shared import keys
+from shared.config import get_config
+from shared.envelopes import Job, Result
+from workers import registry
+from workers.registry import CallContext, FunctionError, Registered
+from workers.secrets import redact
+
+log = logging.getLogger(__name__)
+
+MAX_REPORTED_ERRORS = 5
+
+
+class _InvalidArguments(Exception):
+    """The provider's arguments do not fit the function; the message is safe to show (no input values)."""
+
+
+def execute(job: Job, ctx_redis: redis.Redis, worker_id: str) -> Result:
+    """Run ``job`` and describe the outcome. Never raises for anything the function does (except shutdown)."""
+    started = time.time()
+
+    def fail(message: str) -> Result:
+        return Result.failure(
+            job.call_id, redact(message), worker_id=worker_id, started_at=started, finished_at=time.time()
+        )
+
+    entry = registry.get(job.name)
+    if entry is None:
+        log.warning("call %s: unknown function %s", job.call_id, job.name)
+        return fail(f"Unknown function: {job.name}")
+    try:
+        args = parse_arguments(entry, job.arguments)
+    except _InvalidArguments as exc:
+        log.info("call %s: invalid arguments for %s", job.call_id, job.name)
+        return fail(f"Invalid arguments for {job.name}: {exc}")
+
+    ctx = CallContext(job.call_id, job.session_id, job.deadline, worker_id, ctx_redis)
+    try:
+        value = _call(entry, args, ctx)
+    except JobTimeoutException:
+        log.warning("call %s: %s timed out", job.call_id, job.name)
+        return fail(timed_out_message(job.name))
+    except FunctionError as exc:
+        log.info("call %s: %s answered with an error", job.call_id, job.name)
+        return fail(exc.message)
+    except Exception:
+        # The traceback goes to the worker's log only (redacted); the LLM learns nothing about internals.
+        log.error("call %s: %s raised\n%s", job.call_id, job.name, redact(traceback.format_exc()))
+        return fail(f"{job.name} failed: internal error")
+
+    try:
+        content = to_content(value)
+    except (TypeError, ValueError) as exc:
+        log.error("call %s: %s returned a value that is not JSON: %s", job.call_id, job.name, redact(str(exc)))
+        return fail(f"{job.name} failed: its result is not JSON-serialisable")
+    finished = time.time()
+    log.info("call %s: %s ok in %.1f ms", job.call_id, job.name, (finished - started) * 1000)
+    return Result(
+        call_id=job.call_id,
+        ok=True,
+        content=redact(content),
+        worker_id=worker_id,
+        started_at=started,
+        finished_at=finished,
+    )
+
+
+def timed_out_message(name: str) -> str:
+    entry = registry.get(name)
+    return f"{name} timed out after {entry.spec.timeout:g} s" if entry else f"{name} timed out"
+
+
+def parse_arguments(entry: Registered, arguments: str) -> BaseModel:
+    """The validated arguments model, or :class:`_InvalidArguments` naming fields and problems, not values."""
+    try:
+        data = json.loads(arguments) if arguments.strip() else {}  # some providers send "" for no arguments
+    except ValueError:
+        raise _InvalidArguments("arguments are not valid JSON") from None
+    if not isinstance(data, dict):
+        raise _InvalidArguments("arguments must be a JSON object") from None
+    try:
+        return entry.args_model.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False, include_context=False)
+        parts = [f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}" for e in errors]
+        shown = "; ".join(parts[:MAX_REPORTED_ERRORS])
+        if len(parts) > MAX_REPORTED_ERRORS:
+            shown += f" (and {len(parts) - MAX_REPORTED_ERRORS} more)"
+        raise _InvalidArguments(shown) from None
+
+
+def _call(entry: Registered, args: BaseModel, ctx: CallContext) -> Any:
+    call_args: list[Any] = []
+    if entry.takes_args:
+        call_args.append(args)
+    if entry.wants_context:
+        call_args.append(ctx)
+    if entry.is_async:
+        return asyncio.run(entry.func(*call_args))
+    return entry.func(*call_args)
+
+
+def to_content(value: Any) -> str:
+    """The function's return value as Result content: JSON text, except a string which is sent as is."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, BaseModel):
+        return value.model_dump_json()
+    return json.dumps(value, allow_nan=False, ensure_ascii=False)
+
+
+# --- the RQ side ------------------------------------------------------------------------------------------
+
+
+def run_call(job_json: str) -> str:
+    """The RQ job function. Returns a one-word outcome (RQ stores it; the real result goes through Redis)."""
+    rq_job = get_current_job()
+    if rq_job is None:
+        raise RuntimeError("run_call must run inside an RQ worker; use run_call_with outside one")
+    return run_call_with(job_json, rq_job.connection, rq_job.worker_name or "rq-worker")
+
+
+def run_call_with(job_json: str, connection: redis.Redis, worker_id: str) -> str:
+    """Skip, deduplicate, execute, then store and publish the result in one round trip.
+
+    Returns ``"invalid"``, ``"skipped"``, ``"duplicate"``, ``"republished"``, ``"ok"`` or ``"failed"``.
+    """
+    try:
+        job = Job.from_json(job_json)
+    except ValidationError:
+        log.error("dropping an unreadable job (%d bytes)", len(job_json))
+        return "invalid"
+    if time.time() > job.deadline:
+        log.info("call %s: %s skipped, past its deadline", job.call_id, job.name)
+        return "skipped"
+    if connection.exists(keys.cancelled(job.call_id)):
+        log.info("call %s: %s skipped, cancelled", job.call_id, job.name)
+        return "skipped"
+
+    ttl = get_config().result_ttl
+    if not connection.set(keys.claim(job.call_id), worker_id, nx=True, ex=ttl):
+        # Another job with this call id ran (or runs): never execute twice; share its answer if there is one.
+        stored = connection.get(keys.result(job.call_id))
+        if stored is None:
+            log.info("call %s: %s already claimed by another worker", job.call_id, job.name)
+            return "duplicate"
+        connection.publish(job.reply_channel, stored)
+        log.info("call %s: %s already done, result republished", job.call_id, job.name)
+        return "republished"
+
+    try:
+        result = execute(job, connection, worker_id)
+    except JobTimeoutException:  # the alarm fired outside the function itself (while validating, serialising)
+        result = Result.failure(job.call_id, timed_out_message(job.name), worker_id=worker_id)
+    except BaseException:
+        # A cold shutdown (SystemExit) or Ctrl-C mid-call: answer now rather than leave the gateway waiting.
+        interrupted = Result.failure(job.call_id, f"{job.name} was interrupted", worker_id=worker_id)
+        _store_and_publish(connection, job, interrupted, ttl)
+        raise
+    _store_and_publish(connection, job, result, ttl)
+    return "ok" if result.ok else "failed"
+
+
+def _store_and_publish(connection: redis.Redis, job: Job, result: Result, ttl: int) -> None:
+    """``SET`` the result (for re-reads after a reconnect) and ``PUBLISH`` it, in one pipelined round trip."""
+    payload = result.to_json()
+    for attempt in (1, 2):
+        try:
+            with connection.pipeline(transaction=False) as pipe:
+                pipe.set(keys.result(job.call_id), payload, ex=ttl)
+                pipe.publish(job.reply_channel, payload)
+                pipe.execute()
+            return
+        except JobTimeoutException:
+            # RQ's alarm fired after the function returned, during this write. It fires only once, and redis-py
+            # dropped the interrupted connection, so writing again is safe.
+            if attempt == 2:
+                raise
+        except redis.RedisError as exc:
+            log.error("call %s: could not publish the result (%s)", job.call_id, type(exc).__name__)
+            return

@@ -1,0 +1,226 @@
+"""The ``@function`` decorator and the registry of backend functions a worker process can run.
+
+A backend function is an ordinary Python function whose first parameter is a pydantic model of its
+arguments. The model is the single source of truth: the worker validates the provider's arguments with it,
+and the JSON Schema the provider sees is derived from it, so the two can never disagree.
+
+```python
+class WeatherArgs(BaseModel):
+    location: str = Field(description="City name")
+
+@function(description="Current weather for a city", timeout=5.0, idempotent=True)
+def get_weather(args: WeatherArgs, ctx: CallContext) -> dict: ...
+```
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import inspect
+import re
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from shared.config import get_config
+from shared.envelopes import FunctionSpec
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+"""What providers (OpenAI, Deepgram) accept as a function name."""
+
+
+@dataclass
+class CallContext:
+    """What a function may know about the call it serves, and the worker's own data store."""
+
+    call_id: str
+    session_id: str
+    deadline: float
+    """Unix time after which nobody waits for the answer: long work can check it and stop early."""
+    worker_id: str
+    redis: Any
+    """A synchronous ``redis.Redis`` for the function's data (notes, orders...). Never the gateway's view."""
+
+
+class FunctionError(Exception):
+    """Raise it from a function to answer the LLM with ``message`` verbatim (e.g. "Unknown city: Xyz").
+
+    Every other exception becomes a generic "failed: internal error": its text may hold secrets or internals.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NoArguments(BaseModel):
+    pass  # the arguments model of a function that takes none (no docstring: it would land in the schema)
+
+
+@dataclass(frozen=True)
+class Registered:
+    """One registered function: what to call, how to validate its arguments, what to advertise."""
+
+    func: Callable[..., Any]
+    args_model: type[BaseModel]
+    takes_args: bool
+    """False for a function without an arguments parameter (its model is :class:`NoArguments`)."""
+    wants_context: bool
+    is_async: bool
+    spec: FunctionSpec
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+_REGISTRY: dict[str, Registered] = {}
+
+
+def function(
+    *,
+    description: str,
+    timeout: float | None = None,
+    queue: str = "default",
+    idempotent: bool = False,
+    side_effects: bool = False,
+    name: str | None = None,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register the decorated function as a backend function; the function itself is returned unchanged.
+
+    ``timeout`` (seconds, default ``FUNCTION_TIMEOUT``) bounds the whole call: the gateway answers with an
+    error past it and RQ stops the function. ``name`` defaults to the Python name.
+    """
+
+    def register(func: Callable[..., Any]) -> Callable[..., Any]:
+        fname = name or func.__name__
+        if not NAME_PATTERN.match(fname):
+            raise ValueError(f"function name {fname!r} must match {NAME_PATTERN.pattern}")
+        args_model, takes_args, wants_context = _inspect_signature(func)
+        spec = FunctionSpec(
+            name=fname,
+            description=description,
+            parameters=json_schema(args_model),
+            queue=queue,
+            timeout=timeout if timeout is not None else get_config().function_timeout,
+            idempotent=idempotent,
+            side_effects=side_effects,
+        )
+        existing = _REGISTRY.get(fname)
+        if existing is not None and _qualified(existing.func) != _qualified(func):
+            raise ValueError(
+                f"function {fname!r} is declared twice: in {_qualified(existing.func)} and {_qualified(func)}"
+            )
+        is_async = inspect.iscoroutinefunction(func)
+        _REGISTRY[fname] = Registered(func, args_model, takes_args, wants_context, is_async, spec)
+        return func
+
+    return register
+
+
+def _qualified(func: Callable[..., Any]) -> str:
+    """Where a function is defined. Re-registering the same one (a module reload) is not a duplicate."""
+    return f"{func.__module__}.{func.__qualname__}"
+
+
+def _inspect_signature(func: Callable[..., Any]) -> tuple[type[BaseModel], bool, bool]:
+    """From the annotations: the arguments model, whether the function takes it, whether it takes a context."""
+    where = _qualified(func)
+    try:
+        hints = typing.get_type_hints(func)
+    except NameError as exc:
+        raise TypeError(f"{where}: cannot resolve annotations ({exc}); define models at module level") from exc
+    params = list(inspect.signature(func).parameters.values())
+    if len(params) > 2:
+        raise TypeError(f"{where}: expected (args: SomeModel, ctx: CallContext), got {len(params)} parameters")
+    args_model: type[BaseModel] = NoArguments
+    takes_args = wants_context = False
+    for position, param in enumerate(params):
+        hint = hints.get(param.name)
+        if hint is CallContext and position == len(params) - 1:
+            wants_context = True
+        elif position == 0 and isinstance(hint, type) and issubclass(hint, BaseModel):
+            args_model, takes_args = hint, True
+        else:
+            raise TypeError(
+                f"{where}: parameter {param.name!r} must be annotated with a pydantic model (first) "
+                "or CallContext (last)"
+            )
+    return args_model, takes_args, wants_context
+
+
+def json_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The provider-facing JSON Schema of an arguments model.
+
+    Providers handle ``$ref`` poorly and ``title`` is noise in the prompt, so references are inlined and
+    titles dropped; descriptions stay (they tell the LLM what to pass). The top level is always an object.
+    """
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+    result = _clean(schema, defs, ())
+    result["type"] = "object"
+    result.setdefault("properties", {})
+    return result
+
+
+_NAMED_SUBSCHEMAS = ("properties", "patternProperties", "dependentSchemas")
+"""Keywords whose value maps *names* to schemas: a property called "title" there is data, not a title."""
+_DATA_KEYWORDS = ("default", "const", "enum", "examples")
+"""Keywords whose value is an instance, copied untouched (a default may well contain a "title" key)."""
+
+
+def _clean(node: Any, defs: dict[str, Any], resolving: tuple[str, ...]) -> Any:
+    if isinstance(node, list):
+        return [_clean(item, defs, resolving) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        ref = node["$ref"]
+        target = ref.removeprefix("#/$defs/")
+        if target in resolving:
+            raise TypeError(f"recursive model {target!r} cannot be inlined into a provider schema")
+        if target not in defs:
+            raise TypeError(f"unsupported schema reference {ref!r}")
+        merged = {**copy.deepcopy(defs[target]), **{k: v for k, v in node.items() if k != "$ref"}}
+        return _clean(merged, defs, (*resolving, target))
+    if len(node.get("allOf", ())) == 1:  # pydantic's way to attach a description to a reference
+        node = {**node["allOf"][0], **{k: v for k, v in node.items() if k != "allOf"}}
+        return _clean(node, defs, resolving)
+    cleaned: dict[str, Any] = {}
+    for key, value in node.items():
+        if (key == "title" and isinstance(value, str)) or key == "discriminator":
+            continue  # discriminator is an OpenAPI keyword whose mapping points into the removed $defs
+        if key in _DATA_KEYWORDS:
+            cleaned[key] = value
+        elif key in _NAMED_SUBSCHEMAS and isinstance(value, dict):
+            cleaned[key] = {prop: _clean(sub, defs, resolving) for prop, sub in value.items()}
+        else:
+            cleaned[key] = _clean(value, defs, resolving)
+    return cleaned
+
+
+def registered() -> dict[str, Registered]:
+    """Every registered function by name (a copy)."""
+    return dict(_REGISTRY)
+
+
+def get(name: str) -> Registered | None:
+    return _REGISTRY.get(name)
+
+
+def catalog(queues: list[str]) -> list[FunctionSpec]:
+    """Specs of the functions a worker listening on ``queues`` can run, sorted by name."""
+    return [r.spec for _, r in sorted(_REGISTRY.items()) if r.spec.queue in queues]
+
+
+def load_modules(names: list[str]) -> None:
+    """Import the modules that define functions (their decorators register them)."""
+    for module in names:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:
+            raise ImportError(f"cannot load function module {module!r}: {type(exc).__name__}: {exc}") from exc
