@@ -1,0 +1,364 @@
+"""A simulated voice agent that speaks the Deepgram Voice Agent API v1, offline and deterministically.
+
+It lets the project run with no provider account, and it is the upstream of the tests: it speaks the same
+protocol as Deepgram, so the gateway code that serves it also serves the real provider.
+
+:class:`SimulatedAgent` is a sans-I/O protocol core: ``opening()`` gives the frames a new connection starts
+with, ``receive(frame)`` gives the frames to send back, in order. No sockets, no asyncio, no timers; two I/O
+wrappers use it: ``gateway.upstream.simulated`` (in the gateway's own process) and :func:`serve` below (a
+standalone WebSocket server, for tests of real WebSocket adapters)::
+
+    python -m gateway.simulated_agent --host 127.0.0.1 --port 8081 [--require-token T]
+
+What it does instead of speech recognition, a language model and speech synthesis:
+
+- Users "speak" with ``InjectUserMessage``; audio from the client is only counted.
+- Function calls are chosen by :mod:`gateway.simulated_intents` (explicit ``call NAME {json}`` or keywords).
+- The answer quotes every function result verbatim, so a test can find what a function returned.
+- Speech is a 440 Hz tone in PCM16, between ``AgentStartedSpeaking`` and ``AgentAudioDone``.
+- ``{"type": "SimulatedAgentStats"}`` (not part of the real protocol) reports what reached the provider.
+
+Everything is deterministic except ids (uuid4).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import math
+import struct
+import uuid
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import ValidationError
+
+from gateway.simulated_intents import Intent, find_calls
+from gateway.upstream.base import Frame
+from shared.protocol import Settings
+
+if TYPE_CHECKING:
+    from websockets.asyncio.server import Server, ServerConnection
+    from websockets.http11 import Request, Response
+
+__all__ = ["FATAL_CLOSE_CODE", "SimulatedAgent", "main", "serve"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OUTPUT_SAMPLE_RATE = 24000
+TONE_HZ = 440.0
+TONE_MS = 200
+CHUNK_MS = 20
+TONE_AMPLITUDE = 0.2 * 32767
+LATENCIES = {"total_latency": 0.05, "tts_latency": 0.02, "ttt_latency": 0.03}
+"""Fixed numbers for ``AgentStartedSpeaking``: the simulated agent has no real latency to report."""
+FATAL_CLOSE_CODE = 1008
+"""WebSocket close code after a fatal Error (policy violation), with the error code as the reason."""
+AGENT_PATHS = ("/v1/agent/converse", "/")
+
+
+def _json(message: dict[str, Any]) -> str:
+    return json.dumps(message, separators=(",", ":"))
+
+
+def _error(code: str, description: str) -> str:
+    return _json({"type": "Error", "description": description, "code": code})
+
+
+def _warning(code: str, description: str) -> str:
+    return _json({"type": "Warning", "description": description, "code": code})
+
+
+@functools.lru_cache(maxsize=8)
+def tone_chunks(sample_rate: int) -> tuple[bytes, ...]:
+    """200 ms of a 440 Hz sine, PCM16 little-endian mono, cut in 20 ms frames like a real TTS stream."""
+    total = sample_rate * TONE_MS // 1000
+    per_chunk = max(1, sample_rate * CHUNK_MS // 1000)
+    samples = [round(TONE_AMPLITUDE * math.sin(2 * math.pi * TONE_HZ * i / sample_rate)) for i in range(total)]
+    return tuple(struct.pack(f"<{len(part)}h", *part) for part in _slices(samples, per_chunk))
+
+
+def _slices(items: list[int], size: int) -> list[list[int]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+class SimulatedAgent:
+    """One conversation with the simulated provider: feed it client frames, send back what it returns."""
+
+    def __init__(self) -> None:
+        self.request_id = f"sim-{uuid.uuid4()}"
+        self.closed = False
+        """Set after a fatal Error: the I/O wrapper delivers the returned frames, then closes the connection."""
+        self.close_reason = ""
+        self.settings_applied = False
+        self.functions: list[dict[str, Any]] = []
+        self.output_sample_rate = DEFAULT_OUTPUT_SAMPLE_RATE
+        self.pending: dict[str, str] = {}
+        """Requested calls not answered yet, id → name, in request order."""
+        self._answers: dict[str, tuple[str, str]] = {}
+        """id → (name, content) of the answered calls of the current request; quoted in request order."""
+        self._request_order: list[str] = []
+        self.stats: dict[str, Any] = {
+            "audio_frames": 0,
+            "audio_bytes": 0,
+            "keepalives": 0,
+            "function_requests": 0,
+            "function_responses": [],
+            "unexpected_responses": 0,
+            "cancelled": [],
+            "settings": [],
+        }
+
+    # --- entry points ---------------------------------------------------------------------------------------
+
+    def opening(self) -> list[Frame]:
+        """The Welcome a new connection starts with; it says plainly that this provider is simulated."""
+        welcome = {
+            "type": "Welcome",
+            "request_id": self.request_id,
+            "simulated": True,
+            "description": "Simulated voice agent: offline and deterministic, no provider account involved.",
+        }
+        return [_json(welcome)]
+
+    def receive(self, frame: Frame) -> list[Frame]:
+        """Handle one client frame; return the frames to send back, in order. Nothing after a fatal error."""
+        if self.closed:
+            return []
+        if isinstance(frame, bytes | bytearray | memoryview):
+            return self._on_audio(bytes(frame))
+        try:
+            message = json.loads(frame)
+        except ValueError:
+            message = None
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            return [_error("INVALID_MESSAGE", "Text frames must be JSON objects with a string 'type'.")]
+        kind = message["type"]
+        if kind == "SimulatedAgentStats":  # a test hook, answered even before Settings
+            return [_json({"type": "SimulatedAgentStats", **self.stats})]
+        if kind == "Settings":
+            return self._on_settings(message)
+        if not self.settings_applied:
+            return self._fatal("NON_SETTINGS_MESSAGE_BEFORE_SETTINGS", f"Received {kind} before Settings.")
+        handler = self._handlers.get(kind)
+        return handler(self, message) if handler else []  # unknown types are ignored, like the real provider
+
+    # --- configuration --------------------------------------------------------------------------------------
+
+    def _on_settings(self, message: dict[str, Any]) -> list[Frame]:
+        if self.settings_applied:
+            return [_error("SETTINGS_ALREADY_APPLIED", "Settings can be sent only once per connection.")]
+        try:
+            settings = Settings.model_validate(message)
+        except ValidationError as exc:
+            return self._fatal("INVALID_SETTINGS", f"Invalid Settings: {exc.errors()[0]['msg']}")
+        self.settings_applied = True
+        self._set_functions(settings.functions)
+        if settings.audio and settings.audio.output and settings.audio.output.sample_rate:
+            self.output_sample_rate = settings.audio.output.sample_rate
+        out: list[Frame] = [_json({"type": "SettingsApplied"})]
+        greeting = (message.get("agent") or {}).get("greeting")
+        if isinstance(greeting, str) and greeting:
+            out += self._say(greeting)
+        return out
+
+    def _set_functions(self, functions: list[Any]) -> None:
+        self.functions = [f.model_dump(exclude_none=True) for f in functions]
+        self.stats["settings"] = [f["name"] for f in self.functions]
+
+    def _on_update_think(self, message: dict[str, Any]) -> list[Frame]:
+        """Deepgram's UpdateThink replaces the think settings; new functions take effect at once."""
+        think = message.get("think")
+        if isinstance(think, dict) and isinstance(think.get("functions"), list):
+            try:
+                self._set_functions(Settings.model_validate({"agent": {"think": think}}).functions)
+            except ValidationError as exc:
+                return [_error("INVALID_MESSAGE", f"Invalid UpdateThink: {exc.errors()[0]['msg']}")]
+        return [_json({"type": "ThinkUpdated"})]
+
+    def _on_update_prompt(self, message: dict[str, Any]) -> list[Frame]:
+        return [_json({"type": "PromptUpdated"})]
+
+    def _on_update_speak(self, message: dict[str, Any]) -> list[Frame]:
+        return [_json({"type": "SpeakUpdated"})]
+
+    def _on_keepalive(self, message: dict[str, Any]) -> list[Frame]:
+        self.stats["keepalives"] += 1
+        return []
+
+    def _on_audio(self, audio: bytes) -> list[Frame]:
+        if not self.settings_applied:
+            return self._fatal("NON_SETTINGS_MESSAGE_BEFORE_SETTINGS", "Received audio before Settings.")
+        self.stats["audio_frames"] += 1
+        self.stats["audio_bytes"] += len(audio)
+        return []
+
+    # --- conversation ---------------------------------------------------------------------------------------
+
+    def _on_inject_agent_message(self, message: dict[str, Any]) -> list[Frame]:
+        text = message.get("message", message.get("content"))  # older clients send "content"
+        if not isinstance(text, str):
+            return [_error("INVALID_MESSAGE", "InjectAgentMessage needs a string 'message'.")]
+        return self._say(text)
+
+    def _on_inject_user_message(self, message: dict[str, Any]) -> list[Frame]:
+        content = message.get("content")
+        if not isinstance(content, str):
+            return [_error("INVALID_MESSAGE", "InjectUserMessage needs a string 'content'.")]
+        out: list[Frame] = []
+        had_pending = bool(self.pending)
+        if had_pending:  # barge-in: the user spoke again, so the calls in flight are no longer wanted
+            out.append(self._cancel_pending())
+        out.append(_json({"type": "ConversationText", "role": "user", "content": content}))
+        if content.strip().strip(".!").lower() == "cancel":
+            return out if had_pending else out + self._say("There is nothing to cancel.")
+        intents = find_calls(content, self.functions)
+        if intents:
+            return [*out, self._request(intents)]
+        return out + self._say(self._reply_without_calls(content))
+
+    def _reply_without_calls(self, content: str) -> str:
+        lowered = content.lower()
+        if "what can you do" in lowered or lowered.strip(" ?!.") == "help":
+            names = [f["name"] for f in self.functions if not f.get("endpoint")]
+            if names:
+                return "I am a simulated agent. I can call these functions: " + ", ".join(names) + "."
+            return "I am a simulated agent with no functions declared; I repeat what you say."
+        return f"You said: {content}"
+
+    def _request(self, intents: list[Intent]) -> str:
+        functions = []
+        for intent in intents:
+            call_id = f"call_{uuid.uuid4().hex}"
+            self.pending[call_id] = intent.name
+            arguments = json.dumps(intent.arguments, separators=(",", ":"))
+            functions.append({"id": call_id, "name": intent.name, "arguments": arguments, "client_side": True})
+        self._answers = {}
+        self._request_order = [f["id"] for f in functions]
+        self.stats["function_requests"] += len(functions)
+        return _json({"type": "FunctionCallRequest", "functions": functions})
+
+    def _cancel_pending(self) -> str:
+        cancelled = [{"id": call_id, "name": name} for call_id, name in self.pending.items()]
+        self.stats["cancelled"] += list(self.pending)
+        self.pending.clear()
+        self._answers = {}
+        return _json({"type": "FunctionCallCancelled", "functions": cancelled})
+
+    def _on_function_call_response(self, message: dict[str, Any]) -> list[Frame]:
+        call_id, content = message.get("id"), message.get("content")
+        if not isinstance(call_id, str) or not isinstance(content, str):
+            return [_error("INVALID_MESSAGE", "FunctionCallResponse needs a string 'id' and a string 'content'.")]
+        if call_id not in self.pending:
+            self.stats["unexpected_responses"] += 1
+            description = f"No pending function call has id {call_id!r} (unknown, already answered or cancelled)."
+            return [_warning("UNEXPECTED_FUNCTION_CALL_RESPONSE", description)]
+        name = self.pending.pop(call_id)
+        self.stats["function_responses"].append({"id": call_id, "name": message.get("name", name), "content": content})
+        self._answers[call_id] = (name, content)
+        if self.pending:
+            return []
+        answers = [self._answers[i] for i in self._request_order]
+        return self._say(" ".join(_sentence(f"{name} returned: {content}") for name, content in answers))
+
+    # --- output helpers -------------------------------------------------------------------------------------
+
+    def _say(self, text: str) -> list[Frame]:
+        """What the agent says: its text, then the speaking sequence with the audio."""
+        return [
+            _json({"type": "ConversationText", "role": "assistant", "content": text}),
+            _json({"type": "AgentStartedSpeaking", **LATENCIES}),
+            *tone_chunks(self.output_sample_rate),
+            _json({"type": "AgentAudioDone"}),
+        ]
+
+    def _fatal(self, code: str, description: str) -> list[Frame]:
+        self.closed = True
+        self.close_reason = code
+        return [_error(code, description)]
+
+    _handlers: ClassVar[dict[str, Callable[[SimulatedAgent, dict[str, Any]], list[Frame]]]] = {
+        "KeepAlive": _on_keepalive,
+        "UpdatePrompt": _on_update_prompt,
+        "UpdateSpeak": _on_update_speak,
+        "UpdateThink": _on_update_think,
+        "InjectUserMessage": _on_inject_user_message,
+        "InjectAgentMessage": _on_inject_agent_message,
+        "FunctionCallResponse": _on_function_call_response,
+    }
+
+
+def _sentence(text: str) -> str:
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
+# --- standalone WebSocket server ----------------------------------------------------------------------------
+
+
+def serve(host: str = "127.0.0.1", port: int = 0, require_token: str | None = None) -> Server:
+    """A WebSocket server of the simulated agent at ``/v1/agent/converse`` and ``/``, one agent per connection.
+
+    Returns websockets' :class:`~websockets.asyncio.server.Server`, which is both awaitable and an async
+    context manager: ``async with serve("127.0.0.1", 0) as server:`` (port 0 picks a free port; read it from
+    ``server.sockets``). With ``require_token`` the handshake is refused with HTTP 401 unless the request
+    carries ``Authorization: Token <require_token>``, as Deepgram refuses a bad key.
+    """
+    from websockets.asyncio.server import serve as websockets_serve
+
+    def check_request(connection: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        if path not in AGENT_PATHS:
+            return connection.respond(HTTPStatus.NOT_FOUND, "Not found: the agent is at /v1/agent/converse.\n")
+        if require_token is not None and request.headers.get("Authorization") != f"Token {require_token}":
+            return connection.respond(HTTPStatus.UNAUTHORIZED, "Missing or wrong 'Authorization: Token' header.\n")
+        return None
+
+    return websockets_serve(_converse, host, port, process_request=check_request, max_size=None, compression=None)
+
+
+async def _converse(connection: ServerConnection) -> None:
+    """Relay one connection through its own :class:`SimulatedAgent`; close with 1008 after a fatal Error."""
+    from websockets.exceptions import ConnectionClosed
+
+    agent = SimulatedAgent()
+    try:
+        for frame in agent.opening():
+            await connection.send(frame)
+        async for received in connection:
+            for frame in agent.receive(received):
+                await connection.send(frame)
+            if agent.closed:
+                await connection.close(FATAL_CLOSE_CODE, agent.close_reason)
+                return
+    except ConnectionClosed:
+        pass  # the client left; nothing to clean up
+
+
+async def _serve_forever(host: str, port: int, require_token: str | None) -> None:
+    async with serve(host, port, require_token) as server:
+        bound = next(iter(server.sockets)).getsockname()[1]
+        auth = " (token required)" if require_token else ""
+        log.info("simulated agent listening on ws://%s:%d/v1/agent/converse%s", host, bound, auth)
+        await server.serve_forever()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m gateway.simulated_agent``: run the standalone server until Ctrl-C or SIGTERM."""
+    parser = argparse.ArgumentParser(description="Serve the simulated Deepgram voice agent over WebSocket.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8081)
+    parser.add_argument("--require-token", metavar="T", help="refuse connections without 'Authorization: Token T'")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("websockets").setLevel(logging.WARNING)
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is the normal way to stop it
+        asyncio.run(_serve_forever(args.host, args.port, args.require_token))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""The built-in simulated agent as an upstream, in the gateway's own process (no socket, no account).
+
+:class:`~gateway.simulated_agent.SimulatedAgent` is a sans-I/O core: this adapter feeds it the frames the
+session sends and queues what it answers, so ``recv`` behaves like reading from a provider's WebSocket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from gateway.simulated_agent import FATAL_CLOSE_CODE, SimulatedAgent
+from gateway.upstream.base import Frame, Upstream, UpstreamClosed
+
+__all__ = ["SimulatedUpstream", "open_simulated"]
+
+log = logging.getLogger(__name__)
+
+_END = object()
+"""Queued after the last frame: wakes a waiting ``recv`` so it can raise :class:`UpstreamClosed`."""
+
+_announced = False
+
+
+class SimulatedUpstream(Upstream):
+    """An upstream whose provider is a :class:`SimulatedAgent` in memory; its Welcome is queued at once."""
+
+    label = "simulated"
+
+    def __init__(self, agent: SimulatedAgent | None = None) -> None:
+        self.agent = agent or SimulatedAgent()
+        self._outgoing: asyncio.Queue[Frame | object] = asyncio.Queue()
+        self._closed: tuple[int, str] | None = None
+        """(code, reason), set by ``close`` (at once) or once the frames before a fatal error have been read."""
+        for frame in self.agent.opening():  # a provider's first frame is its Welcome
+            self._outgoing.put_nowait(frame)
+
+    async def send(self, frame: Frame) -> None:
+        if self._closed or self.agent.closed:
+            raise UpstreamClosed(*(self._closed or (FATAL_CLOSE_CODE, self.agent.close_reason)))
+        for reply in self.agent.receive(frame):
+            self._outgoing.put_nowait(reply)
+        if self.agent.closed:  # a fatal Error: the provider closes after sending it
+            self._outgoing.put_nowait(_END)
+
+    async def recv(self) -> Frame:
+        if self._closed:
+            raise UpstreamClosed(*self._closed)
+        item = await self._outgoing.get()
+        if item is _END:
+            self._outgoing.put_nowait(_END)  # for any other waiter
+            self._closed = self._closed or (FATAL_CLOSE_CODE, self.agent.close_reason)
+            raise UpstreamClosed(*self._closed)
+        assert isinstance(item, str | bytes)
+        return item
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = (1000, "closed by the gateway")
+            self._outgoing.put_nowait(_END)
+
+
+async def open_simulated() -> SimulatedUpstream:
+    """A new simulated conversation, with its Welcome already queued like a provider's first frame."""
+    global _announced
+    level = logging.DEBUG if _announced else logging.INFO  # once per process: sessions are many
+    _announced = True
+    log.log(level, "using the built-in simulated agent (offline, deterministic; set DEEPGRAM_API_KEY for Deepgram)")
+    return SimulatedUpstream()

@@ -1,0 +1,246 @@
+"""The backend path end to end: real redis-server, real worker processes, the real gateway over WebSockets,
+the simulated agent upstream. Each test drives a conversation the way a client would."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+
+import pytest
+import redis
+from rq import Worker
+from rq.job import Job
+
+from shared import keys
+from tests.integration.conftest import CANARY, CANARY_FINGERPRINT
+from tests.support.client import AgentClient
+from tests.support.processes import Gateway, Process, http_get, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def call(name: str, **arguments: object) -> str:
+    """The simulated agent's explicit syntax: it requests exactly this call."""
+    return f"call {name} {json.dumps(arguments)}"
+
+
+def rq_job_with(redis_client: redis.Redis, marker: str) -> str:
+    """Call id of the RQ job whose arguments contain ``marker`` (the test cannot see backend call ids)."""
+    for key in redis_client.scan_iter("rq:job:fc-*"):
+        job_id = key.decode().removeprefix("rq:job:")
+        try:
+            envelope = Job.fetch(job_id, connection=redis_client).args[0]
+        except Exception:  # a job finishing and expiring under our feet
+            continue
+        if marker in envelope:
+            return json.loads(envelope)["call_id"]
+    return ""
+
+
+async def test_weather_question_is_answered_by_a_worker(client: AgentClient):
+    await client.start()
+    await client.say("What's the weather in Paris?")
+    assert (await client.expect("ConversationText", role="user"))["content"] == "What's the weather in Paris?"
+    text = await client.assistant_text()
+    assert "Paris" in text
+    assert CANARY_FINGERPRINT in text  # computed from the key only the worker holds
+    await client.expect("AgentAudioDone")
+    stats = await client.stats()
+    [response] = stats["function_responses"]
+    assert response["name"] == "get_weather"
+    assert json.loads(response["content"])["key_fingerprint"] == CANARY_FINGERPRINT
+    assert "FunctionCallResponse" not in client.sent_types()
+    assert not any(m["type"] == "FunctionCallRequest" for m in client.messages())  # the browser saw no call
+    assert all(CANARY not in (f if isinstance(f, str) else "") for f in client.received)
+
+
+async def test_backend_functions_are_declared_to_the_provider(client: AgentClient):
+    await client.start(functions=[{"name": "get_weather", "description": "client version", "parameters": {}}])
+    declared = (await client.stats())["settings"]
+    assert {"get_weather", "get_current_time", "add_note", "list_notes", "slow_echo"} <= set(declared)
+
+
+async def test_two_functions_in_one_request_both_run(client: AgentClient):
+    await client.start()
+    await client.say(call("get_weather", location="Oslo") + " and " + call("get_current_time", timezone="Asia/Tokyo"))
+    text = await client.assistant_text()
+    assert "Oslo" in text and "Asia/Tokyo" in text
+    stats = await client.stats()
+    assert stats["function_requests"] == 2
+    assert sorted(r["name"] for r in stats["function_responses"]) == ["get_current_time", "get_weather"]
+
+
+async def test_data_store_function_reads_and_writes_redis(client: AgentClient, redis_client: redis.Redis):
+    owner = f"it-{time.time_ns()}"
+    await client.start()
+    await client.say(call("add_note", text="buy milk", owner=owner))
+    assert '"saved": true' in (await client.assistant_text()).replace('"saved":true', '"saved": true')
+    await client.say(call("list_notes", owner=owner))
+    assert "buy milk" in await client.assistant_text()
+    assert redis_client.llen(keys.notes(owner)) == 1
+
+
+async def test_unknown_function_goes_to_the_client(client: AgentClient):
+    await client.start(functions=[{"name": "open_door", "description": "client-side", "parameters": {}}])
+    await client.say(call("open_door", room="hall"))
+    request = await client.expect("FunctionCallRequest")
+    [fn] = request["functions"]
+    assert fn["name"] == "open_door"
+    await client.send({"type": "FunctionCallResponse", "id": fn["id"], "name": "open_door", "content": "opened"})
+    assert "opened" in await client.assistant_text()
+
+
+async def test_invalid_arguments_give_a_readable_error(client: AgentClient):
+    await client.start()
+    await client.say(call("get_weather", unit="kelvin"))
+    text = await client.assistant_text()
+    assert "Invalid arguments for get_weather" in text
+    assert "location" in text
+    assert "Traceback" not in text
+
+
+async def test_function_exception_gives_error_without_secret(client: AgentClient):
+    await client.start()
+    await client.say(call("explode"))
+    text = await client.assistant_text()
+    assert "explode failed" in text
+    assert CANARY not in text and "Traceback" not in text
+
+
+async def test_deadline_answers_and_frees_the_worker(client: AgentClient):
+    await client.start()
+    started = time.monotonic()
+    await client.say(call("hang_forever"))
+    text = await client.assistant_text(timeout=10)
+    elapsed = time.monotonic() - started
+    assert "did not finish within 1.5 s" in text
+    assert 1.4 < elapsed < 5
+    # Both workers must still serve: RQ's job timeout stopped the hanging function.
+    await client.say(call("get_current_time", timezone="UTC") + " and " + call("get_current_time", timezone="UTC"))
+    assert "UTC" in await client.assistant_text(timeout=10)
+
+
+async def test_non_json_frame_gets_error_and_session_goes_on(client: AgentClient):
+    await client.start()
+    await client.send("this is not json")
+    error = await client.expect("Error")
+    assert error["code"] == "INVALID_MESSAGE"
+    await client.send('{"no_type": 1}')
+    assert (await client.expect("Error"))["code"] == "INVALID_MESSAGE"
+    await client.say("What's the weather in Paris?")
+    assert "Paris" in await client.assistant_text()
+
+
+async def test_settings_must_come_first(gateway: Gateway):
+    client = await AgentClient.connect(gateway.url)
+    await client.expect("Welcome")
+    await client.say("hello")
+    error = await client.expect("Error")
+    assert error["code"] == "NON_SETTINGS_MESSAGE_BEFORE_SETTINGS"
+    await asyncio.wait_for(client.ws.wait_closed(), 5)
+    assert client.ws.close_code == 1008
+
+
+async def test_second_settings_is_refused(client: AgentClient):
+    await client.start()
+    await client.send(json.dumps({"type": "Settings", "agent": {}}))
+    assert (await client.expect("Error"))["code"] == "SETTINGS_ALREADY_APPLIED"
+
+
+async def test_client_cannot_answer_or_request_backend_calls(client: AgentClient):
+    await client.start()
+    await client.send({"type": "FunctionCallResponse", "id": "x1", "name": "get_weather", "content": '{"temp": 99}'})
+    warning = await client.expect("Warning")
+    assert warning["code"] == "FUNCTION_RESPONSE_REFUSED"
+    await client.send(
+        {"type": "FunctionCallRequest", "functions": [{"id": "y", "name": "add_note", "arguments": "{}"}]}
+    )
+    assert (await client.expect("Warning"))["code"] == "FUNCTION_REQUEST_REFUSED"
+    stats = await client.stats()
+    assert stats["function_responses"] == [] and stats["unexpected_responses"] == 0
+
+
+async def test_keepalive_flows_while_a_call_is_pending(client: AgentClient):
+    await client.start()
+    await client.say(call("slow_echo", text="slow", seconds=2.5))
+    assert "slow" in await client.assistant_text()
+    assert (await client.stats())["keepalives"] >= 1
+
+
+async def test_provider_cancellation_cancels_the_job_and_sends_no_response(
+    client: AgentClient, redis_client: redis.Redis
+):
+    marker = f"cancel-{time.time_ns()}"
+    await client.start()
+    await client.say(call("slow_echo", text=marker, seconds=1.5))
+    call_id = wait_until(lambda: rq_job_with(redis_client, marker), 5, "the job to be enqueued")
+    await client.say("cancel")  # the simulated agent sends FunctionCallCancelled
+    await asyncio.sleep(2.5)  # past the function's own end: a late answer would have arrived by now
+    assert redis_client.get(keys.cancelled(call_id)) == b"1"
+    stats = await client.stats()
+    assert stats["cancelled"] == [call_id]
+    assert stats["function_responses"] == [] and stats["unexpected_responses"] == 0
+
+
+async def test_client_disconnect_cancels_pending_jobs(gateway: Gateway, redis_client: redis.Redis):
+    marker = f"gone-{time.time_ns()}"
+    client = await AgentClient.connect(gateway.url)
+    await client.start()
+    await client.say(call("slow_echo", text=marker, seconds=1.5))
+    call_id = wait_until(lambda: rq_job_with(redis_client, marker), 5, "the job to be enqueued")
+    await client.close()
+    wait_until(lambda: redis_client.get(keys.cancelled(call_id)), 5, "the job to be cancelled")
+
+
+async def test_killed_worker_call_is_answered_by_its_deadline(client: AgentClient, redis_client: redis.Redis):
+    marker = f"kill-{time.time_ns()}"
+    await client.start()
+    started = time.monotonic()
+    await client.say(call("slow_echo", text=marker, seconds=30))
+
+    def running_worker() -> Worker | None:
+        call_id = rq_job_with(redis_client, marker)
+        for worker in Worker.all(connection=redis_client):
+            if call_id and worker.get_current_job_id() == keys.job_id(call_id):
+                return worker
+        return None
+
+    worker = wait_until(running_worker, 5, "a worker to start the job")
+    os.kill(worker.pid, signal.SIGKILL)
+    text = await client.assistant_text(timeout=10)
+    assert "slow_echo did not finish within 5 s" in text
+    assert time.monotonic() - started < 7
+    # The supervisor replaces the dead worker: two live workers again.
+    wait_until(lambda: len([w for w in Worker.all(connection=redis_client) if _alive(w.pid)]) >= 2, 15, "restart")
+    await client.say(call("get_current_time", timezone="UTC"))
+    assert "UTC" in await client.assistant_text()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def test_health_endpoints(gateway: Gateway):
+    assert http_get(gateway.http + "/healthz") == (200, "ok\n")
+    status, body = http_get(gateway.http + "/readyz")
+    ready = json.loads(body)
+    assert status == 200
+    assert ready["redis"] is True and ready["workers"] >= 2
+    assert "get_weather" in ready["functions"]
+    assert http_get(gateway.http + "/nope")[0] == 404
+    assert http_get(gateway.http + "/v1/agent/converse")[0] == 426
+
+
+def test_gateway_never_holds_the_worker_secret(gateway: Gateway, workers: Process):
+    with open(f"/proc/{gateway.pid}/environ", "rb") as env:
+        assert CANARY.encode() not in env.read()
+    with open(f"/proc/{workers.pid}/environ", "rb") as env:
+        assert CANARY.encode() in env.read()  # the check above can fail: the secret is really in play
+    assert CANARY not in gateway.log()
