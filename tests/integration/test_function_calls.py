@@ -15,9 +15,10 @@ from rq import Worker
 from rq.job import Job
 
 from shared import keys
+from shared.redis_server import RedisServer
 from tests.integration.conftest import CANARY, CANARY_FINGERPRINT
 from tests.support.client import AgentClient
-from tests.support.processes import Gateway, Process, http_get, wait_until
+from tests.support.processes import Gateway, Process, http_get, http_status, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -244,3 +245,15 @@ def test_gateway_never_holds_the_worker_secret(gateway: Gateway, workers: Proces
     with open(f"/proc/{workers.pid}/environ", "rb") as env:
         assert CANARY.encode() in env.read()  # the check above can fail: the secret is really in play
     assert CANARY not in gateway.log()
+
+
+def test_not_ready_without_workers(logs_dir):
+    with RedisServer() as empty:
+        gateway = Gateway(empty.url, logs_dir / "gw-noworkers.log")
+        try:
+            wait_until(lambda: http_status(gateway.http + "/healthz") == 200, 15, "the gateway to listen")
+            status, body = http_get(gateway.http + "/readyz")
+            assert status == 503
+            assert json.loads(body)["workers"] == 0
+        finally:
+            assert gateway.stop() == 0

@@ -88,6 +88,14 @@ def http_get(url: str, timeout: float = 2) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
+def http_status(url: str) -> int:
+    """The HTTP status at ``url``, or 0 while nothing listens there."""
+    try:
+        return http_get(url)[0]
+    except OSError:
+        return 0
+
+
 class Gateway(Process):
     def __init__(self, redis_url: str, log_path: Path, **env: str) -> None:
         self.port = free_port()
