@@ -12,13 +12,17 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from email.utils import formatdate
 from http import HTTPStatus
 
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from gateway import routes
 from gateway.catalog import Catalog
 from gateway.dispatcher import REDIS_ERRORS, Dispatcher
+from gateway.http import HttpRequest, HttpResponse, connection_class
 from gateway.session import Session
 from gateway.upstream.factory import open_upstream
 from shared.config import Config
@@ -28,6 +32,8 @@ log = logging.getLogger(__name__)
 AGENT_PATHS = {"/", "/v1/agent/converse"}
 MAX_CLIENT_FRAME = 1 << 20
 """Largest frame a client may send (1 MiB): far above a 20 ms audio chunk or any Settings."""
+MAX_HTTP_BODY = 64 * 1024
+"""Largest ``POST /function-call`` body: arguments of a voice-agent function are small."""
 
 
 class Gateway:
@@ -55,11 +61,22 @@ class Gateway:
         if path == "/readyz":
             status, body = await self.readiness()
             return _json(connection, HTTPStatus.OK if status else HTTPStatus.SERVICE_UNAVAILABLE, body)
-        if path not in AGENT_PATHS:
-            return _text(connection, HTTPStatus.NOT_FOUND, "not found\n")
-        if "websocket" not in request.headers.get("Upgrade", "").lower():
+        upgrade = "websocket" in request.headers.get("Upgrade", "").lower()
+        if path in AGENT_PATHS and upgrade:
+            return None
+        if path == routes.FUNCTION_CALL_PATH:
+            refusal = routes.method_not_allowed()
+            return _body(connection, HTTPStatus(refusal.status), refusal.body, "application/json", {"Allow": "POST"})
+        page = routes.static_file(path)
+        if page is not None:
+            return _body(connection, HTTPStatus.OK, *page)
+        if path in AGENT_PATHS:
             return _text(connection, HTTPStatus.UPGRADE_REQUIRED, "This path speaks WebSocket (voice agent).\n")
-        return None
+        return _text(connection, HTTPStatus.NOT_FOUND, "not found\n")
+
+    async def handle_http(self, request: HttpRequest) -> HttpResponse:
+        """Requests with a body (websockets serves only GET): ``POST /function-call``."""
+        return await routes.function_call(request, self.dispatcher, self.catalog)
 
     async def readiness(self) -> tuple[bool, dict[str, object]]:
         try:
@@ -83,10 +100,27 @@ def _text(connection: ServerConnection, status: HTTPStatus, body: str) -> Respon
 
 
 def _json(connection: ServerConnection, status: HTTPStatus, body: dict[str, object]) -> Response:
-    response = connection.respond(status, json.dumps(body) + "\n")
-    del response.headers["Content-Type"]
-    response.headers["Content-Type"] = "application/json"
-    return response
+    return _body(connection, status, (json.dumps(body) + "\n").encode(), "application/json")
+
+
+def _body(
+    connection: ServerConnection,
+    status: HTTPStatus,
+    body: bytes,
+    content_type: str,
+    extra: dict[str, str] | None = None,
+) -> Response:
+    headers = Headers(
+        [
+            ("Date", formatdate(usegmt=True)),
+            ("Connection", "close"),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-cache"),
+            ("Content-Type", content_type),
+            *(extra or {}).items(),
+        ]
+    )
+    return Response(status.value, status.phrase, headers, body)
 
 
 @asynccontextmanager
@@ -102,6 +136,7 @@ async def run_gateway(config: Config) -> AsyncIterator[tuple[Gateway, Server]]:
         max_size=MAX_CLIENT_FRAME,
         compression=None,
         server_header="voice-function-gateway",
+        create_connection=connection_class(gateway.handle_http, MAX_HTTP_BODY),
     )
     try:
         yield gateway, server

@@ -35,6 +35,7 @@ from gateway.upstream import Upstream, UpstreamClosed, UpstreamUnavailable
 from shared.config import Config
 from shared.envelopes import FunctionSpec, error_content
 from shared.protocol import (
+    BackendFunctionCall,
     Error,
     ErrorCode,
     FunctionCall,
@@ -251,21 +252,33 @@ class Session:
 
     async def _run_call(self, call: FunctionCall) -> None:
         started = time.monotonic()
+        await self._notify(BackendFunctionCall(id=call.id, name=call.name, status="started", arguments=call.arguments))
         try:
             result = await self.dispatcher.call(call.id, call.name, call.arguments, self.owned[call.name], self.id)
             content, ok, worker = result.content, result.ok, result.worker_id
+        except asyncio.CancelledError:
+            await self._notify(BackendFunctionCall(id=call.id, name=call.name, status="cancelled"))
+            raise
         except Exception:
             # A bug must not hang the conversation: the provider still gets an answer.
             log.exception("session %s: call %s failed inside the gateway", self.id, call.id)
+            result = None
             content, ok, worker = error_content(f"{call.name} failed: internal gateway error."), False, ""
         if self.calls.pop(call.id, None) is None:
             return  # cancelled meanwhile: the provider wants no answer
+        elapsed = (time.monotonic() - started) * 1000
         log.info(
             "session %s: call %s %s %s in %.1f ms on %s",
-            self.id, call.id, call.name, "ok" if ok else "error", (time.monotonic() - started) * 1000, worker or "-",
+            self.id, call.id, call.name, "ok" if ok else "error", elapsed, worker or "-",
         )  # fmt: skip
         with contextlib.suppress(UpstreamClosed):
             await self._send_upstream(response_frame(call, content))
+        notice = BackendFunctionCall(
+            id=call.id, name=call.name, status="finished", ok=ok, worker=worker, duration_ms=round(elapsed, 2)
+        )
+        if not ok:
+            notice.error = result.error if result else "internal gateway error"
+        await self._notify(notice)
 
     async def _cancel_calls(self, call_ids: list[str]) -> None:
         tasks = [task for call_id in call_ids if (task := self.calls.pop(call_id, None)) is not None]
@@ -292,6 +305,12 @@ class Session:
 
     async def _send_client(self, message: Error | Warning) -> None:
         await self.client.send(dump(message))
+
+    async def _notify(self, notice: BackendFunctionCall) -> None:
+        """Best effort: a notice must never delay or break the call it describes."""
+        if self.config.backend_call_notices:
+            with contextlib.suppress(ConnectionClosed):
+                await self.client.send(dump(notice))
 
     async def _fatal(self, code: str, description: str, close_code: int) -> None:
         """Send an Error the client can show, then close. The client may already be gone."""

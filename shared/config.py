@@ -33,6 +33,8 @@ class Config(BaseSettings):
     """Seconds a stored result stays readable (re-reads after a pub/sub reconnect)."""
     keepalive_interval: float = Field(default=5.0, gt=0)
     """Seconds of upstream silence after which the gateway sends KeepAlive while calls are pending."""
+    backend_call_notices: bool = True
+    """Tell the client about each backend call (``BackendFunctionCall`` messages) for its call panel."""
     catalog_ttl: int = Field(default=15, ge=2)
     """Seconds a worker's catalog lives in Redis unless refreshed (it refreshes every third of that)."""
 

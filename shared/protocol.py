@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 __all__ = [
+    "BackendFunctionCall",
     "ConversationText",
     "Error",
     "ErrorCode",
@@ -210,3 +211,25 @@ class Warning(Message):
     type: Literal["Warning"] = "Warning"
     description: str
     code: str
+
+
+# --- The gateway's own messages ---------------------------------------------------------------------------
+
+
+class BackendFunctionCall(Message):
+    """Notice to the client about a call a backend worker runs (``started``, then ``finished`` or ``cancelled``).
+
+    A type of the gateway's own: official Deepgram clients hand unknown types to the app as plain dicts, so it is
+    safe to send; ``BACKEND_CALL_NOTICES=false`` turns it off. The result itself is not included: the provider
+    gets it, and the client hears the answer the agent builds from it.
+    """
+
+    type: Literal["BackendFunctionCall"] = "BackendFunctionCall"
+    id: str
+    name: str
+    status: Literal["started", "finished", "cancelled"]
+    arguments: str | None = None
+    ok: bool | None = None
+    worker: str | None = None
+    duration_ms: float | None = None
+    error: str | None = None

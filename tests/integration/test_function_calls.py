@@ -56,6 +56,23 @@ async def test_weather_question_is_answered_by_a_worker(client: AgentClient):
     assert "FunctionCallResponse" not in client.sent_types()
     assert not any(m["type"] == "FunctionCallRequest" for m in client.messages())  # the browser saw no call
     assert all(CANARY not in (f if isinstance(f, str) else "") for f in client.received)
+    notices = [m for m in client.messages() if m["type"] == "BackendFunctionCall"]
+    assert [n["status"] for n in notices] == ["started", "finished"]
+    assert notices[0]["name"] == "get_weather" and json.loads(notices[0]["arguments"]) == {"location": "Paris"}
+    assert notices[1]["ok"] is True and notices[1]["worker"] and notices[1]["duration_ms"] > 0
+
+
+async def test_backend_call_notices_can_be_turned_off(redis_server, workers, logs_dir):
+    gateway = Gateway(redis_server.url, logs_dir / "gw-quiet.log", BACKEND_CALL_NOTICES="false").wait_ready()
+    try:
+        client = await AgentClient.connect(gateway.url)
+        await client.start()
+        await client.say("What's the weather in Paris?")
+        assert "Paris" in await client.assistant_text()
+        assert not [m for m in client.messages() if m["type"] == "BackendFunctionCall"]
+        await client.close()
+    finally:
+        assert gateway.stop() == 0
 
 
 async def test_backend_functions_are_declared_to_the_provider(client: AgentClient):
