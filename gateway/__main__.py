@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 
+from gateway.auth import AccessPolicy, check_bind
 from gateway.server import run_gateway
 from shared.config import get_config
 from shared.redis_server import redacted
@@ -13,6 +14,15 @@ from shared.redis_server import redacted
 
 async def serve_forever() -> None:
     config = get_config()
+    policy = AccessPolicy(config)
+    refusal = check_bind(config, policy)
+    if refusal:
+        logging.getLogger("gateway").error(refusal)
+        raise SystemExit(2)
+    if not policy.requires_credentials:
+        logging.getLogger("gateway").warning(
+            "no credentials configured (GATEWAY_TOKENS / TOKEN_SECRET): anyone who reaches %s may connect", config.host
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from email.utils import formatdate
 from http import HTTPStatus
@@ -18,8 +18,10 @@ from http import HTTPStatus
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
 
 from gateway import routes
+from gateway.auth import AccessPolicy
 from gateway.catalog import Catalog
 from gateway.dispatcher import REDIS_ERRORS, Dispatcher
 from gateway.http import HttpRequest, HttpResponse, connection_class
@@ -44,6 +46,7 @@ class Gateway:
         self.dispatcher = Dispatcher(config)
         self.catalog = Catalog(self.dispatcher.redis)
         self.sessions: set[Session] = set()
+        self.policy = AccessPolicy(config)
 
     async def handle(self, connection: ServerConnection) -> None:
         session = Session(connection, lambda: open_upstream(self.config), self.dispatcher, self.catalog, self.config)
@@ -63,6 +66,9 @@ class Gateway:
             return _json(connection, HTTPStatus.OK if status else HTTPStatus.SERVICE_UNAVAILABLE, body)
         upgrade = "websocket" in request.headers.get("Upgrade", "").lower()
         if path in AGENT_PATHS and upgrade:
+            verdict = self.policy.check(request.headers, request.path)
+            if not verdict.allowed:
+                return _json(connection, HTTPStatus(verdict.status), {"error": verdict.reason})
             return None
         if path == routes.FUNCTION_CALL_PATH:
             refusal = routes.method_not_allowed()
@@ -76,6 +82,9 @@ class Gateway:
 
     async def handle_http(self, request: HttpRequest) -> HttpResponse:
         """Requests with a body (websockets serves only GET): ``POST /function-call``."""
+        verdict = self.policy.check(request.headers, request.path)
+        if not verdict.allowed:
+            return HttpResponse.json(verdict.status, {"error": verdict.reason})
         return await routes.function_call(request, self.dispatcher, self.catalog)
 
     async def readiness(self) -> tuple[bool, dict[str, object]]:
@@ -123,6 +132,12 @@ def _body(
     return Response(status.value, status.phrase, headers, body)
 
 
+def _select_subprotocol(connection: ServerConnection, offered: Sequence[Subprotocol]) -> Subprotocol | None:
+    """Browsers authenticate with subprotocols ``["token", <credential>]``; the handshake must then echo
+    ``token`` or the browser drops the connection. Clients that offer none connect without one."""
+    return Subprotocol("token") if "token" in offered else None
+
+
 @asynccontextmanager
 async def run_gateway(config: Config) -> AsyncIterator[tuple[Gateway, Server]]:
     """Start the dispatcher and the server; on exit close sessions (1001) and stop the dispatcher."""
@@ -137,6 +152,7 @@ async def run_gateway(config: Config) -> AsyncIterator[tuple[Gateway, Server]]:
         compression=None,
         server_header="voice-function-gateway",
         create_connection=connection_class(gateway.handle_http, MAX_HTTP_BODY),
+        select_subprotocol=_select_subprotocol,
     )
     try:
         yield gateway, server

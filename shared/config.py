@@ -22,6 +22,16 @@ class Config(BaseSettings):
     """Address the gateway binds; a PaaS needs 0.0.0.0 (the Procfile sets it)."""
     port: int = Field(default=8080, ge=0, le=65535)
 
+    gateway_tokens: SecretStr | None = None
+    """Comma-separated static tokens clients may present. With none (and no TOKEN_SECRET) anyone may connect,
+    so the gateway then binds loopback only unless ALLOW_PUBLIC_WITHOUT_AUTH is set."""
+    token_secret: SecretStr | None = None
+    """HMAC key for short-lived signed tokens (``python -m gateway.auth mint``)."""
+    allowed_origins: str = ""
+    """Comma-separated browser origins allowed to connect (e.g. ``https://app.example.com``); empty: any."""
+    allow_public_without_auth: bool = False
+    """Explicit opt-in to listen on a non-loopback address with no credentials configured."""
+
     upstream: Literal["auto", "simulated", "deepgram"] = "auto"
     """``auto`` picks Deepgram when DEEPGRAM_API_KEY is set, else the built-in simulated agent."""
     deepgram_api_key: SecretStr | None = None
