@@ -32,8 +32,6 @@ from shared.config import Config
 log = logging.getLogger(__name__)
 
 AGENT_PATHS = {"/", "/v1/agent/converse"}
-MAX_CLIENT_FRAME = 1 << 20
-"""Largest frame a client may send (1 MiB): far above a 20 ms audio chunk or any Settings."""
 MAX_HTTP_BODY = 64 * 1024
 """Largest ``POST /function-call`` body: arguments of a voice-agent function are small."""
 
@@ -69,6 +67,8 @@ class Gateway:
             verdict = self.policy.check(request.headers, request.path)
             if not verdict.allowed:
                 return _json(connection, HTTPStatus(verdict.status), {"error": verdict.reason})
+            if len(self.sessions) >= self.config.max_sessions:
+                return _json(connection, HTTPStatus.SERVICE_UNAVAILABLE, {"error": "Too many sessions; retry later."})
             return None
         if path == routes.FUNCTION_CALL_PATH:
             refusal = routes.method_not_allowed()
@@ -148,7 +148,7 @@ async def run_gateway(config: Config) -> AsyncIterator[tuple[Gateway, Server]]:
         config.host,
         config.port,
         process_request=gateway.process_request,
-        max_size=MAX_CLIENT_FRAME,
+        max_size=config.max_frame_bytes,
         compression=None,
         server_header="voice-function-gateway",
         create_connection=connection_class(gateway.handle_http, MAX_HTTP_BODY),

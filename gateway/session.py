@@ -31,9 +31,10 @@ from websockets.exceptions import ConnectionClosed
 from gateway.catalog import Catalog
 from gateway.dispatcher import REDIS_ERRORS, Dispatcher
 from gateway.intercept import filter_cancelled, merge_functions, response_frame, split_request
+from gateway.limits import TokenBucket
 from gateway.upstream import Upstream, UpstreamClosed, UpstreamUnavailable
 from shared.config import Config
-from shared.envelopes import FunctionSpec, error_content
+from shared.envelopes import FunctionSpec, Result
 from shared.protocol import (
     BackendFunctionCall,
     Error,
@@ -81,6 +82,8 @@ class Session:
         self.backend_ids: set[str] = set()
         """Every call id the backend has taken, answered or not: the client may answer none of them."""
         self._last_upstream_send = time.monotonic()
+        self._rate = TokenBucket(config.client_message_rate, 2 * config.client_message_rate)
+        self._last_rate_error = 0.0
 
     # --- lifecycle ----------------------------------------------------------------------------------------
 
@@ -123,12 +126,15 @@ class Session:
                 await self._fatal(ErrorCode.UPSTREAM_CLOSED, description, CLOSE_INTERNAL)
             return
         log.error("session %s: internal error", self.id, exc_info=exc)
-        await self._fatal("INTERNAL_ERROR", "The gateway failed; the session ends.", CLOSE_INTERNAL)
+        await self._fatal(ErrorCode.INTERNAL_ERROR, "The gateway failed; the session ends.", CLOSE_INTERNAL)
 
     # --- client → provider --------------------------------------------------------------------------------
 
     async def _client_to_upstream(self) -> None:
         async for frame in self.client:
+            if not self._rate.allow():
+                await self._rate_limited()
+                continue
             if isinstance(frame, bytes):
                 if not self.settings_applied:
                     return await self._not_settings_first()
@@ -192,12 +198,21 @@ class Session:
         except REDIS_ERRORS:
             log.warning("session %s: backend catalog unreadable (Redis down?)", self.id)
             await self._send_client(
-                Warning(code="BACKEND_UNAVAILABLE", description="Backend functions are unavailable right now.")
+                Warning(code=ErrorCode.BACKEND_UNAVAILABLE, description="Backend functions are unavailable right now.")
             )
+        self.upstream.use_functions(self.owned)  # type: ignore[union-attr]  # opened before any client frame
         self.settings_applied = True
         await self._send_upstream(dump(merge_functions(settings, self.owned)) if self.owned else frame)
         log.info("session %s: settings sent upstream with %d backend functions", self.id, len(self.owned))
         return True
+
+    async def _rate_limited(self) -> None:
+        now = time.monotonic()
+        if now - self._last_rate_error >= 1.0:  # one Error a second: a flood must not get a flood back
+            self._last_rate_error = now
+            await self._send_client(
+                Error(code=ErrorCode.RATE_LIMITED, description="Too many messages; some were dropped.")
+            )
 
     async def _not_settings_first(self) -> None:
         await self._fatal(
@@ -248,37 +263,56 @@ class Session:
             log.warning("session %s: duplicate request for call %s ignored", self.id, call.id)
             return
         self.backend_ids.add(call.id)
-        self.calls[call.id] = asyncio.create_task(self._run_call(call), name=f"{self.id}-call-{call.id}")
+        over_limit = len(self.calls) >= self.config.max_pending_calls
+        self.calls[call.id] = asyncio.create_task(self._run_call(call, over_limit), name=f"{self.id}-call-{call.id}")
 
-    async def _run_call(self, call: FunctionCall) -> None:
+    async def _run_call(self, call: FunctionCall, over_limit: bool = False) -> None:
+        """Get the call's result and answer the provider once, unless the call is cancelled meanwhile."""
         started = time.monotonic()
         await self._notify(BackendFunctionCall(id=call.id, name=call.name, status="started", arguments=call.arguments))
         try:
-            result = await self.dispatcher.call(call.id, call.name, call.arguments, self.owned[call.name], self.id)
-            content, ok, worker = result.content, result.ok, result.worker_id
+            result = await self._result(call, over_limit)
         except asyncio.CancelledError:
             await self._notify(BackendFunctionCall(id=call.id, name=call.name, status="cancelled"))
             raise
-        except Exception:
-            # A bug must not hang the conversation: the provider still gets an answer.
-            log.exception("session %s: call %s failed inside the gateway", self.id, call.id)
-            result = None
-            content, ok, worker = error_content(f"{call.name} failed: internal gateway error."), False, ""
         if self.calls.pop(call.id, None) is None:
             return  # cancelled meanwhile: the provider wants no answer
         elapsed = (time.monotonic() - started) * 1000
         log.info(
             "session %s: call %s %s %s in %.1f ms on %s",
-            self.id, call.id, call.name, "ok" if ok else "error", elapsed, worker or "-",
+            self.id, call.id, call.name, "ok" if result.ok else "error", elapsed, result.worker_id or "-",
         )  # fmt: skip
         with contextlib.suppress(UpstreamClosed):
-            await self._send_upstream(response_frame(call, content))
-        notice = BackendFunctionCall(
-            id=call.id, name=call.name, status="finished", ok=ok, worker=worker, duration_ms=round(elapsed, 2)
+            await self._send_upstream(response_frame(call, result.content))
+        await self._notify(
+            BackendFunctionCall(
+                id=call.id,
+                name=call.name,
+                status="finished",
+                ok=result.ok,
+                worker=result.worker_id,
+                duration_ms=round(elapsed, 2),
+                **({} if result.ok else {"error": result.error}),
+            )
         )
-        if not ok:
-            notice.error = result.error if result else "internal gateway error"
-        await self._notify(notice)
+
+    async def _result(self, call: FunctionCall, over_limit: bool) -> Result:
+        """The call's result; never raises (but for cancellation), since every call must be answered."""
+        if over_limit:
+            with contextlib.suppress(ConnectionClosed):
+                await self._send_client(
+                    Warning(
+                        code=ErrorCode.TOO_MANY_PENDING_CALLS,
+                        description=f"{call.name} was not run: {self.config.max_pending_calls} calls already pending.",
+                    )
+                )
+            return Result.failure(call.id, f"{call.name} was not run: too many calls are pending. Try again shortly.")
+        try:
+            return await self.dispatcher.call(call.id, call.name, call.arguments, self.owned[call.name], self.id)
+        except Exception:
+            # A bug must not hang the conversation: the provider still gets an answer.
+            log.exception("session %s: call %s failed inside the gateway", self.id, call.id)
+            return Result.failure(call.id, f"{call.name} failed: internal gateway error.")
 
     async def _cancel_calls(self, call_ids: list[str]) -> None:
         tasks = [task for call_id in call_ids if (task := self.calls.pop(call_id, None)) is not None]

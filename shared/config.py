@@ -32,10 +32,26 @@ class Config(BaseSettings):
     allow_public_without_auth: bool = False
     """Explicit opt-in to listen on a non-loopback address with no credentials configured."""
 
-    upstream: Literal["auto", "simulated", "deepgram"] = "auto"
-    """``auto`` picks Deepgram when DEEPGRAM_API_KEY is set, else the built-in simulated agent."""
+    upstream: Literal["auto", "simulated", "deepgram", "openai"] = "auto"
+    """``auto`` picks Deepgram when DEEPGRAM_API_KEY is set, else OpenAI when OPENAI_API_KEY is set, else the
+    built-in simulated agent."""
     deepgram_api_key: SecretStr | None = None
     deepgram_url: str = "wss://agent.deepgram.com/v1/agent/converse"
+    openai_api_key: SecretStr | None = None
+    openai_url: str = "wss://api.openai.com/v1/realtime"
+    """The Realtime endpoint; ``?model=`` is added from ``openai_model`` unless the URL has one."""
+    openai_model: str = "gpt-realtime"
+    openai_voice: str = "marin"
+    """Used unless the client's Settings choose one (``agent.speak.provider`` of type ``open_ai``)."""
+
+    max_frame_bytes: int = Field(default=1 << 20, ge=1024)
+    """Largest frame a client may send; a larger one closes the connection with 1009 (message too big)."""
+    max_pending_calls: int = Field(default=16, ge=1)
+    """Backend calls one session may have in flight; more are answered at once with an error."""
+    client_message_rate: float = Field(default=200.0, gt=0)
+    """Frames per second a client may send on average (bursts of twice that); excess frames are dropped."""
+    max_sessions: int = Field(default=1000, ge=1)
+    """Concurrent sessions per gateway process; beyond it the handshake gets HTTP 503."""
 
     function_timeout: float = Field(default=10.0, gt=0)
     """Deadline in seconds for a backend function that declares none."""
@@ -56,10 +72,12 @@ class Config(BaseSettings):
 
     log_level: str = "INFO"
 
-    def resolved_upstream(self) -> Literal["simulated", "deepgram"]:
+    def resolved_upstream(self) -> Literal["simulated", "deepgram", "openai"]:
         if self.upstream != "auto":
             return self.upstream
-        return "deepgram" if self.deepgram_api_key else "simulated"
+        if self.deepgram_api_key:
+            return "deepgram"
+        return "openai" if self.openai_api_key else "simulated"
 
     @property
     def queues(self) -> list[str]:
