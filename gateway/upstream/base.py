@@ -8,6 +8,11 @@ provider with another protocol translates inside ``send`` and ``recv``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from shared.envelopes import FunctionSpec
 
 Frame = str | bytes
 
@@ -42,3 +47,10 @@ class Upstream(ABC):
     @abstractmethod
     async def close(self) -> None:
         """Close the connection; safe to call more than once."""
+
+    def use_functions(self, owned: Mapping[str, FunctionSpec]) -> None:
+        """Learn the backend functions of this session (called once, at Settings, before they are sent).
+
+        Default: nothing. An adapter whose provider may announce a call before it is final (OpenAI sends
+        ``.done`` events for cancelled responses) uses ``FunctionSpec.side_effects`` to hold such calls back.
+        """
