@@ -48,7 +48,7 @@ class Upstream(ABC):
     async def close(self) -> None:
         """Close the connection; safe to call more than once."""
 
-    def use_functions(self, owned: Mapping[str, FunctionSpec]) -> None:
+    def use_functions(self, owned: Mapping[str, FunctionSpec]) -> None:  # noqa: B027 - optional hook
         """Learn the backend functions of this session (called once, at Settings, before they are sent).
 
         Default: nothing. An adapter whose provider may announce a call before it is final (OpenAI sends
