@@ -26,6 +26,7 @@ import socket
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import redis
 import redis.asyncio as aioredis
@@ -45,6 +46,21 @@ JOB_FUNCTION = "workers.execute.run_call"
 """The worker entry point, named by string so the gateway never imports worker code."""
 
 REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
+WATCH_INTERVAL = 0.25
+"""Seconds between checks for calls whose worker died."""
+MAX_RETRIES = 2
+"""Extra runs of an idempotent call whose workers keep dying."""
+
+
+@dataclass
+class _Pending:
+    """A call this gateway process waits for."""
+
+    job: Job
+    spec: FunctionSpec
+    future: asyncio.Future[Result]
+    enqueued: bool = False
+    attempts: int = 0
 
 
 class Dispatcher:
@@ -66,9 +82,14 @@ class Dispatcher:
         self._sync = sync_redis or redis.Redis.from_url(config.redis_url, socket_connect_timeout=2, socket_timeout=5)
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="enqueue")
         self._queues: dict[str, Queue] = {}
-        self._waiters: dict[str, asyncio.Future[Result]] = {}
+        self._waiters: dict[str, _Pending] = {}
         self._subscribed = asyncio.Event()
         self._listener: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        # Delete the claim only if the dead worker still holds it, atomically.
+        self._release_claim = self.redis.register_script(
+            "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+        )
         self._background: set[asyncio.Task[None]] = set()
 
     # --- lifecycle ----------------------------------------------------------------------------------------
@@ -76,11 +97,13 @@ class Dispatcher:
     async def start(self) -> None:
         """Start listening. Returns at once: calls wait for the subscription themselves (Redis may be down)."""
         self._listener = asyncio.create_task(self._listen(), name="dispatcher-listener")
+        self._watcher = asyncio.create_task(self._watch_workers(), name="dispatcher-watcher")
 
     async def stop(self) -> None:
-        if self._listener:
-            self._listener.cancel()
-            await asyncio.gather(self._listener, return_exceptions=True)
+        for task in (self._listener, self._watcher):
+            if task:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if self._background:
             await asyncio.wait(self._background, timeout=2)
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -106,55 +129,53 @@ class Dispatcher:
         existing = self._waiters.get(call_id)
         if existing is not None:
             # The same call requested twice in this process: one job, both callers get its result.
-            return await asyncio.shield(existing)
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Result] = loop.create_future()
-        self._waiters[call_id] = future
-        timeout = spec.timeout
+            return await asyncio.shield(existing.future)
         job = Job(
             call_id=call_id,
             name=name,
             arguments=arguments,
             reply_channel=self.channel,
-            deadline=time.time() + timeout,
+            deadline=time.time() + spec.timeout,
             session_id=session_id,
             enqueued_at=time.time(),
         )
+        pending = _Pending(job, spec, asyncio.get_running_loop().create_future())
+        self._waiters[call_id] = pending
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(spec.timeout):
                 await self._subscribed.wait()
                 await self._enqueue(job, spec)
-                return await asyncio.shield(future)
+                pending.enqueued = True
+                return await asyncio.shield(pending.future)
         except TimeoutError:
+            if pending.future.done():
+                return pending.future.result()
             stored = await self._stored_result(call_id)
             if stored is not None:
                 return stored
             self._cancel_in_background(call_id)
-            if not future.done():
-                future.set_result(Result.failure(call_id, f"{name} did not finish within {timeout:g} s."))
-            return future.result()
+            return Result.failure(call_id, f"{name} did not finish within {spec.timeout:g} s.")
         except asyncio.CancelledError:
             self._cancel_in_background(call_id)
-            if not future.done():
-                future.cancel()
+            pending.future.cancel()
             raise
         finally:
             self._waiters.pop(call_id, None)
 
-    async def _enqueue(self, job: Job, spec: FunctionSpec) -> None:
+    async def _enqueue(self, job: Job, spec: FunctionSpec, attempt: int = 0) -> None:
         """Push the job onto its RQ queue, retrying through Redis outages (the caller's deadline bounds it)."""
         delay = 0.05
         loop = asyncio.get_running_loop()
         while True:
             try:
-                await loop.run_in_executor(self._pool, self._enqueue_sync, job, spec)
+                await loop.run_in_executor(self._pool, self._enqueue_sync, job, spec, attempt)
                 return
             except REDIS_ERRORS as exc:
                 log.warning("enqueue of %s failed (%s); retrying", job.call_id, type(exc).__name__)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.5)
 
-    def _enqueue_sync(self, job: Job, spec: FunctionSpec) -> None:
+    def _enqueue_sync(self, job: Job, spec: FunctionSpec, attempt: int = 0) -> None:
         queue = self._queues.get(spec.queue)
         if queue is None:
             queue = self._queues[spec.queue] = Queue(keys.queue_name(spec.queue), connection=self._sync)
@@ -163,7 +184,7 @@ class Dispatcher:
             queue.enqueue_call(
                 JOB_FUNCTION,
                 args=(job.to_json(),),
-                job_id=keys.job_id(job.call_id),
+                job_id=keys.job_id(job.call_id) + (f"-r{attempt}" if attempt else ""),
                 timeout=seconds,  # RQ kills the function here, freeing the worker (1 s granularity)
                 ttl=seconds + 1,  # a job still queued after its deadline is useless
                 result_ttl=self.config.result_ttl,
@@ -242,9 +263,61 @@ class Dispatcher:
     def _deliver(self, result: Result | None) -> None:
         if result is None:
             return
-        future = self._waiters.get(result.call_id)
-        if future is not None and not future.done():
-            future.set_result(result)
+        pending = self._waiters.get(result.call_id)
+        if pending is not None and not pending.future.done():
+            pending.future.set_result(result)
+
+    # --- dead workers -------------------------------------------------------------------------------------
+
+    async def _watch_workers(self) -> None:
+        """Notice a call whose worker died, without waiting for the deadline.
+
+        A worker claims a call (``keys.claim``) before running it and keeps its catalog key alive while it
+        lives; the supervisor deletes that key as soon as a worker process dies. A claimed call whose worker
+        has no catalog key is lost: an idempotent function is run again on another worker, any other is
+        answered with an error at once (running it twice could, say, place an order twice).
+        """
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL)
+            watched = [p for p in self._waiters.values() if p.enqueued and not p.future.done()]
+            if not watched:
+                continue
+            try:
+                claims = await self.redis.mget([keys.claim(p.job.call_id) for p in watched])
+                owners = sorted({c.decode() for c in claims if c})
+                if not owners:
+                    continue
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for owner in owners:
+                        pipe.exists(keys.catalog(owner))
+                    alive = {owner for owner, live in zip(owners, await pipe.execute(), strict=True) if live}
+                for pending, claim in zip(watched, claims, strict=True):
+                    if claim and claim.decode() not in alive:
+                        await self._worker_lost(pending, claim.decode())
+            except REDIS_ERRORS:
+                continue  # Redis trouble: the deadline still answers every call
+
+    async def _worker_lost(self, pending: _Pending, worker_id: str) -> None:
+        job, spec = pending.job, pending.spec
+        stored = await self._stored_result(job.call_id)
+        if stored is not None:
+            self._deliver(stored)
+        elif spec.idempotent and pending.attempts < MAX_RETRIES:
+            if await self._release_claim(keys=[keys.claim(job.call_id)], args=[worker_id]):
+                pending.attempts += 1
+                log.warning("call %s: worker %s died; running %s again (idempotent)", job.call_id, worker_id, job.name)
+                await self._enqueue(job, spec, attempt=pending.attempts)
+        else:
+            log.warning("call %s: worker %s died running %s; not retried", job.call_id, worker_id, job.name)
+            reason = "it is not marked idempotent" if not spec.idempotent else f"it failed {MAX_RETRIES + 1} times"
+            self._deliver(
+                Result.failure(
+                    job.call_id,
+                    f"{job.name} was interrupted: the worker running it stopped. "
+                    f"It was not run again because {reason}.",
+                    worker_id=worker_id,
+                )
+            )
 
 
 def _parse_result(raw: bytes | str) -> Result | None:

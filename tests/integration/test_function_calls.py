@@ -213,28 +213,66 @@ async def test_client_disconnect_cancels_pending_jobs(gateway: Gateway, redis_cl
     wait_until(lambda: redis_client.get(keys.cancelled(call_id)), 5, "the job to be cancelled")
 
 
+def worker_running(redis_client: redis.Redis, marker: str) -> Worker | None:
+    """The RQ worker currently running the call whose arguments contain ``marker``."""
+    call_id = rq_job_with(redis_client, marker)
+    for worker in Worker.all(connection=redis_client):
+        current = worker.get_current_job_id() or ""
+        if call_id and current.startswith(keys.job_id(call_id)):
+            return worker
+    return None
+
+
+def wait_for_two_live_workers(redis_client: redis.Redis) -> None:
+    wait_until(lambda: len([w for w in Worker.all(connection=redis_client) if _alive(w.pid)]) >= 2, 15, "restart")
+
+
 async def test_killed_worker_call_is_answered_by_its_deadline(client: AgentClient, redis_client: redis.Redis):
     marker = f"kill-{time.time_ns()}"
     await client.start()
     started = time.monotonic()
     await client.say(call("slow_echo", text=marker, seconds=30))
-
-    def running_worker() -> Worker | None:
-        call_id = rq_job_with(redis_client, marker)
-        for worker in Worker.all(connection=redis_client):
-            if call_id and worker.get_current_job_id() == keys.job_id(call_id):
-                return worker
-        return None
-
-    worker = wait_until(running_worker, 5, "a worker to start the job")
+    worker = wait_until(lambda: worker_running(redis_client, marker), 5, "a worker to start the job")
     os.kill(worker.pid, signal.SIGKILL)
     text = await client.assistant_text(timeout=10)
     assert "slow_echo did not finish within 5 s" in text
     assert time.monotonic() - started < 7
-    # The supervisor replaces the dead worker: two live workers again.
-    wait_until(lambda: len([w for w in Worker.all(connection=redis_client) if _alive(w.pid)]) >= 2, 15, "restart")
+    wait_for_two_live_workers(redis_client)  # the supervisor replaces the dead worker
     await client.say(call("get_current_time", timezone="UTC"))
     assert "UTC" in await client.assistant_text()
+
+
+async def test_idempotent_call_is_retried_when_its_worker_dies(client: AgentClient, redis_client: redis.Redis):
+    wait_for_two_live_workers(redis_client)
+    marker = f"retry-{time.time_ns()}"
+    await client.start()
+    await client.say(call("slow_echo", text=marker, seconds=1.0))
+    worker = wait_until(lambda: worker_running(redis_client, marker), 5, "a worker to start the job")
+    await asyncio.sleep(0.3)  # into the function itself, past RQ's own bookkeeping before it
+    os.kill(worker.pid, signal.SIGKILL)
+    text = await client.assistant_text(timeout=10)
+    assert f'"echo": "{marker}"' in text  # the other worker ran it again and succeeded
+    [response] = (await client.stats())["function_responses"]
+    assert marker in response["content"]
+    wait_for_two_live_workers(redis_client)
+
+
+async def test_non_idempotent_call_is_never_run_twice(client: AgentClient, redis_client: redis.Redis):
+    wait_for_two_live_workers(redis_client)
+    tag = f"write-{time.time_ns()}"
+    await client.start()
+    await client.say(call("slow_write", tag=tag, seconds=3))
+    worker = wait_until(lambda: worker_running(redis_client, tag), 5, "a worker to start the job")
+    wait_until(lambda: redis_client.get(keys.test_counter(tag + ".started")), 5, "the function to start")
+    os.kill(worker.pid, signal.SIGKILL)
+    killed = time.monotonic()
+    text = await client.assistant_text(timeout=10)
+    assert "slow_write was interrupted" in text and "not marked idempotent" in text
+    assert time.monotonic() - killed < 3  # answered when the death was noticed, not at the 5 s deadline
+    await asyncio.sleep(3.5)
+    assert redis_client.get(keys.test_counter(tag + ".started")) == b"1"
+    assert redis_client.get(keys.test_counter(tag)) is None
+    wait_for_two_live_workers(redis_client)
 
 
 def _alive(pid: int) -> bool:

@@ -46,3 +46,17 @@ class CountArgs(BaseModel):
 def count_calls(args: CountArgs, ctx: CallContext) -> int:
     """Returns the new count (the result content is that number as JSON text, e.g. ``3``)."""
     return int(ctx.redis.incr(keys.test_counter(args.tag)))
+
+
+class SlowWriteArgs(BaseModel):
+    tag: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    seconds: float = Field(ge=0, le=30)
+
+
+@function(
+    description="Count a start, sleep, count a finish (test helper; not idempotent)", timeout=5.0, side_effects=True
+)
+def slow_write(args: SlowWriteArgs, ctx: CallContext) -> int:
+    ctx.redis.incr(keys.test_counter(args.tag + ".started"))
+    time.sleep(args.seconds)
+    return int(ctx.redis.incr(keys.test_counter(args.tag)))
