@@ -14,6 +14,13 @@ async def open_upstream(config: Config) -> Upstream:
         if config.deepgram_api_key is None:
             raise UpstreamUnavailable("UPSTREAM=deepgram needs DEEPGRAM_API_KEY on the gateway.")
         return await open_deepgram(config.deepgram_url, config.deepgram_api_key.get_secret_value())
+    if kind == "openai":
+        from gateway.upstream.openai import open_openai
+
+        if config.openai_api_key is None:
+            raise UpstreamUnavailable("UPSTREAM=openai needs OPENAI_API_KEY on the gateway.")
+        key = config.openai_api_key.get_secret_value()
+        return await open_openai(config.openai_url, config.openai_model, key, config.openai_voice)
     from gateway.upstream.simulated import open_simulated
 
     return await open_simulated()

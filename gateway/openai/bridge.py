@@ -1,0 +1,393 @@
+"""The state of one OpenAI Realtime conversation seen through the component protocol, without I/O.
+
+:class:`Bridge` takes component frames from the session (``from_component``) and OpenAI events from the
+provider (``from_provider``) and returns, each time, the OpenAI events to send and the component frames to
+hand the session. The pure message mapping is in :mod:`gateway.openai.translate`; this class adds what needs
+memory:
+
+- **Readiness.** ``SettingsApplied`` goes out only once OpenAI confirms the ``session.update`` it came from;
+  user messages injected before that wait.
+- **Function calls.** Each model call becomes a component ``FunctionCallRequest`` (``client_side: true``), so
+  the session treats it exactly like a Deepgram call: backend-owned ones run on the workers, the rest go to the
+  client. Answers come back as ``FunctionCallResponse`` and become ``function_call_output`` items.
+- **One ``response.create`` at a time.** After every call of a response is answered *and* that response is
+  done, exactly one ``response.create`` asks the model to continue. Nothing is created while a response is
+  active (OpenAI would answer ``conversation_already_has_active_response``); requests wait and coalesce.
+- **Side effects.** OpenAI also sends ``.done`` events for cancelled responses. A call to a function with
+  ``side_effects`` is handed over only once its response ended ``completed``; other calls go at once (lower
+  latency) and are cancelled with ``FunctionCallCancelled`` if their response ends any other way.
+- **Speaking.** The first audio or text of a response gives ``AgentStartedSpeaking``; its end ``AgentAudioDone``.
+  Transcripts give one ``ConversationText`` per item.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.openai import translate as tr
+from gateway.openai.audio import OPENAI_RATE, Resampler
+from gateway.upstream.base import Frame
+from shared.envelopes import FunctionSpec
+
+log = logging.getLogger(__name__)
+
+ACTIVE_RESPONSE = "conversation_already_has_active_response"
+
+
+@dataclass
+class Out:
+    """What one input produced: OpenAI events to send upstream, component frames for the session."""
+
+    upstream: list[dict[str, Any]] = field(default_factory=list)
+    client: list[Frame] = field(default_factory=list)
+
+
+@dataclass
+class _Call:
+    call_id: str
+    name: str
+    arguments: str
+    side_effects: bool
+    emitted: bool = False
+    """A FunctionCallRequest for it went to the session."""
+    answered: bool = False
+
+
+@dataclass
+class _Response:
+    id: str
+    created_at: float
+    calls: dict[str, _Call] = field(default_factory=dict)
+    completed: bool = False
+    """``response.done`` arrived with status ``completed``: its calls now only wait for their answers."""
+    speaking: bool = False
+
+
+class Bridge:
+    """One conversation's translation state. Not thread-safe; the adapter calls it from one event loop."""
+
+    def __init__(self, voice: str = "marin", clock: Callable[[], float] = time.monotonic) -> None:
+        self.voice = voice
+        self._clock = clock
+        self.side_effects: set[str] = set()
+        self.ready = False
+        """OpenAI confirmed the session.update made from Settings."""
+        self._prompt = ""
+        self._context: list[Any] = []
+        self._updates: deque[str] = deque()
+        """Why each unconfirmed session.update was sent ("settings" or "prompt"), oldest first."""
+        self._held: list[dict[str, Any]] = []
+        """Items injected before the session was ready."""
+        self._wanted: deque[str | None] = deque()
+        """Responses to create when no response is active: None = continue the conversation, text = say it."""
+        self._requested = False
+        """A response.create was sent and its response.created has not arrived yet."""
+        self._request_event_id = ""
+        self._request_count = 0
+        self._active: _Response | None = None
+        self._responses: dict[str, _Response] = {}
+        """Responses whose calls are not all answered yet (the active one too)."""
+        self._calls: dict[str, _Call] = {}
+        self._call_response: dict[str, str] = {}
+        self._texted: set[str] = set()
+        """Item ids that already gave a ConversationText."""
+        self._audio_in: Resampler | None = None
+        self._audio_out: Resampler | None = None
+
+    def use_functions(self, owned: Mapping[str, FunctionSpec]) -> None:
+        self.side_effects = {name for name, spec in owned.items() if spec.side_effects}
+
+    # --- component frames from the session -----------------------------------------------------------------
+
+    def from_component(self, frame: Frame) -> Out:
+        out = Out()
+        if isinstance(frame, bytes):
+            if self._audio_in is not None:
+                pcm = self._audio_in.process(frame)
+                if pcm:
+                    out.upstream.append(tr.audio_append(pcm))
+            return out
+        try:
+            message = json.loads(frame)
+        except ValueError:
+            message = None
+        if not isinstance(message, dict):
+            return out  # the session validates client frames; nothing useful to do with this
+        kind = message.get("type")
+        handler = _COMPONENT_HANDLERS.get(str(kind))
+        if handler is None:
+            log.info("message type %r has no OpenAI translation; dropped", kind)
+            out.client.append(tr.warning("UNSUPPORTED_MESSAGE", f"{kind} is not supported with the OpenAI upstream."))
+            return out
+        handler(self, message, out)
+        return out
+
+    def _on_settings(self, message: dict[str, Any], out: Out) -> None:
+        plan = tr.audio_plan(message)
+        if plan.resample:
+            self._audio_in = Resampler(plan.input_rate, OPENAI_RATE)
+            self._audio_out = Resampler(OPENAI_RATE, plan.output_rate)
+        else:
+            self._audio_in = Resampler(plan.input_rate, plan.input_rate)  # equal rates: bytes pass through
+            self._audio_out = Resampler(plan.output_rate, plan.output_rate)
+        event, warnings = tr.session_update(message, self.voice, plan)
+        self._prompt, self._context = tr.prompt_and_context(message)
+        self._updates.append("settings")
+        out.upstream.append(event)
+        out.client += [tr.warning("UNSUPPORTED_SETTING", text) for text in warnings]
+        if (text := tr.greeting(message)) is not None:
+            self._wanted.append(text)
+
+    def _on_update_prompt(self, message: dict[str, Any], out: Out) -> None:
+        addition = message.get("prompt")
+        if not isinstance(addition, str):
+            out.client.append(tr.warning("INVALID_MESSAGE", "UpdatePrompt needs a string 'prompt'."))
+            return
+        self._prompt = f"{self._prompt}\n\n{addition}" if self._prompt else addition  # Deepgram appends
+        self._updates.append("prompt")
+        out.upstream.append(tr.instructions_update(tr.instructions(self._prompt, self._context)))
+
+    def _on_inject_user_message(self, message: dict[str, Any], out: Out) -> None:
+        content = message.get("content")
+        if not isinstance(content, str):
+            out.client.append(tr.warning("INVALID_MESSAGE", "InjectUserMessage needs a string 'content'."))
+            return
+        item = tr.user_message(content)
+        if self.ready:
+            out.upstream.append(item)
+        else:
+            self._held.append(item)
+        self._want(None)
+        self._pump(out)
+
+    def _on_inject_agent_message(self, message: dict[str, Any], out: Out) -> None:
+        text = message.get("message", message.get("content"))  # older clients send "content"
+        if not isinstance(text, str):
+            out.client.append(tr.warning("INVALID_MESSAGE", "InjectAgentMessage needs a string 'message'."))
+            return
+        self._want(text)
+        self._pump(out)
+
+    def _on_function_call_response(self, message: dict[str, Any], out: Out) -> None:
+        call_id, content = message.get("id"), message.get("content")
+        call = self._calls.get(call_id) if isinstance(call_id, str) else None
+        if call is None or call.answered or not isinstance(content, str):
+            log.info("answer to call %r dropped: unknown, cancelled or already answered", call_id)
+            return
+        call.answered = True
+        out.upstream.append(tr.function_output(call.call_id, content))
+        self._settle(self._responses[self._call_response[call.call_id]], out)
+
+    def _on_keepalive(self, message: dict[str, Any], out: Out) -> None:
+        """OpenAI needs no keepalive: the WebSocket's own pings keep the connection open."""
+
+    # --- OpenAI events -------------------------------------------------------------------------------------
+
+    def from_provider(self, text: str) -> Out:
+        out = Out()
+        try:
+            event = json.loads(text)
+        except ValueError:
+            event = None
+        if not isinstance(event, dict):
+            log.warning("provider sent a frame that is not a JSON object; ignored")
+            return out
+        kind = str(event.get("type"))
+        handler = _PROVIDER_HANDLERS.get(kind)
+        if handler is not None:
+            handler(self, event, out)
+        elif kind in tr.SILENT_EVENTS:
+            log.debug("provider event %s needs no translation", kind)
+        else:
+            log.info("provider event %s is not translated; not sent to the client", kind)
+        return out
+
+    def _on_session_created(self, event: dict[str, Any], out: Out) -> None:
+        out.client.append(tr.welcome(event))
+
+    def _on_session_updated(self, event: dict[str, Any], out: Out) -> None:
+        reason = self._updates.popleft() if self._updates else None
+        if reason == "prompt":
+            out.client.append(tr.prompt_updated())
+        elif reason == "settings":
+            self.ready = True
+            out.client.append(tr.settings_applied())
+            out.upstream += self._held
+            self._held = []
+            self._pump(out)
+
+    def _on_speech_started(self, event: dict[str, Any], out: Out) -> None:
+        out.client.append(tr.user_started_speaking())
+
+    def _on_item(self, event: dict[str, Any], out: Out) -> None:
+        item = tr.as_dict(event.get("item"))
+        text = tr.user_text(item)
+        if text is not None:
+            self._text(str(item.get("id")), "user", text, out)
+
+    def _on_user_transcript(self, event: dict[str, Any], out: Out) -> None:
+        transcript = event.get("transcript")
+        if isinstance(transcript, str) and transcript.strip():
+            self._text(str(event.get("item_id")), "user", transcript, out)
+
+    def _on_response_created(self, event: dict[str, Any], out: Out) -> None:
+        self._requested = False
+        response_id = str(tr.as_dict(event.get("response")).get("id"))
+        self._active = self._responses[response_id] = _Response(response_id, self._clock())
+
+    def _on_output_audio(self, event: dict[str, Any], out: Out) -> None:
+        self._start_speaking(event, out)
+        pcm = self._audio_out.process(tr.audio_bytes(event)) if self._audio_out else tr.audio_bytes(event)
+        if pcm:
+            out.client.append(pcm)
+
+    def _on_output_delta(self, event: dict[str, Any], out: Out) -> None:
+        self._start_speaking(event, out)
+
+    def _on_transcript_done(self, event: dict[str, Any], out: Out) -> None:
+        text = event.get("transcript") if "transcript" in event else event.get("text")
+        if isinstance(text, str) and text.strip():
+            self._text(str(event.get("item_id")), "assistant", text, out)
+
+    def _on_call(self, event: dict[str, Any], out: Out) -> None:
+        info = tr.call_info(event)
+        if info is not None:
+            self._add_call(info, out)
+
+    def _on_response_done(self, event: dict[str, Any], out: Out) -> None:
+        response_data = tr.as_dict(event.get("response"))
+        for info in tr.calls_in_response(event):
+            self._add_call(info, out)
+        response = self._responses.get(str(response_data.get("id")))
+        status = response_data.get("status")
+        if self._active is response:
+            self._active = None
+        if response is None:
+            self._pump(out)
+            return
+        if response.speaking:
+            tail = self._audio_out.flush() if self._audio_out else b""
+            if tail and status == "completed":  # after a barge-in the client wants silence, not the tail
+                out.client.append(tail)
+            out.client.append(tr.agent_audio_done())
+        if status == "completed":
+            response.completed = True
+            late = [c for c in response.calls.values() if not c.emitted]
+            for call in late:
+                call.emitted = True
+            if late:
+                out.client.append(tr.function_call_request((c.call_id, c.name, c.arguments) for c in late))
+            self._settle(response, out)
+        else:
+            pending = [c for c in response.calls.values() if c.emitted and not c.answered]
+            if pending:
+                out.client.append(tr.function_call_cancelled((c.call_id, c.name) for c in pending))
+            log.info("response %s ended %s; %d call(s) cancelled", response.id, status, len(pending))
+            self._forget(response)
+        self._pump(out)
+
+    def _on_error(self, event: dict[str, Any], out: Out) -> None:
+        details = tr.as_dict(event.get("error"))
+        if details.get("code") == ACTIVE_RESPONSE and self._requested:
+            # Server VAD started a response just before ours arrived: ask again once it is done.
+            self._requested = False
+            self._wanted.appendleft(None)
+            log.warning("response.create raced an automatic response; it will be sent again")
+            out.client.append(tr.warning(ACTIVE_RESPONSE, str(details.get("message") or "")))
+            return
+        if self._requested and details.get("event_id") == self._request_event_id:
+            self._requested = False  # our response.create was refused: no response.created will come
+        out.client.append(tr.error(event))
+
+    # --- helpers -------------------------------------------------------------------------------------------
+
+    def _add_call(self, info: tr.CallInfo, out: Out) -> None:
+        """Register a call once (it is reported by several events); hand it over unless it must wait."""
+        if info.call_id in self._call_response:
+            return
+        response = self._responses.get(info.response_id)
+        if response is None:  # a response we never saw created: track it from here
+            response = self._responses[info.response_id] = _Response(info.response_id, self._clock())
+        call = _Call(info.call_id, info.name, info.arguments, side_effects=info.name in self.side_effects)
+        response.calls[call.call_id] = call
+        self._calls[call.call_id] = call
+        self._call_response[call.call_id] = response.id
+        if not call.side_effects:
+            call.emitted = True
+            out.client.append(tr.function_call_request([(call.call_id, call.name, call.arguments)]))
+
+    def _settle(self, response: _Response, out: Out) -> None:
+        """A completed response whose calls are all answered: the model may continue, once."""
+        if response.completed and all(c.answered for c in response.calls.values()):
+            self._forget(response)
+            if response.calls:
+                self._want(None)
+                self._pump(out)
+
+    def _forget(self, response: _Response) -> None:
+        self._responses.pop(response.id, None)
+        for call_id in response.calls:
+            self._calls.pop(call_id, None)
+            self._call_response.pop(call_id, None)
+
+    def _want(self, say: str | None) -> None:
+        """Ask for a response; plain requests still waiting coalesce into one."""
+        if say is not None or None not in self._wanted:
+            self._wanted.append(say)
+
+    def _pump(self, out: Out) -> None:
+        """Send the next wanted response.create if nothing is active or about to be."""
+        if self.ready and self._wanted and not self._requested and self._active is None:
+            self._requested = True
+            self._request_count += 1
+            self._request_event_id = f"gw_response_{self._request_count}"
+            out.upstream.append(tr.response_create(self._wanted.popleft(), self._request_event_id))
+
+    def _start_speaking(self, event: dict[str, Any], out: Out) -> None:
+        response = self._responses.get(str(event.get("response_id")))
+        if response is not None and not response.speaking:
+            response.speaking = True
+            out.client.append(tr.agent_started_speaking(self._clock() - response.created_at))
+
+    def _text(self, item_id: str, role: str, text: str, out: Out) -> None:
+        if item_id not in self._texted:
+            self._texted.add(item_id)
+            out.client.append(tr.conversation_text(role, text))
+
+
+_Handler = Callable[[Bridge, dict[str, Any], Out], None]
+
+_COMPONENT_HANDLERS: dict[str, _Handler] = {
+    "Settings": Bridge._on_settings,
+    "UpdatePrompt": Bridge._on_update_prompt,
+    "InjectUserMessage": Bridge._on_inject_user_message,
+    "InjectAgentMessage": Bridge._on_inject_agent_message,
+    "FunctionCallResponse": Bridge._on_function_call_response,
+    "KeepAlive": Bridge._on_keepalive,
+}
+
+_PROVIDER_HANDLERS: dict[str, _Handler] = {
+    "session.created": Bridge._on_session_created,
+    "session.updated": Bridge._on_session_updated,
+    "input_audio_buffer.speech_started": Bridge._on_speech_started,
+    "conversation.item.added": Bridge._on_item,
+    "conversation.item.done": Bridge._on_item,
+    "conversation.item.created": Bridge._on_item,  # the beta name, still sent by some deployments
+    "conversation.item.input_audio_transcription.completed": Bridge._on_user_transcript,
+    "response.created": Bridge._on_response_created,
+    "response.output_audio.delta": Bridge._on_output_audio,
+    "response.output_audio_transcript.delta": Bridge._on_output_delta,
+    "response.output_text.delta": Bridge._on_output_delta,
+    "response.output_audio_transcript.done": Bridge._on_transcript_done,
+    "response.output_text.done": Bridge._on_transcript_done,
+    "response.function_call_arguments.done": Bridge._on_call,
+    "response.output_item.done": Bridge._on_call,
+    "response.done": Bridge._on_response_done,
+    "error": Bridge._on_error,
+}

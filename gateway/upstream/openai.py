@@ -1,0 +1,144 @@
+"""OpenAI Realtime (GA) upstream: the session speaks the component protocol, OpenAI speaks its own events.
+
+This module does only I/O: it opens the WebSocket with the gateway's ``OPENAI_API_KEY`` (never the client's),
+reads OpenAI's events in a background task, and passes every frame in either direction through a
+:class:`~gateway.openai.bridge.Bridge`, which holds the conversation state and decides what to send. The
+session sees the same three calls (``send``/``recv``/``close``) as with Deepgram: OpenAI's function calls come
+out of ``recv`` as component ``FunctionCallRequest`` frames, and its answers go in through ``send``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+
+from gateway.openai.bridge import Bridge, Out
+from gateway.upstream.base import Frame, Upstream, UpstreamClosed, UpstreamUnavailable
+from shared.envelopes import FunctionSpec
+
+__all__ = ["OpenAIUpstream", "open_openai", "realtime_url"]
+
+log = logging.getLogger(__name__)
+
+
+class OpenAIUpstream(Upstream):
+    """One OpenAI Realtime conversation, translated to and from the component protocol."""
+
+    label = "openai"
+
+    def __init__(self, connection: ClientConnection, bridge: Bridge) -> None:
+        self._ws = connection
+        self._bridge = bridge
+        self._frames: asyncio.Queue[Frame | UpstreamClosed] = asyncio.Queue()
+        """Component frames for ``recv``; an :class:`UpstreamClosed` marks the end. Unbounded: OpenAI sends
+        audio at about real-time pace, and the session drains this queue as fast as the client reads."""
+        self._lock = asyncio.Lock()
+        """Held while the bridge decides and its events are written, so the wire order is the decision order
+        (a ``function_call_output`` is always on the wire before the ``response.create`` that follows it)."""
+        self._closed: UpstreamClosed | None = None
+        self._reader = asyncio.create_task(self._read(), name="openai-reader")
+
+    def use_functions(self, owned: Mapping[str, FunctionSpec]) -> None:
+        self._bridge.use_functions(owned)
+
+    async def send(self, frame: Frame) -> None:
+        if self._closed is not None:
+            raise self._closed
+        async with self._lock:
+            await self._apply(self._bridge.from_component(frame))
+
+    async def recv(self) -> Frame:
+        item = await self._frames.get()
+        if isinstance(item, UpstreamClosed):
+            self._frames.put_nowait(item)  # for any later call
+            raise item
+        return item
+
+    async def close(self) -> None:
+        if self._closed is None:
+            self._end(UpstreamClosed(1000, "closed by the gateway"))
+        self._reader.cancel()
+        await asyncio.gather(self._reader, return_exceptions=True)
+        await self._ws.close()
+
+    async def _read(self) -> None:
+        """Feed every OpenAI event to the bridge until the connection ends, then wake ``recv``."""
+        try:
+            async for message in self._ws:
+                if isinstance(message, bytes):
+                    log.warning("OpenAI sent a binary frame (%d bytes); ignored", len(message))
+                    continue
+                async with self._lock:
+                    await self._apply(self._bridge.from_provider(message))
+            self._end(_closed_by(self._ws))
+        except ConnectionClosed as exc:
+            self._end(_closed(exc))
+        except UpstreamClosed:
+            pass  # a send failed inside _apply, which recorded why
+        except Exception:
+            log.exception("translating OpenAI events failed")
+            self._end(UpstreamClosed(1011, "the gateway failed to translate the provider's events"))
+
+    async def _apply(self, out: Out) -> None:
+        """Queue the frames for the session, then send the events upstream, in the bridge's order."""
+        for frame in out.client:
+            self._frames.put_nowait(frame)
+        try:
+            for event in out.upstream:
+                await self._ws.send(json.dumps(event, separators=(",", ":")))
+        except ConnectionClosed as exc:
+            self._end(_closed(exc))
+            raise self._closed from None  # type: ignore[misc]
+
+    def _end(self, closed: UpstreamClosed) -> None:
+        if self._closed is None:
+            self._closed = closed
+            self._frames.put_nowait(closed)
+
+
+def _closed(exc: ConnectionClosed) -> UpstreamClosed:
+    frame = exc.rcvd or exc.sent
+    return UpstreamClosed(frame.code if frame else 1006, frame.reason if frame else "connection lost")
+
+
+def _closed_by(ws: ClientConnection) -> UpstreamClosed:
+    return UpstreamClosed(ws.close_code or 1006, ws.close_reason or "")
+
+
+def realtime_url(url: str, model: str) -> str:
+    """``url`` with ``?model=`` added, unless the URL already names a model."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if not any(key == "model" for key, _ in query):
+        query.append(("model", model))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+async def open_openai(
+    url: str, model: str, api_key: str, voice: str = "marin", open_timeout: float = 10.0
+) -> OpenAIUpstream:
+    """Connect to the Realtime endpoint. Errors become :class:`UpstreamUnavailable` with a message that is
+    safe to show the client (it never contains the key)."""
+    options: dict[str, Any] = {
+        "additional_headers": {"Authorization": f"Bearer {api_key}"},
+        "open_timeout": open_timeout,
+        "max_size": None,  # the provider is trusted; audio deltas can be large
+        "compression": None,  # base64 audio barely compresses, and deflate costs CPU on every frame
+    }
+    try:
+        connection = await connect(realtime_url(url, model), **options)
+    except InvalidStatus as exc:
+        status = exc.response.status_code
+        hint = " (check OPENAI_API_KEY)" if status in (401, 403) else ""
+        raise UpstreamUnavailable(f"OpenAI refused the connection: HTTP {status}{hint}.") from None
+    except (InvalidURI, InvalidHandshake, OSError, TimeoutError) as exc:
+        log.warning("cannot reach OpenAI at %s: %s", url, type(exc).__name__)
+        raise UpstreamUnavailable(f"Cannot reach the provider ({type(exc).__name__}).") from None
+    return OpenAIUpstream(connection, Bridge(voice=voice))

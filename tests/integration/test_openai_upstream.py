@@ -1,0 +1,218 @@
+"""UPSTREAM=openai end to end: a gateway process translating to the fake OpenAI Realtime server (a separate
+process that demands ``Authorization: Bearer <key>``), real Redis and real workers running the calls.
+
+Every test ends by checking what reached the fake: in particular that no ``response.create`` ever arrived
+while a response was active (``active_response_errors == 0``) and that the fake refused nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import redis
+
+from shared import keys
+from shared.redis_server import RedisServer, free_port
+from tests.integration.conftest import CANARY_FINGERPRINT
+from tests.support.client import SETTINGS, AgentClient
+from tests.support.processes import Gateway, Process, http_get, http_status, wait_until
+
+pytestmark = pytest.mark.integration
+
+KEY = "sk-test-openai-0123456789"
+
+
+@pytest.fixture(scope="module")
+def fake_openai(logs_dir: Path) -> Iterator[str]:
+    """The fake's base URL, ``http://127.0.0.1:PORT`` (WebSocket at ``/v1/realtime``, stats at ``/stats/<id>``)."""
+    port = free_port()
+    args = ["-m", "tests.support.fake_openai", "--port", str(port), "--require-key", KEY, "--done-delay", "0.3"]
+    proc = Process(args, {}, logs_dir / "fake-openai.log")
+    wait_until(lambda: http_status(f"http://127.0.0.1:{port}/v1/realtime"), 15, "the fake OpenAI server to listen")
+    yield f"http://127.0.0.1:{port}"
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def openai_gateway(redis_server: RedisServer, workers: Process, logs_dir: Path, fake_openai: str) -> Iterator[Gateway]:
+    url = fake_openai.replace("http://", "ws://") + "/v1/realtime"
+    gateway = Gateway(
+        redis_server.url, logs_dir / "gw-openai.log", UPSTREAM="openai", OPENAI_URL=url, OPENAI_API_KEY=KEY,
+        KEEPALIVE_INTERVAL="1",
+    ).wait_ready()  # fmt: skip
+    yield gateway
+    assert gateway.stop() == 0, gateway.log()
+    assert KEY not in gateway.log()
+
+
+async def connect(gateway: Gateway, settings: dict[str, Any] | None = None) -> tuple[AgentClient, str]:
+    """A client past Settings, and the fake's session id (the Welcome's request_id)."""
+    client = await AgentClient.connect(gateway.url)
+    session_id = (await client.expect("Welcome"))["request_id"]
+    await client.send(settings or SETTINGS)
+    await client.expect("SettingsApplied")
+    return client, session_id
+
+
+def stats(base: str, session_id: str) -> dict[str, Any]:
+    status, body = http_get(f"{base}/stats/{session_id}")
+    assert status == 200, body
+    return json.loads(body)
+
+
+def assert_clean(stats_: dict[str, Any]) -> None:
+    assert stats_["active_response_errors"] == 0
+    assert stats_["errors"] == []
+
+
+def call(name: str, **arguments: object) -> str:
+    return f"call {name} {json.dumps(arguments)}"
+
+
+async def test_weather_question_is_answered_with_the_workers_result(openai_gateway, fake_openai):
+    client, session_id = await connect(openai_gateway)
+    await client.say("What's the weather in Paris?")
+    assert (await client.expect("ConversationText", role="user"))["content"] == "What's the weather in Paris?"
+    text = await client.assistant_text()
+    assert text.startswith("get_weather returned: ") and "Paris" in text
+    assert CANARY_FINGERPRINT in text  # computed by the worker from a key only it holds
+    await client.expect("AgentAudioDone")
+    await client.close()
+    seen = stats(fake_openai, session_id)
+    assert [c["name"] for c in seen["function_calls"]] == ["get_weather"]
+    [output] = seen["function_outputs"]
+    assert json.loads(output["output"])["key_fingerprint"] == CANARY_FINGERPRINT
+    assert seen["response_creates"] == 2
+    assert not any(m["type"] == "FunctionCallRequest" for m in client.messages())  # the backend answered
+    tools = {t["name"] for t in seen["session_updates"][0]["tools"]}
+    assert {"get_weather", "get_current_time", "add_note", "slow_echo"} <= tools
+    assert_clean(seen)
+
+
+async def test_two_parallel_calls_are_answered_with_one_response_create(openai_gateway, fake_openai):
+    client, session_id = await connect(openai_gateway)
+    await client.say(call("get_weather", location="Oslo") + " and " + call("get_current_time", timezone="Asia/Tokyo"))
+    text = await client.assistant_text()
+    assert "get_weather returned" in text and "Oslo" in text and "Asia/Tokyo" in text
+    await client.close()
+    seen = stats(fake_openai, session_id)
+    assert len(seen["function_calls"]) == 2 and len(seen["function_outputs"]) == 2
+    events = seen["events"]
+    after_outputs = events[events.index("response.create") + 1 :]
+    assert after_outputs.count("conversation.item.create") == 2
+    assert after_outputs.count("response.create") == 1
+    assert after_outputs[-1] == "response.create"  # after both outputs, not between them
+    assert_clean(seen)
+
+
+async def test_a_call_past_its_deadline_is_answered_with_an_error(openai_gateway, fake_openai):
+    client, session_id = await connect(openai_gateway)
+    started = time.monotonic()
+    await client.say(call("hang_forever"))
+    text = await client.assistant_text(timeout=15)
+    assert time.monotonic() - started >= 1.4  # hang_forever's deadline is 1.5 s
+    assert text.startswith("hang_forever returned: ") and "error" in text
+    await client.close()
+    seen = stats(fake_openai, session_id)
+    assert "KeepAlive" not in seen["events"]  # the session's keepalives stop at the adapter
+    assert seen["response_creates"] == 2
+    assert_clean(seen)
+
+
+async def test_a_cancelled_response_runs_no_side_effect_and_cancels_its_calls(
+    openai_gateway, fake_openai, redis_client: redis.Redis
+):
+    owner = f"oa-{time.time_ns()}"
+    client, session_id = await connect(openai_gateway)
+    await client.say(
+        "interrupt " + call("add_note", text="never", owner=owner) + " " + call("slow_echo", text="x", seconds=2)
+    )
+    await client.expect("UserStartedSpeaking")
+    await client.say("hello")
+    assert await client.assistant_text() == "You said: hello"
+    await asyncio.sleep(2.5)  # long enough for slow_echo to have answered, had it not been cancelled
+    await client.close()
+    seen = stats(fake_openai, session_id)
+    assert [r["status"] for r in seen["responses"]] == ["cancelled", "completed"]
+    assert seen["function_outputs"] == []
+    assert redis_client.llen(keys.notes(owner)) == 0  # add_note never ran
+    assert_clean(seen)
+
+
+async def test_a_side_effect_call_runs_once_its_response_completed(
+    openai_gateway, fake_openai, redis_client: redis.Redis
+):
+    owner = f"oa-{time.time_ns()}"
+    client, session_id = await connect(openai_gateway)
+    await client.say(call("add_note", text="buy milk", owner=owner))
+    text = await client.assistant_text()
+    assert text.startswith("add_note returned: ")
+    await client.close()
+    assert redis_client.llen(keys.notes(owner)) == 1
+    assert_clean(stats(fake_openai, session_id))
+
+
+def sine(hz: float, rate: int, seconds: float) -> bytes:
+    t = np.arange(int(rate * seconds)) / rate
+    return (0.3 * 32767 * np.sin(2 * np.pi * hz * t)).astype("<i2").tobytes()
+
+
+def peak_hz(pcm: bytes, rate: int) -> float:
+    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(samples.size)))
+    return float(np.fft.rfftfreq(samples.size, 1 / rate)[int(np.argmax(spectrum))])
+
+
+async def test_audio_is_resampled_both_ways(openai_gateway, fake_openai):
+    settings = json.loads(json.dumps(SETTINGS))
+    settings["audio"]["output"]["sample_rate"] = 16000
+    client, session_id = await connect(openai_gateway, settings)
+    audio = sine(440, 16000, 1.0)
+    for start in range(0, len(audio), 317):  # many small chunks, most ending mid-sample
+        await client.send(audio[start : start + 317])
+    await client.expect("UserStartedSpeaking")
+    expected = 24000  # 1.5x the 16000 samples sent
+    wait_until(lambda: stats(fake_openai, session_id)["audio_in_bytes"] >= 2 * expected * 0.97, 10, "input audio")
+    with urllib.request.urlopen(f"{fake_openai}/audio/{session_id}", timeout=5) as response:
+        received = response.read()  # what reached OpenAI, as 24 kHz PCM16
+    assert expected * 0.97 <= len(received) // 2 <= expected  # only the resampler's ~20 ms delay may be missing
+    assert abs(peak_hz(received, 24000) - 440) < 2
+
+    await client.say("hello")
+    await client.expect("AgentStartedSpeaking")
+    out = bytearray()
+    while True:
+        frame = await client.next()
+        if isinstance(frame, bytes):
+            out += frame
+        elif json.loads(frame)["type"] == "AgentAudioDone":
+            break
+    await client.close()
+    sent = stats(fake_openai, session_id)["audio_out_samples"]
+    assert len(out) // 2 == sent * 16000 // 24000  # 24 kHz from OpenAI, 16 kHz as the client asked
+    assert abs(peak_hz(bytes(out), 16000) - 440) < 3
+    assert_clean(stats(fake_openai, session_id))
+
+
+async def test_a_refused_key_gives_a_clear_error(redis_server, workers, logs_dir, fake_openai):
+    url = fake_openai.replace("http://", "ws://") + "/v1/realtime"
+    gateway = Gateway(
+        redis_server.url, logs_dir / "gw-openai-badkey.log", UPSTREAM="openai", OPENAI_URL=url,
+        OPENAI_API_KEY="sk-wrong",
+    ).wait_ready()  # fmt: skip
+    try:
+        client = await AgentClient.connect(gateway.url)
+        error = await client.expect("Error")
+        assert error["code"] == "UPSTREAM_UNAVAILABLE"
+        assert "HTTP 401" in error["description"] and "OPENAI_API_KEY" in error["description"]
+        assert "sk-wrong" not in error["description"]
+    finally:
+        assert gateway.stop() == 0

@@ -1,0 +1,350 @@
+"""A fake OpenAI Realtime (GA) server for tests: offline, deterministic, strict about the rules that matter.
+
+It sends server events in the order the real API does (PROTOCOL.md §2) and enforces what a gateway can get
+wrong: ``session.update`` needs ``session.type``; a ``response.create`` while a response is active gets the
+``conversation_already_has_active_response`` error (and is counted); a ``function_call_output`` must name a
+call the model made; unknown client events are refused. Each session keeps statistics a test reads over HTTP
+on the same port: ``GET /stats/<session_id>`` (JSON) and ``GET /audio/<session_id>`` (the input audio as raw
+24 kHz PCM16). The session id is what the gateway gives its client as ``Welcome.request_id``.
+
+How the "model" behaves, on ``response.create``:
+
+- function outputs arrived since the last response → it says ``NAME returned: OUTPUT.`` for each, verbatim;
+- else the latest user text: ``call NAME {json}`` (several → parallel calls in one response) or
+  "weather in Paris" → a response of ``function_call`` items for declared tools; ``response.done`` follows after
+  ``done_delay`` seconds, so answers can arrive while the response is still active. With "interrupt" in the
+  text the user "barges in": ``speech_started`` and the response ends ``cancelled``;
+- otherwise it says ``You said: TEXT`` (or the ``response.instructions`` it was given);
+- speech is a 440 Hz sine at 24 kHz in ``response.output_audio.delta`` chunks, with its transcript.
+
+Input audio is collected; the first loud chunk gives ``input_audio_buffer.speech_started`` (and cancels an
+active response, as server VAD with ``interrupt_response`` does). There is no speech recognition.
+
+Run it alone: ``python -m tests.support.fake_openai --port 8765 [--require-key K] [--done-delay 0.3]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import math
+import re
+import uuid
+from http import HTTPStatus
+from typing import Any
+
+import numpy as np
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from gateway.simulated_intents import explicit_calls
+
+log = logging.getLogger(__name__)
+
+RATE = 24000
+TONE_HZ = 440.0
+TONE_SAMPLES = 5760
+"""240 ms of speech per answer, in 20 ms deltas."""
+CHUNK = 480
+SPEECH_RMS = 500.0
+"""An input chunk louder than this (PCM16 RMS) counts as speech for the fake's voice activity detection."""
+_WEATHER = re.compile(r"weather (?:in|for) ([A-Z][\w'-]*(?:\s+[A-Z][\w'-]*)*)")
+
+
+def _id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:20]}"
+
+
+def tone(samples: int = TONE_SAMPLES, rate: int = RATE) -> bytes:
+    t = np.arange(samples) / rate
+    return (0.3 * 32767 * np.sin(2 * math.pi * TONE_HZ * t)).astype("<i2").tobytes()
+
+
+class FakeSession:
+    """One connection: the conversation state and what reached the "provider"."""
+
+    def __init__(self, ws: ServerConnection, done_delay: float) -> None:
+        self.ws = ws
+        self.id = _id("sess")
+        self.done_delay = done_delay
+        self.session: dict[str, Any] = {"type": "realtime", "id": self.id, "object": "realtime.session"}
+        self.audio_in = bytearray()
+        self.speaking = False
+        self.active: str | None = None
+        self.cancel = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+        self.calls: dict[str, str] = {}
+        """call_id → name of every call the model made."""
+        self.outputs: list[tuple[str, str]] = []
+        """(name, output) received since the last response."""
+        self.user_texts: list[str] = []
+        self.stats: dict[str, Any] = {
+            "session_id": self.id,
+            "events": [],
+            "session_updates": [],
+            "response_creates": 0,
+            "active_response_errors": 0,
+            "errors": [],
+            "function_calls": [],
+            "function_outputs": [],
+            "responses": [],
+            "audio_in_bytes": 0,
+            "audio_out_samples": 0,
+            "user_messages": [],
+        }
+
+    async def send(self, event: dict[str, Any]) -> None:
+        await self.ws.send(json.dumps({"event_id": _id("event"), **event}))
+
+    async def error(self, code: str | None, message: str, client_event: dict[str, Any]) -> None:
+        self.stats["errors"].append(code or message)
+        details = {"type": "invalid_request_error", "code": code, "message": message, "param": None}
+        await self.send({"type": "error", "error": {**details, "event_id": client_event.get("event_id")}})
+
+    async def run(self) -> None:
+        await self.send({"type": "session.created", "session": self.session})
+        async for message in self.ws:
+            if isinstance(message, bytes):
+                await self.error(None, "Binary frames are not supported.", {})
+                continue
+            event = json.loads(message)
+            kind = event.get("type")
+            self.stats["events"].append(kind)
+            handler = getattr(self, "on_" + str(kind).replace(".", "_"), None)
+            if handler is None:
+                await self.error("invalid_value", f"Invalid value: '{kind}'. Supported values are: ...", event)
+            else:
+                await handler(event)
+
+    # --- client events ------------------------------------------------------------------------------------
+
+    async def on_session_update(self, event: dict[str, Any]) -> None:
+        session = event.get("session") or {}
+        if session.get("type") != "realtime":
+            await self.error("missing_required_parameter", "Missing required parameter: 'session.type'.", event)
+            return
+        self.stats["session_updates"].append(session)
+        self.session.update(session)
+        await self.send({"type": "session.updated", "session": self.session})
+
+    async def on_input_audio_buffer_append(self, event: dict[str, Any]) -> None:
+        pcm = base64.b64decode(event["audio"])
+        self.audio_in += pcm
+        self.stats["audio_in_bytes"] += len(pcm)
+        samples = np.frombuffer(pcm[: len(pcm) - len(pcm) % 2], dtype="<i2").astype(np.float64)
+        loud = samples.size > 0 and math.sqrt(float(np.mean(samples**2))) > SPEECH_RMS
+        if loud and not self.speaking:
+            self.speaking = True
+            await self.send({"type": "input_audio_buffer.speech_started", "audio_start_ms": 0, "item_id": _id("item")})
+            if self.active and self.session.get("audio", {}).get("input", {}).get("turn_detection"):
+                self.cancel.set()  # server VAD interrupts the agent
+        elif not loud and self.speaking and samples.size:
+            self.speaking = False
+            await self.send({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 0, "item_id": _id("item")})
+
+    async def on_input_audio_buffer_commit(self, event: dict[str, Any]) -> None:
+        await self.send({"type": "input_audio_buffer.committed", "item_id": _id("item"), "previous_item_id": None})
+
+    async def on_conversation_item_create(self, event: dict[str, Any]) -> None:
+        item = dict(event.get("item") or {})
+        if item.get("type") == "message" and item.get("role") == "user":
+            text = " ".join(p.get("text", "") for p in item.get("content", []) if p.get("type") == "input_text")
+            self.user_texts.append(text)
+            self.stats["user_messages"].append(text)
+        elif item.get("type") == "function_call_output":
+            call_id = item.get("call_id")
+            if call_id not in self.calls:
+                await self.error("invalid_tool_call_id", f"Tool call ID '{call_id}' not found in conversation.", event)
+                return
+            self.outputs.append((self.calls[call_id], str(item.get("output"))))
+            self.stats["function_outputs"].append({"call_id": call_id, "output": item.get("output")})
+        else:
+            await self.error("invalid_value", f"Unsupported item type {item.get('type')!r}.", event)
+            return
+        item.update(id=item.get("id") or _id("item"), object="realtime.item", status="completed")
+        await self.send({"type": "conversation.item.added", "previous_item_id": None, "item": item})
+        await self.send({"type": "conversation.item.done", "previous_item_id": None, "item": item})
+
+    async def on_response_create(self, event: dict[str, Any]) -> None:
+        if self.active is not None:
+            self.stats["active_response_errors"] += 1
+            message = f"Conversation already has an active response in progress: {self.active}."
+            await self.error("conversation_already_has_active_response", message, event)
+            return
+        self.stats["response_creates"] += 1
+        self.active = _id("resp")
+        self.cancel.clear()
+        instructions = (event.get("response") or {}).get("instructions")
+        self.task = asyncio.create_task(self.respond(self.active, instructions))
+
+    async def on_response_cancel(self, event: dict[str, Any]) -> None:
+        if self.active is None:
+            await self.error("response_cancel_not_active", "Cancellation failed: no active response found.", event)
+            return
+        self.cancel.set()
+
+    # --- the "model" --------------------------------------------------------------------------------------
+
+    async def respond(self, response_id: str, instructions: str | None) -> None:
+        try:
+            await self.send({"type": "response.created", "response": _response(response_id, "in_progress", [])})
+            if self.outputs:
+                text = " ".join(f"{name} returned: {output}." for name, output in self.outputs)
+                self.outputs = []
+                await self.say(response_id, text)
+                return
+            user = self.user_texts[-1] if self.user_texts else ""
+            self.user_texts = []
+            calls = self.plan_calls(user) if instructions is None else []
+            if calls:
+                await self.call(response_id, calls, interrupt="interrupt" in user.lower())
+            else:
+                await self.say(response_id, instructions or (f"You said: {user}" if user else "How can I help?"))
+        except ConnectionClosed:
+            pass
+
+    def plan_calls(self, text: str) -> list[tuple[str, dict[str, Any]]]:
+        declared = {t.get("name") for t in self.session.get("tools") or []}
+        wanted = [(i.name, i.arguments) for i in explicit_calls(text, declared)]
+        if not wanted and (match := _WEATHER.search(text)):
+            wanted = [("get_weather", {"location": match.group(1)})]
+        return [(name, args) for name, args in wanted if name in declared]
+
+    async def call(self, response_id: str, calls: list[tuple[str, dict[str, Any]]], interrupt: bool) -> None:
+        items = []
+        for index, (name, arguments) in enumerate(calls):
+            call_id, item_id, args = _id("call"), _id("item"), json.dumps(arguments)
+            self.calls[call_id] = name
+            self.stats["function_calls"].append({"call_id": call_id, "name": name, "arguments": args})
+            item = {"id": item_id, "type": "function_call", "object": "realtime.item", "call_id": call_id, "name": name}
+            where = {"response_id": response_id, "output_index": index}
+            await self.send({"type": "response.output_item.added", **where, "item": {**item, "arguments": ""}})
+            await self.send({"type": "conversation.item.added", "item": {**item, "arguments": ""}})
+            ids = {**where, "item_id": item_id, "call_id": call_id}
+            await self.send({"type": "response.function_call_arguments.delta", **ids, "delta": args})
+            await self.send({"type": "response.function_call_arguments.done", **ids, "name": name, "arguments": args})
+            done = {**item, "arguments": args, "status": "completed"}
+            await self.send({"type": "response.output_item.done", **where, "item": done})
+            await self.send({"type": "conversation.item.done", "item": done})
+            items.append(done)
+        await self._wait(self.done_delay)
+        if interrupt:
+            self.speaking = True
+            await self.send({"type": "input_audio_buffer.speech_started", "audio_start_ms": 0, "item_id": _id("item")})
+            self.cancel.set()
+        await self.finish(response_id, items)
+
+    async def say(self, response_id: str, text: str) -> None:
+        item_id = _id("item")
+        item = {"id": item_id, "type": "message", "object": "realtime.item", "role": "assistant"}
+        where = {"response_id": response_id, "output_index": 0}
+        part = {**where, "item_id": item_id, "content_index": 0}
+        await self.send({"type": "response.output_item.added", **where, "item": {**item, "content": []}})
+        await self.send({"type": "conversation.item.added", "item": {**item, "content": []}})
+        await self.send({"type": "response.content_part.added", **part, "part": {"type": "audio", "transcript": ""}})
+        await self.send({"type": "response.output_audio_transcript.delta", **part, "delta": text})
+        audio = tone()
+        for start in range(0, len(audio), 2 * CHUNK):
+            if self.cancel.is_set():
+                break
+            delta = base64.b64encode(audio[start : start + 2 * CHUNK]).decode()
+            await self.send({"type": "response.output_audio.delta", **part, "delta": delta})
+            self.stats["audio_out_samples"] += len(audio[start : start + 2 * CHUNK]) // 2
+            await asyncio.sleep(0)
+        await self.send({"type": "response.output_audio.done", **part})
+        await self.send({"type": "response.output_audio_transcript.done", **part, "transcript": text})
+        content = [{"type": "output_audio", "transcript": text}]
+        await self.send({"type": "response.content_part.done", **part, "part": content[0]})
+        done = {**item, "status": "completed", "content": content}
+        await self.send({"type": "response.output_item.done", **where, "item": done})
+        await self.send({"type": "conversation.item.done", "item": done})
+        await self.finish(response_id, [done])
+
+    async def finish(self, response_id: str, output: list[dict[str, Any]]) -> None:
+        status = "cancelled" if self.cancel.is_set() else "completed"
+        self.stats["responses"].append({"id": response_id, "status": status})
+        self.active = None  # before response.done: a response.create sent after it must be accepted
+        await self.send({"type": "response.done", "response": _response(response_id, status, output)})
+
+    async def _wait(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.cancel.wait(), seconds)
+
+
+def _response(response_id: str, status: str, output: list[dict[str, Any]]) -> dict[str, Any]:
+    details = {"type": "cancelled", "reason": "turn_detected"} if status == "cancelled" else None
+    return {"id": response_id, "object": "realtime.response", "status": status, "status_details": details,
+            "output": output}  # fmt: skip
+
+
+class FakeOpenAI:
+    """The server: one :class:`FakeSession` per connection, all kept for inspection (``sessions``)."""
+
+    def __init__(self, api_key: str | None = None, done_delay: float = 0.3) -> None:
+        self.api_key = api_key
+        self.done_delay = done_delay
+        self.sessions: dict[str, FakeSession] = {}
+
+    def serve(self, host: str = "127.0.0.1", port: int = 0) -> Server:
+        """An awaitable / async context manager, as ``websockets.serve`` returns; port 0 picks a free port."""
+        return serve(self._converse, host, port, process_request=self._http, max_size=None, compression=None)
+
+    async def _converse(self, ws: ServerConnection) -> None:
+        session = FakeSession(ws, self.done_delay)
+        self.sessions[session.id] = session
+        with contextlib.suppress(ConnectionClosed):
+            await session.run()
+        if session.task is not None:
+            session.task.cancel()
+
+    def _http(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        kind, _, session_id = path.strip("/").partition("/")
+        if kind in ("stats", "audio"):
+            session = self.sessions.get(session_id)
+            if session is None:
+                return connection.respond(HTTPStatus.NOT_FOUND, "no such session\n")
+            if kind == "stats":
+                return _response_of(HTTPStatus.OK, json.dumps(session.stats).encode(), "application/json")
+            return _response_of(HTTPStatus.OK, bytes(session.audio_in), "application/octet-stream")
+        if path != "/v1/realtime":
+            return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
+        if "websocket" not in request.headers.get("Upgrade", "").lower():
+            return connection.respond(HTTPStatus.UPGRADE_REQUIRED, "WebSocket here\n")
+        if self.api_key is not None and request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return connection.respond(HTTPStatus.UNAUTHORIZED, "Incorrect API key provided.\n")
+        return None
+
+
+def _response_of(status: HTTPStatus, body: bytes, content_type: str) -> Response:
+    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body)))])
+    return Response(status.value, status.phrase, headers, body)
+
+
+async def _main(host: str, port: int, api_key: str | None, done_delay: float) -> None:
+    async with FakeOpenAI(api_key, done_delay).serve(host, port) as server:
+        log.info("fake OpenAI Realtime on ws://%s:%d/v1/realtime", host, next(iter(server.sockets)).getsockname()[1])
+        await server.serve_forever()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Serve a fake OpenAI Realtime API for tests.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--require-key", help="refuse connections without 'Authorization: Bearer KEY'")
+    parser.add_argument("--done-delay", type=float, default=0.3, help="seconds between a call and response.done")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("websockets").setLevel(logging.WARNING)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_main(args.host, args.port, args.require_key, args.done_delay))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,260 @@
+"""The OpenAI conversation state without sockets: readiness, calls, one response.create at a time, speaking."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import numpy as np
+
+from gateway.openai.bridge import Bridge, Out
+from shared.envelopes import FunctionSpec
+
+SETTINGS = {
+    "type": "Settings",
+    "audio": {"input": {"encoding": "linear16", "sample_rate": 16000}, "output": {"sample_rate": 16000}},
+    "agent": {"think": {"prompt": "Base."}},
+}
+
+
+def spec(name: str, side_effects: bool = False) -> FunctionSpec:
+    return FunctionSpec(name=name, description="", parameters={}, side_effects=side_effects)
+
+
+def types(out: Out) -> list[str]:
+    return [json.loads(f)["type"] if isinstance(f, str) else "audio" for f in out.client]
+
+
+def upstream_types(out: Out) -> list[str]:
+    return [e["type"] for e in out.upstream]
+
+
+def client(bridge: Bridge, message: dict[str, Any] | bytes) -> Out:
+    return bridge.from_component(message if isinstance(message, bytes) else json.dumps(message))
+
+
+def provider(bridge: Bridge, type_: str, **fields: Any) -> Out:
+    return bridge.from_provider(json.dumps({"type": type_, **fields}))
+
+
+def ready_bridge(owned: dict[str, FunctionSpec] | None = None) -> Bridge:
+    bridge = Bridge(clock=lambda: 0.0)
+    bridge.use_functions(owned or {})
+    client(bridge, SETTINGS)
+    provider(bridge, "session.updated", session={})
+    return bridge
+
+
+def created(bridge: Bridge, response_id: str = "r1") -> Out:
+    return provider(bridge, "response.created", response={"id": response_id, "status": "in_progress"})
+
+
+def done(bridge: Bridge, response_id: str = "r1", status: str = "completed") -> Out:
+    return provider(bridge, "response.done", response={"id": response_id, "status": status, "output": []})
+
+
+def call(bridge: Bridge, call_id: str, name: str, response_id: str = "r1") -> Out:
+    fields = {"response_id": response_id, "item_id": "i_" + call_id, "call_id": call_id}
+    return provider(bridge, "response.function_call_arguments.done", **fields, name=name, arguments="{}")
+
+
+def answer(bridge: Bridge, call_id: str, name: str = "f") -> Out:
+    return client(bridge, {"type": "FunctionCallResponse", "id": call_id, "name": name, "content": '"ok"'})
+
+
+# --- readiness ------------------------------------------------------------------------------------------------
+
+
+def test_session_created_gives_welcome():
+    out = provider(Bridge(), "session.created", session={"id": "sess_9"})
+    assert [json.loads(f) for f in out.client] == [{"type": "Welcome", "request_id": "sess_9"}]
+
+
+def test_settings_applied_waits_for_session_updated_and_held_messages_follow():
+    bridge = Bridge()
+    out = client(bridge, SETTINGS)
+    assert upstream_types(out) == ["session.update"] and out.client == []
+    out = client(bridge, {"type": "InjectUserMessage", "content": "Hi"})
+    assert out.upstream == [] and out.client == []
+    out = provider(bridge, "session.updated", session={})
+    assert types(out) == ["SettingsApplied"]
+    assert upstream_types(out) == ["conversation.item.create", "response.create"]
+
+
+def test_greeting_is_spoken_once_ready():
+    bridge = Bridge()
+    client(bridge, {**SETTINGS, "agent": {"greeting": "Hello there"}})
+    out = provider(bridge, "session.updated", session={})
+    assert out.upstream[0]["type"] == "response.create"
+    assert out.upstream[0]["response"]["instructions"].endswith("Hello there")
+
+
+def test_update_prompt_appends_and_is_confirmed():
+    bridge = ready_bridge()
+    out = client(bridge, {"type": "UpdatePrompt", "prompt": "Be brief."})
+    assert out.upstream[0]["session"]["instructions"] == "Base.\n\nBe brief."
+    assert types(provider(bridge, "session.updated", session={})) == ["PromptUpdated"]
+
+
+def test_keepalive_sends_nothing_and_unknown_messages_get_a_warning():
+    bridge = ready_bridge()
+    assert client(bridge, {"type": "KeepAlive"}) == Out()
+    out = client(bridge, {"type": "UpdateSpeak", "speak": {}})
+    assert out.upstream == [] and types(out) == ["Warning"]
+
+
+def test_unmapped_provider_events_are_not_sent():
+    bridge = ready_bridge()
+    assert provider(bridge, "rate_limits.updated", rate_limits=[]) == Out()
+    assert provider(bridge, "some.future.event") == Out()
+
+
+# --- conversation ---------------------------------------------------------------------------------------------
+
+
+def test_one_conversation_text_per_item():
+    bridge = ready_bridge()
+    item = {"id": "u1", "type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hi"}]}
+    assert types(provider(bridge, "conversation.item.added", item=item)) == ["ConversationText"]
+    assert provider(bridge, "conversation.item.done", item=item).client == []
+    out = provider(bridge, "conversation.item.input_audio_transcription.completed", item_id="u2", transcript="Yes")
+    assert json.loads(out.client[0]) == {"type": "ConversationText", "role": "user", "content": "Yes"}
+    created(bridge)
+    fields = {"response_id": "r1", "item_id": "a1", "output_index": 0, "content_index": 0}
+    out = provider(bridge, "response.output_audio_transcript.done", **fields, transcript="Sure.")
+    assert json.loads(out.client[0]) == {"type": "ConversationText", "role": "assistant", "content": "Sure."}
+    assert provider(bridge, "response.output_audio_transcript.done", **fields, transcript="Sure.").client == []
+
+
+def test_speech_started_and_errors():
+    bridge = ready_bridge()
+    assert types(provider(bridge, "input_audio_buffer.speech_started", audio_start_ms=0)) == ["UserStartedSpeaking"]
+    out = provider(bridge, "error", error={"type": "invalid_request_error", "code": "bad", "message": "No."})
+    assert [json.loads(f) for f in out.client] == [{"type": "Error", "code": "bad", "description": "No."}]
+
+
+def test_speaking_starts_once_and_ends_with_the_response():
+    bridge = ready_bridge()
+    created(bridge)
+    pcm = (np.sin(np.arange(480) / 5) * 8000).astype("<i2").tobytes()
+    delta = {"response_id": "r1", "item_id": "a1", "delta": base64.b64encode(pcm).decode()}
+    first = provider(bridge, "response.output_audio.delta", **delta)
+    assert types(first)[0] == "AgentStartedSpeaking"
+    second = provider(bridge, "response.output_audio.delta", **delta)
+    assert "AgentStartedSpeaking" not in types(second)
+    end = done(bridge)
+    assert types(end)[-1] == "AgentAudioDone"
+    audio = [f for out in (first, second, end) for f in out.client if isinstance(f, bytes)]
+    assert sum(len(a) for a in audio) // 2 == 640  # 960 samples at 24 kHz → 640 at the client's 16 kHz
+
+
+def test_input_audio_is_resampled_to_24k():
+    bridge = ready_bridge()
+    out = client(bridge, b"\x00\x00" * 1600)
+    sent = sum(len(base64.b64decode(e["audio"])) for e in out.upstream) // 2
+    assert upstream_types(out) == ["input_audio_buffer.append"] and 2000 < sent <= 2400
+
+
+def test_a_message_during_a_response_waits_for_its_end():
+    bridge = ready_bridge()
+    out = client(bridge, {"type": "InjectUserMessage", "content": "One"})
+    assert upstream_types(out) == ["conversation.item.create", "response.create"]
+    created(bridge)
+    assert upstream_types(client(bridge, {"type": "InjectUserMessage", "content": "Two"})) == [
+        "conversation.item.create"
+    ]
+    assert upstream_types(client(bridge, {"type": "InjectAgentMessage", "message": "Three"})) == []
+    assert upstream_types(done(bridge)) == ["response.create"]  # "Two", then "Three" after the next response
+    created(bridge, "r2")
+    out = done(bridge, "r2")
+    assert out.upstream[0]["response"]["instructions"].endswith("Three")
+
+
+# --- function calls -------------------------------------------------------------------------------------------
+
+
+def test_one_call_is_requested_answered_and_continued_once():
+    bridge = ready_bridge()
+    created(bridge)
+    out = call(bridge, "c1", "get_weather")
+    assert [json.loads(f) for f in out.client] == [
+        {
+            "type": "FunctionCallRequest",
+            "functions": [{"id": "c1", "name": "get_weather", "arguments": "{}", "client_side": True}],
+        }
+    ]
+    item = {"type": "function_call", "call_id": "c1", "name": "get_weather", "arguments": "{}"}
+    assert provider(bridge, "response.output_item.done", response_id="r1", item=item) == Out()  # no duplicate
+    out = answer(bridge, "c1")
+    assert out.upstream == [
+        {
+            "type": "conversation.item.create",
+            "item": {"type": "function_call_output", "call_id": "c1", "output": '"ok"'},
+        }
+    ]  # the response is still active: no response.create yet
+    assert upstream_types(done(bridge)) == ["response.create"]
+
+
+def test_parallel_calls_get_one_response_create_after_the_last_answer():
+    bridge = ready_bridge()
+    created(bridge)
+    call(bridge, "c1", "a")
+    call(bridge, "c2", "b")
+    assert done(bridge).upstream == []
+    assert upstream_types(answer(bridge, "c2")) == ["conversation.item.create"]
+    assert upstream_types(answer(bridge, "c1")) == ["conversation.item.create", "response.create"]
+    assert answer(bridge, "c1") == Out()  # a second answer is dropped
+
+
+def test_a_call_reported_only_in_response_done_is_still_requested():
+    bridge = ready_bridge()
+    created(bridge)
+    item = {"type": "function_call", "call_id": "c9", "name": "late", "arguments": "{}"}
+    out = provider(bridge, "response.done", response={"id": "r1", "status": "completed", "output": [item]})
+    assert types(out) == ["FunctionCallRequest"]
+
+
+def test_side_effect_calls_wait_for_a_completed_response():
+    bridge = ready_bridge({"add_note": spec("add_note", side_effects=True), "get_weather": spec("get_weather")})
+    created(bridge)
+    assert call(bridge, "c1", "add_note").client == []
+    assert types(call(bridge, "c2", "get_weather")) == ["FunctionCallRequest"]
+    out = done(bridge)
+    [request] = [json.loads(f) for f in out.client]
+    assert [f["id"] for f in request["functions"]] == ["c1"]
+
+
+def test_a_cancelled_response_cancels_its_calls_and_drops_held_ones():
+    bridge = ready_bridge({"add_note": spec("add_note", side_effects=True)})
+    created(bridge)
+    call(bridge, "c1", "add_note")
+    call(bridge, "c2", "slow_echo")
+    call(bridge, "c3", "quick")
+    answer(bridge, "c3")
+    out = done(bridge, status="cancelled")
+    assert [json.loads(f) for f in out.client] == [
+        {"type": "FunctionCallCancelled", "functions": [{"id": "c2", "name": "slow_echo"}]}
+    ]
+    assert out.upstream == []
+    assert answer(bridge, "c2") == Out()  # too late: the call was cancelled
+
+
+def test_an_active_response_error_is_retried_after_that_response():
+    bridge = ready_bridge()
+    out = client(bridge, {"type": "InjectUserMessage", "content": "Hi"})
+    event_id = out.upstream[-1]["event_id"]
+    error = {"type": "invalid_request_error", "code": "conversation_already_has_active_response", "message": "busy"}
+    out = provider(bridge, "error", error={**error, "event_id": event_id})
+    assert types(out) == ["Warning"] and out.upstream == []
+    created(bridge, "auto")  # the automatic response that won the race
+    assert upstream_types(done(bridge, "auto")) == ["response.create"]
+
+
+def test_a_refused_response_create_does_not_block_the_next_one():
+    bridge = ready_bridge()
+    event_id = client(bridge, {"type": "InjectUserMessage", "content": "Hi"}).upstream[-1]["event_id"]
+    provider(
+        bridge, "error", error={"type": "invalid_request_error", "code": "x", "message": "no", "event_id": event_id}
+    )
+    assert upstream_types(client(bridge, {"type": "InjectUserMessage", "content": "Again"}))[-1] == "response.create"

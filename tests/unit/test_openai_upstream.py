@@ -1,0 +1,171 @@
+"""The OpenAI adapter over a real WebSocket, against the fake Realtime server in this process (no Redis).
+
+Also the fake's own rules, so the integration tests can trust what it reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+from gateway.upstream.base import UpstreamClosed, UpstreamUnavailable
+from gateway.upstream.factory import open_upstream
+from gateway.upstream.openai import OpenAIUpstream, open_openai, realtime_url
+from shared.config import Config
+from shared.envelopes import FunctionSpec
+from shared.redis_server import free_port
+from tests.support.fake_openai import FakeOpenAI
+
+KEY = "sk-test-0123456789"
+ADD_NOTE = {"name": "add_note", "description": "", "parameters": {"type": "object", "properties": {}}}
+ECHO = {"name": "echo", "description": "", "parameters": {"type": "object", "properties": {}}}
+SETTINGS = json.dumps({"type": "Settings", "agent": {"think": {"prompt": "Test.", "functions": [ADD_NOTE, ECHO]}}})
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[tuple[FakeOpenAI, str]]:
+    server = FakeOpenAI(api_key=KEY, done_delay=0.2)
+    async with server.serve() as ws_server:
+        port = next(iter(ws_server.sockets)).getsockname()[1]
+        yield server, f"ws://127.0.0.1:{port}/v1/realtime"
+
+
+async def next_message(upstream: OpenAIUpstream, type_: str) -> dict[str, Any]:
+    while True:
+        frame = await asyncio.wait_for(upstream.recv(), 5)
+        if isinstance(frame, str) and (message := json.loads(frame))["type"] == type_:
+            return message
+
+
+async def started(url: str) -> tuple[OpenAIUpstream, str]:
+    upstream = await open_openai(url, "gpt-realtime", KEY)
+    session_id = (await next_message(upstream, "Welcome"))["request_id"]
+    await upstream.send(SETTINGS)
+    await next_message(upstream, "SettingsApplied")
+    return upstream, session_id
+
+
+async def test_a_client_function_call_round_trip(fake):
+    server, url = fake
+    upstream, session_id = await started(url)
+    assert upstream.label == "openai"
+    await upstream.send(json.dumps({"type": "KeepAlive"}))
+    await upstream.send(json.dumps({"type": "InjectUserMessage", "content": 'call echo {"x": 1}'}))
+    request = await next_message(upstream, "FunctionCallRequest")
+    [fn] = request["functions"]
+    assert (fn["name"], json.loads(fn["arguments"]), fn["client_side"]) == ("echo", {"x": 1}, True)
+    await upstream.send(json.dumps({"type": "FunctionCallResponse", "id": fn["id"], "name": "echo", "content": "42"}))
+    text = await next_message(upstream, "ConversationText")
+    while text["role"] != "assistant":
+        text = await next_message(upstream, "ConversationText")
+    assert text["content"] == "echo returned: 42."
+    await next_message(upstream, "AgentAudioDone")
+    stats = server.sessions[session_id].stats
+    assert stats["response_creates"] == 2 and stats["active_response_errors"] == 0 and stats["errors"] == []
+    assert "KeepAlive" not in stats["events"]
+    await upstream.close()
+    await upstream.close()  # twice is fine
+    with pytest.raises(UpstreamClosed):
+        await upstream.recv()
+
+
+async def test_a_side_effect_call_of_a_cancelled_response_never_reaches_the_session(fake):
+    server, url = fake
+    upstream, session_id = await started(url)
+    upstream.use_functions(
+        {"add_note": FunctionSpec(name="add_note", description="", parameters={}, side_effects=True)}
+    )
+    await upstream.send(json.dumps({"type": "InjectUserMessage", "content": "interrupt call add_note call echo"}))
+    request = await next_message(upstream, "FunctionCallRequest")
+    assert [f["name"] for f in request["functions"]] == ["echo"]
+    await next_message(upstream, "UserStartedSpeaking")
+    cancelled = await next_message(upstream, "FunctionCallCancelled")
+    assert [f["name"] for f in cancelled["functions"]] == ["echo"]
+    assert server.sessions[session_id].stats["responses"][-1]["status"] == "cancelled"
+    await upstream.close()
+
+
+async def test_a_wrong_key_is_refused_without_echoing_it(fake):
+    _, url = fake
+    with pytest.raises(UpstreamUnavailable) as refused:
+        await open_openai(url, "gpt-realtime", "sk-wrong-key")
+    assert "HTTP 401" in str(refused.value) and "OPENAI_API_KEY" in str(refused.value)
+    assert "sk-wrong-key" not in str(refused.value)
+
+
+async def test_an_unreachable_provider_is_unavailable():
+    with pytest.raises(UpstreamUnavailable, match="Cannot reach"):
+        await open_openai(f"ws://127.0.0.1:{free_port()}/v1/realtime", "gpt-realtime", KEY, open_timeout=2)
+
+
+async def test_the_factory_opens_openai_when_configured(fake):
+    _, url = fake
+    upstream = await open_upstream(Config(upstream="openai", openai_url=url, openai_api_key=KEY))
+    assert isinstance(upstream, OpenAIUpstream)
+    await upstream.close()
+    with pytest.raises(UpstreamUnavailable, match="OPENAI_API_KEY"):
+        await open_upstream(Config(upstream="openai", openai_api_key=None))
+
+
+def test_auto_prefers_deepgram_then_openai_then_simulated():
+    assert Config(upstream="auto", deepgram_api_key="d", openai_api_key="o").resolved_upstream() == "deepgram"
+    assert Config(upstream="auto", deepgram_api_key=None, openai_api_key="o").resolved_upstream() == "openai"
+    assert Config(upstream="auto", deepgram_api_key=None, openai_api_key=None).resolved_upstream() == "simulated"
+
+
+def test_the_model_goes_into_the_url_unless_it_is_there():
+    assert realtime_url("wss://api.openai.com/v1/realtime", "gpt-realtime") == (
+        "wss://api.openai.com/v1/realtime?model=gpt-realtime"
+    )
+    assert realtime_url("wss://x/v1/realtime?model=m1", "gpt-realtime") == "wss://x/v1/realtime?model=m1"
+
+
+# --- the fake's own rules -------------------------------------------------------------------------------------
+
+
+async def raw(url: str) -> ClientConnection:
+    return await connect(url, additional_headers={"Authorization": f"Bearer {KEY}"})
+
+
+async def next_event(ws: ClientConnection, type_: str) -> dict[str, Any]:
+    while True:
+        event = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        if event["type"] == type_:
+            return event
+
+
+async def test_the_fake_refuses_a_second_response_create_while_one_is_active(fake):
+    server, url = fake
+    async with await raw(url) as ws:
+        session_id = (await next_event(ws, "session.created"))["session"]["id"]
+        update = {"type": "session.update", "session": {"type": "realtime", "tools": [{"type": "function", **ECHO}]}}
+        await ws.send(json.dumps(update))
+        await next_event(ws, "session.updated")
+        item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "call echo"}]}
+        await ws.send(json.dumps({"type": "conversation.item.create", "item": item}))
+        await ws.send(json.dumps({"type": "response.create"}))
+        await next_event(ws, "response.function_call_arguments.done")
+        await ws.send(json.dumps({"type": "response.create", "event_id": "mine"}))
+        error = await next_event(ws, "error")
+        assert error["error"]["code"] == "conversation_already_has_active_response"
+        assert error["error"]["event_id"] == "mine"
+        assert (await next_event(ws, "response.done"))["response"]["status"] == "completed"
+    assert server.sessions[session_id].stats["active_response_errors"] == 1
+
+
+async def test_the_fake_requires_session_type_and_known_events(fake):
+    _, url = fake
+    async with await raw(url) as ws:
+        await next_event(ws, "session.created")
+        await ws.send(json.dumps({"type": "session.update", "session": {"instructions": "x"}}))
+        assert (await next_event(ws, "error"))["error"]["code"] == "missing_required_parameter"
+        await ws.send(json.dumps({"type": "KeepAlive"}))
+        assert (await next_event(ws, "error"))["error"]["code"] == "invalid_value"
+        output = {"type": "function_call_output", "call_id": "nope", "output": "x"}
+        await ws.send(json.dumps({"type": "conversation.item.create", "item": output}))
+        assert (await next_event(ws, "error"))["error"]["code"] == "invalid_tool_call_id"
