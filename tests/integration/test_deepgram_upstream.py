@@ -74,5 +74,6 @@ async def test_an_unreachable_provider_gives_a_clear_error(redis_server, workers
         error = await client.expect("Error")
         assert error["code"] == "UPSTREAM_UNAVAILABLE"
         assert TOKEN not in error["description"]
+        await client.close()  # answer the gateway's close now: stop() below blocks this event loop
     finally:
         assert gateway.stop() == 0

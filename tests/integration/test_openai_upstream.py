@@ -214,5 +214,6 @@ async def test_a_refused_key_gives_a_clear_error(redis_server, workers, logs_dir
         assert error["code"] == "UPSTREAM_UNAVAILABLE"
         assert "HTTP 401" in error["description"] and "OPENAI_API_KEY" in error["description"]
         assert "sk-wrong" not in error["description"]
+        await client.close()  # answer the gateway's close now: stop() below blocks this event loop
     finally:
         assert gateway.stop() == 0
