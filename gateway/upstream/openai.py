@@ -13,14 +13,14 @@ import asyncio
 import json
 import logging
 from collections.abc import Mapping
-from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
 from gateway.openai.bridge import Bridge, Out
-from gateway.upstream.base import Frame, Upstream, UpstreamClosed, UpstreamUnavailable
+from gateway.upstream.base import Frame, Upstream, UpstreamClosed
+from gateway.upstream.connect import closed_from, connect_provider
 from shared.envelopes import FunctionSpec
 
 __all__ = ["OpenAIUpstream", "open_openai", "realtime_url"]
@@ -79,7 +79,7 @@ class OpenAIUpstream(Upstream):
                     await self._apply(self._bridge.from_provider(message))
             self._end(_closed_by(self._ws))
         except ConnectionClosed as exc:
-            self._end(_closed(exc))
+            self._end(closed_from(exc))
         except UpstreamClosed:
             pass  # a send failed inside _apply, which recorded why
         except Exception:
@@ -94,18 +94,13 @@ class OpenAIUpstream(Upstream):
             for event in out.upstream:
                 await self._ws.send(json.dumps(event, separators=(",", ":")))
         except ConnectionClosed as exc:
-            self._end(_closed(exc))
+            self._end(closed_from(exc))
             raise self._closed from None  # type: ignore[misc]
 
     def _end(self, closed: UpstreamClosed) -> None:
         if self._closed is None:
             self._closed = closed
             self._frames.put_nowait(closed)
-
-
-def _closed(exc: ConnectionClosed) -> UpstreamClosed:
-    frame = exc.rcvd or exc.sent
-    return UpstreamClosed(frame.code if frame else 1006, frame.reason if frame else "connection lost")
 
 
 def _closed_by(ws: ClientConnection) -> UpstreamClosed:
@@ -124,21 +119,9 @@ def realtime_url(url: str, model: str) -> str:
 async def open_openai(
     url: str, model: str, api_key: str, voice: str = "marin", open_timeout: float = 10.0
 ) -> OpenAIUpstream:
-    """Connect to the Realtime endpoint. Errors become :class:`UpstreamUnavailable` with a message that is
-    safe to show the client (it never contains the key)."""
-    options: dict[str, Any] = {
-        "additional_headers": {"Authorization": f"Bearer {api_key}"},
-        "open_timeout": open_timeout,
-        "max_size": None,  # the provider is trusted; audio deltas can be large
-        "compression": None,  # base64 audio barely compresses, and deflate costs CPU on every frame
-    }
-    try:
-        connection = await connect(realtime_url(url, model), **options)
-    except InvalidStatus as exc:
-        status = exc.response.status_code
-        hint = " (check OPENAI_API_KEY)" if status in (401, 403) else ""
-        raise UpstreamUnavailable(f"OpenAI refused the connection: HTTP {status}{hint}.") from None
-    except (InvalidURI, InvalidHandshake, OSError, TimeoutError) as exc:
-        log.warning("cannot reach OpenAI at %s: %s", url, type(exc).__name__)
-        raise UpstreamUnavailable(f"Cannot reach the provider ({type(exc).__name__}).") from None
+    """Connect to the Realtime endpoint with the gateway's key."""
+    authorization = f"Bearer {api_key}"
+    connection = await connect_provider(
+        realtime_url(url, model), authorization, "OpenAI", "OPENAI_API_KEY", open_timeout
+    )
     return OpenAIUpstream(connection, Bridge(voice=voice))

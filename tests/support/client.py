@@ -8,18 +8,7 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 
-SETTINGS: dict[str, Any] = {
-    "type": "Settings",
-    "audio": {
-        "input": {"encoding": "linear16", "sample_rate": 16000},
-        "output": {"encoding": "linear16", "sample_rate": 24000, "container": "none"},
-    },
-    "agent": {
-        "listen": {"provider": {"type": "deepgram", "model": "nova-3"}},
-        "think": {"provider": {"type": "open_ai", "model": "gpt-4o-mini"}, "prompt": "You are a test."},
-        "speak": {"provider": {"type": "deepgram", "model": "aura-2-thalia-en"}},
-    },
-}
+from gateway.client import SETTINGS
 
 
 class AgentClient:
