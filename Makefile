@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 
 ## Redis (embedded if none answers), the gateway on $(PORT) and 2 workers, until Ctrl-C.
 run: install
-	@echo "Gateway: ws://127.0.0.1:$(PORT)/v1/agent/converse  (health: http://127.0.0.1:$(PORT)/readyz)"
+	@echo "Test page: http://127.0.0.1:$(PORT)/   Agent WebSocket: ws://127.0.0.1:$(PORT)/v1/agent/converse"
 	GATEWAY_PORT=$(PORT) honcho -f Procfile.dev start
 
 ## Lint, then every test (unit on fakeredis; integration on real redis-server, workers and WebSockets).
