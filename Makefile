@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8080
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: install run test unit integration lint format clean
+.PHONY: install run test unit integration reliability bench lint format clean
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,20 @@ unit: install
 
 integration: install
 	$(PY) -m pytest -q tests/integration
+
+## Fault injection and fuzzing against real processes; writes docs/RELIABILITY.md from that run (failed rows too).
+reliability: install
+	$(PY) -m pytest -q -m "faults or fuzz" tests/faults tests/fuzz; status=$$?; \
+	$(PY) -m tests.support.reliability && exit $$status
+
+## Benchmarks on loopback against real processes (~12 min); writes docs/PERFORMANCE.md, its plot and JSON.
+## BENCH_QUICK=1: every section small and short (~3 min), written to benchmarks/out/quick/ instead.
+bench: $(VENV)/.bench-installed
+	$(PY) -m benchmarks $(if $(BENCH_QUICK),--quick,)
+
+$(VENV)/.bench-installed: $(VENV)/.installed pyproject.toml
+	$(PY) -m pip install --quiet -e ".[dev,bench]"
+	touch $@
 
 lint: install
 	$(VENV)/bin/ruff check .

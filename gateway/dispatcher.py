@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import redis
 import redis.asyncio as aioredis
 from pydantic import ValidationError
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from rq import Queue
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job as RQJob
@@ -76,8 +78,10 @@ class Dispatcher:
         self.config = config
         self.gateway_id = gateway_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.channel = keys.reply_channel(self.gateway_id)
+        # One immediate retry: after a Redis restart every pooled connection is dead, and without it the first
+        # command on each failed (a session starting then got no backend functions: tests/faults).
         self.redis = async_redis or aioredis.Redis.from_url(
-            config.redis_url, socket_connect_timeout=2, socket_keepalive=True
+            config.redis_url, socket_connect_timeout=2, socket_keepalive=True, retry=Retry(NoBackoff(), 1)
         )
         self._sync = sync_redis or redis.Redis.from_url(config.redis_url, socket_connect_timeout=2, socket_timeout=5)
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="enqueue")

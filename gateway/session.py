@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 import uuid
@@ -227,17 +226,19 @@ class Session:
         assert self.upstream is not None
         while True:
             frame = await self.upstream.recv()
-            if isinstance(frame, str) and ('"FunctionCall' in frame):
+            # A JSON escape can spell the type ("\u0046unctionCallRequest" is a FunctionCallRequest too): such a
+            # frame is parsed, not relayed blind, or its backend calls would never be answered (tests/fuzz).
+            if isinstance(frame, str) and ('"FunctionCall' in frame or "\\u" in frame):
                 await self._on_function_message(frame)
             else:
                 await self.client.send(frame)
 
     async def _on_function_message(self, frame: str) -> None:
         try:
-            data = json.loads(frame)
-        except ValueError:
-            data = None
-        kind = data.get("type") if isinstance(data, dict) else None
+            data = parse_json_object(frame)  # also refuses nesting a rewrite could not serialise (tests/fuzz)
+        except ProtocolError:
+            data = None  # not a message the gateway acts on: relayed as it is
+        kind = data["type"] if data else None
         try:
             if kind == "FunctionCallRequest":
                 split = split_request(validate(FunctionCallRequest, data), frame, self.owned)
@@ -307,12 +308,22 @@ class Session:
                     )
                 )
             return Result.failure(call.id, f"{call.name} was not run: too many calls are pending. Try again shortly.")
+        spec = self.owned[call.name]
         try:
-            return await self.dispatcher.call(call.id, call.name, call.arguments, self.owned[call.name], self.id)
+            return await self.dispatcher.call(self.backend_key(call.id), call.name, call.arguments, spec, self.id)
         except Exception:
             # A bug must not hang the conversation: the provider still gets an answer.
             log.exception("session %s: call %s failed inside the gateway", self.id, call.id)
             return Result.failure(call.id, f"{call.name} failed: internal gateway error.")
+
+    def backend_key(self, call_id: str) -> str:
+        """The call's identity on the backend: the provider's id within this session.
+
+        Provider call ids are unique only as far as the provider cares; keyed alone, a provider reusing an id
+        in another session would get that session's stored result. Duplicates within a session still share
+        one job (and the session answers an id only once anyway).
+        """
+        return f"{self.id}-{call_id}"
 
     async def _cancel_calls(self, call_ids: list[str]) -> None:
         tasks = [task for call_id in call_ids if (task := self.calls.pop(call_id, None)) is not None]

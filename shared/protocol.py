@@ -90,6 +90,12 @@ def dump(message: Message) -> str:
     return json.dumps(data, separators=(",", ":"))
 
 
+MAX_NESTING = 100
+"""Deepest nesting of arrays and objects accepted in a text frame. Real messages nest less than 20 levels deep;
+much deeper ones broke the gateway where it rewrites a message (pydantic serialises at most 255 levels) and a
+provider's parser (Python's recursion limit): found by tests/fuzz."""
+
+
 def parse_json_object(text: str) -> dict[str, Any]:
     """Parse a text frame into a dict that has a string ``type``, or raise :class:`ProtocolError`."""
     try:
@@ -98,7 +104,26 @@ def parse_json_object(text: str) -> dict[str, Any]:
         raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"Text frame is not valid JSON: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("type"), str):
         raise ProtocolError(ErrorCode.INVALID_MESSAGE, "Text frame must be a JSON object with a string 'type'.")
+    # Counting brackets is cheap; only a frame with that many of them can be nested too deeply.
+    if text.count("{") + text.count("[") > MAX_NESTING and _deeper_than(data, MAX_NESTING):
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"Text frame nests more than {MAX_NESTING} levels deep.")
     return data
+
+
+def _deeper_than(data: Any, limit: int) -> bool:
+    """Whether arrays and objects in ``data`` nest more than ``limit`` levels deep: level by level, without
+    recursion (a deep value must not exhaust the stack), visiting each container once at most."""
+    level: list[Any] = [data]
+    for _ in range(limit):
+        level = [
+            child
+            for value in level
+            for child in (value.values() if isinstance(value, dict) else value)
+            if isinstance(child, dict | list)
+        ]
+        if not level:
+            return False
+    return True
 
 
 def validate(model: type[Message], data: dict[str, Any]) -> Any:

@@ -1,0 +1,83 @@
+"""A function that never returns (``hang_forever``, timeout 1.5 s), on a deployment with a single worker.
+
+The gateway must answer the call at its deadline, and the worker must be freed for the next job: RQ's job
+timeout (SIGALRM, rounded up to whole seconds) interrupts the function in the same process, so the next call
+runs on the same worker, not on a replacement the supervisor had to start.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from shared.redis_server import RedisServer
+from tests.faults.helpers import DEADLINE_MARGIN, call, notices, stop_all
+from tests.support.client import AgentClient
+from tests.support.processes import Gateway, start_workers
+from tests.support.reliability import Entry
+
+pytestmark = pytest.mark.faults
+
+HANG_DEADLINE = 1.5
+NEXT_DEADLINE = 3.0
+"""get_current_time's timeout."""
+ROUNDS = 3
+
+
+async def test_hanging_function_is_answered_and_frees_the_worker(
+    redis_server: RedisServer, logs_dir: Path, reliability: Entry
+):
+    """A function that hangs forever, on the only worker"""
+    workers = start_workers(redis_server.url, logs_dir / "hang-workers.log", processes=1)
+    gateway = Gateway(redis_server.url, logs_dir / "hang-gateway.log").wait_ready()
+    try:
+        client = await AgentClient.connect(gateway.url)
+        await client.start()
+        hang_seconds, next_seconds, hang_texts, next_ok = [], [], [], []
+        for _ in range(ROUNDS):
+            started = time.monotonic()
+            await client.say(call("hang_forever"))
+            hang_texts.append(await client.assistant_text(timeout=HANG_DEADLINE + 10))
+            hang_seconds.append(time.monotonic() - started)
+            # At once: the worker is still inside hang_forever until RQ's alarm fires (2 s after it started).
+            started = time.monotonic()
+            await client.say(call("get_current_time", timezone="UTC"))
+            next_ok.append('"error"' not in await client.assistant_text(timeout=NEXT_DEADLINE + 10))
+            next_seconds.append(time.monotonic() - started)
+        stats = await client.stats()
+        finished = notices(client, "finished")
+        workers_seen = {n["worker"] for n in finished if n["name"] == "get_current_time"}
+        await client.close()
+        deaths = workers.log().count("died (")
+
+        reliability.tried = (
+            f"{ROUNDS} calls of `hang_forever` (deadline {HANG_DEADLINE:g} s) on a single worker, each followed "
+            f"at once by a `get_current_time` call"
+        )
+        reliability.happened = (
+            f"each hang answered with an error after {min(hang_seconds):.2f}-{max(hang_seconds):.2f} s; the next "
+            f"call succeeded {sum(next_ok)}/{ROUNDS} times after {min(next_seconds):.2f}-{max(next_seconds):.2f} s "
+            f"(deadline {NEXT_DEADLINE:g} s) on the same worker process ({len(workers_seen)} worker id, "
+            f"{deaths} worker restarts); {stats['unexpected_responses']} late or duplicate answers reached the provider"
+        )
+        reliability.figures.update(
+            hang_answered_after_seconds=[round(s, 2) for s in hang_seconds],
+            next_call_answered_after_seconds=[round(s, 2) for s in next_seconds],
+            next_call_ok=next_ok,
+            worker_ids=sorted(workers_seen),
+            worker_restarts=deaths,
+            responses_to_provider=len(stats["function_responses"]),
+            unexpected_responses=stats["unexpected_responses"],
+        )
+
+        assert all(f"did not finish within {HANG_DEADLINE:g} s" in text for text in hang_texts), hang_texts
+        assert all(HANG_DEADLINE <= s <= HANG_DEADLINE + DEADLINE_MARGIN for s in hang_seconds), hang_seconds
+        assert all(next_ok)
+        assert all(s <= NEXT_DEADLINE + DEADLINE_MARGIN for s in next_seconds), next_seconds
+        assert len(workers_seen) == 1 and deaths == 0, "the worker was replaced instead of freed"
+        assert len(stats["function_responses"]) == 2 * ROUNDS and stats["unexpected_responses"] == 0
+        assert workers.log().count("hang_forever timed out") == ROUNDS  # RQ's alarm interrupted each one
+    finally:
+        await stop_all(gateway, workers)

@@ -1,0 +1,382 @@
+"""Hostile provider frames: the gateway (UPSTREAM=deepgram) reaches a provider that sends hypothesis-generated
+frames (tests/fuzz/hostile_provider.py).
+
+Each example is one session. The provider sends its frames, each followed by a marker the gateway relays as
+is; everything the client receives between two markers is what the gateway made of one frame. An independent
+model of the protocol (below) says what that must be:
+
+- a frame the gateway does not act on reaches the client byte for byte (binary, non-JSON, other types,
+  malformed function messages);
+- a well-formed ``FunctionCallRequest`` loses its backend-owned calls (the client sees only its own, or nothing);
+  every backend call gets exactly one ``FunctionCallResponse`` upstream, a repeated call id none more;
+- a well-formed ``FunctionCallCancelled`` cancels backend calls (at most one answer, the one that may have been
+  on its way) and the client sees only its own ids;
+- the provider's way of ending the connection reaches the client: 1000/1001 as they are, anything else (or a
+  cut connection) as an ``Error`` UPSTREAM_CLOSED and close code 1011.
+
+The gateway must not crash or log a traceback, and a canary session on the same gateway (served by a
+well-behaved provider) keeps getting weather answers throughout.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection
+
+from shared import keys
+from shared.protocol import MAX_NESTING, FunctionCallCancelled, FunctionCallRequest
+from shared.redis_server import RedisServer
+from tests.fuzz.canary import Canary, ask_weather, open_session
+from tests.fuzz.frames import ENDINGS, FUZZ_SETTINGS, Hostile, deeper_than, provider_frames
+from tests.fuzz.hostile_provider import HostileProvider
+from tests.support.client import SETTINGS
+from tests.support.processes import Gateway, Process, http_get
+from tests.support.reliability import Entry
+
+pytestmark = pytest.mark.fuzz
+
+SCRIPTS = 200
+SCRIPT_SIZE = (10, 30)
+MIN_FRAMES = 2_500
+ANSWER_WAIT = 10.0
+"""Seconds to wait for every backend call of a script to be answered (the slowest function here takes 5)."""
+ASYNCHRONOUS = {"BackendFunctionCall", "TOO_MANY_PENDING_CALLS"}
+"""What the gateway itself sends the client while calls run (a notice type, a Warning code): in any window."""
+
+
+@pytest.fixture(scope="module")
+def provider() -> Iterator[HostileProvider]:
+    hostile = HostileProvider().start()
+    yield hostile
+    hostile.stop()
+
+
+@pytest.fixture(scope="module")
+def hostile_gateway(
+    fuzz_redis: RedisServer, fuzz_workers: Process, fuzz_logs: Path, provider: HostileProvider
+) -> Iterator[Gateway]:
+    gateway = Gateway(
+        fuzz_redis.url,
+        fuzz_logs / "gw-provider-fuzz.log",
+        UPSTREAM="deepgram",
+        DEEPGRAM_URL=provider.url,
+        DEEPGRAM_API_KEY="hostile",
+    ).wait_ready()
+    yield gateway
+    assert gateway.stop() == 0, gateway.log()
+
+
+# --- the model of what the gateway must do --------------------------------------------------------------------
+
+
+@dataclass
+class Expect:
+    """What the client must see for one provider frame."""
+
+    relay: str | bytes | None = None
+    """The frame itself, byte for byte."""
+    client_ids: list[str] | None = None
+    """A rewritten function message carrying only these (client-owned) call ids."""
+
+
+@dataclass
+class SessionModel:
+    """The protocol's rules for one session, kept apart from the gateway's code (but for pydantic's schemas of
+    the two function messages, which say what well-formed means)."""
+
+    owned: set[str]
+    taken: set[str] = field(default_factory=set)
+    """Every call id the backend took in this session."""
+    must_answer: dict[str, str] = field(default_factory=dict)
+    """Backend calls owed exactly one answer: id → function name."""
+    may_answer: set[str] = field(default_factory=set)
+    """Backend calls cancelled after they started: an answer already on its way may still arrive, one at most."""
+
+    def feed(self, frame: str | bytes) -> Expect:
+        if isinstance(frame, bytes):
+            return Expect(relay=frame)
+        try:
+            data = json.loads(frame)
+        except (ValueError, RecursionError):
+            return Expect(relay=frame)
+        if not isinstance(data, dict) or deeper_than(data, MAX_NESTING):
+            return Expect(relay=frame)  # not a message to act on (the nesting limit is the protocol's, too)
+        kind = data.get("type")
+        try:
+            if kind == "FunctionCallRequest":
+                return self._request(FunctionCallRequest.model_validate(data), frame)
+            if kind == "FunctionCallCancelled":
+                return self._cancelled(FunctionCallCancelled.model_validate(data), frame)
+        except ValidationError:
+            pass  # malformed: relayed as it is
+        return Expect(relay=frame)
+
+    def _request(self, request: FunctionCallRequest, frame: str) -> Expect:
+        backend = [f for f in request.functions if f.client_side and f.name in self.owned]
+        rest = [f.id for f in request.functions if not (f.client_side and f.name in self.owned)]
+        for call in backend:
+            if call.id not in self.taken:  # a repeated id is the same call: answered once in all
+                self.taken.add(call.id)
+                self.must_answer[call.id] = call.name
+        if not backend:
+            return Expect(relay=frame)
+        return Expect(client_ids=rest or None)
+
+    def _cancelled(self, message: FunctionCallCancelled, frame: str) -> Expect:
+        ours = [f.id for f in message.functions if f.id in self.taken]
+        if not ours:
+            return Expect(relay=frame)
+        for call_id in ours:
+            if self.must_answer.pop(call_id, None) is not None:
+                self.may_answer.add(call_id)
+        rest = [f.id for f in message.functions if f.id not in self.taken]
+        return Expect(client_ids=rest or None)
+
+
+# --- driving a session ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Tally:
+    sent: Counter[str] = field(default_factory=Counter)
+    seen: Counter[str] = field(default_factory=Counter)
+    endings: Counter[str] = field(default_factory=Counter)
+    backend_calls: int = 0
+    answered_once: int = 0
+    cancelled_calls: int = 0
+    cancelled_answered: int = 0
+    sessions: int = 0
+
+    @property
+    def frames(self) -> int:
+        return sum(self.sent.values())
+
+
+def read_windows(ws: ClientConnection, count: int) -> list[list[Any]]:
+    """What the client received, cut at each marker: ``windows[i]`` is what the gateway made of frame ``i``."""
+    windows: list[list[Any]] = [[]]
+    while len(windows) <= count:
+        frame = ws.recv(timeout=30)
+        if isinstance(frame, str) and frame.startswith('{"type": "FuzzMarker"'):
+            windows.append([])
+        else:
+            windows[-1].append(frame)
+    return windows[:count]
+
+
+def relayed(window: list[Any]) -> list[Any]:
+    """The window without the gateway's own asynchronous messages."""
+    return [f for f in window if not (isinstance(f, str) and _kind(f) in ASYNCHRONOUS)]
+
+
+def _kind(frame: str) -> Any:
+    """A message's type, or for a Warning its code."""
+    try:
+        data = json.loads(frame)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    return data.get("code") if data.get("type") == "Warning" else data.get("type")
+
+
+def check_window(hostile: Hostile, expect: Expect, window: list[Any], tally: Tally) -> None:
+    got = relayed(window)
+    if expect.relay is not None:
+        assert got == [expect.relay], f"{hostile!r} should reach the client as it is; got {_short(got)}"
+        tally.seen["relayed byte for byte"] += 1
+    elif expect.client_ids is None:
+        assert got == [], f"{hostile!r}: all its calls are the backend's, yet the client got {_short(got)}"
+        tally.seen["kept from the client (backend calls only)"] += 1
+    else:
+        assert len(got) == 1, f"{hostile!r}: expected one rewritten message, got {_short(got)}"
+        message = json.loads(got[0])
+        assert [f["id"] for f in message["functions"]] == expect.client_ids, (hostile, message)
+        tally.seen["rewritten with the client's calls only"] += 1
+
+
+def _short(frames: list[Any]) -> list[Any]:
+    return [f[:200] if isinstance(f, str | bytes) else f for f in frames]
+
+
+def expected_close(ending: str) -> tuple[int, bool]:
+    """(close code the client gets, whether an Error UPSTREAM_CLOSED comes first) for a script's ending."""
+    if ending in ("1000", "1001"):
+        return int(ending), False
+    return 1011, True
+
+
+def forget_calls(redis_url: str) -> None:
+    """Delete every call's claim, result and cancel marker: each script starts with a backend that has never seen
+    its call ids. Scripts draw ids from a small pool, and the gateway keys backend state by call id alone, so a
+    later session reusing an id would meet an earlier session's state (test_call_id_reused_in_another_session)."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        for pattern in (keys.claim("*"), keys.result("*"), keys.cancelled("*")):
+            stale = list(client.scan_iter(pattern, count=1000))
+            if stale:
+                client.delete(*stale)
+    finally:
+        client.close()
+
+
+def run_script(
+    provider: HostileProvider, url: str, fuzz_id: int, frames: list[Hostile], ending: str, owned: set[str], tally: Tally
+) -> None:
+    provider.add(fuzz_id, [h.frame for h in frames], ending)
+    model = SessionModel(owned)
+    expectations = [model.feed(h.frame) for h in frames]
+    with open_session(url, {**SETTINGS, "fuzz_id": fuzz_id}) as ws:
+        tally.sessions += 1
+        windows = read_windows(ws, len(frames))
+        for hostile, expect, window in zip(frames, expectations, windows, strict=True):
+            tally.sent[hostile.kind] += 1
+            check_window(hostile, expect, window, tally)
+
+        # Every backend call answered, once; then the connection ends the way the script says.
+        deadline = time.monotonic() + ANSWER_WAIT
+        while time.monotonic() < deadline and not all(provider.answer_counts(fuzz_id)[i] for i in model.must_answer):
+            time.sleep(0.02)
+        time.sleep(0.05)  # room for a second, wrong answer to show up
+        answers = provider.answer_counts(fuzz_id)
+        names = {message["id"]: message["name"] for message in provider.responses(fuzz_id)}
+        tally.backend_calls += len(model.must_answer) + len(model.may_answer)
+        tally.answered_once += sum(1 for i in model.must_answer if answers[i] == 1)
+        tally.cancelled_calls += len(model.may_answer)
+        tally.cancelled_answered += sum(1 for i in model.may_answer if answers[i])
+        for call_id, name in model.must_answer.items():
+            assert answers[call_id] == 1, f"call {call_id[:40]!r} ({name}) answered {answers[call_id]} times"
+            assert names[call_id] == name
+        for call_id in model.may_answer:
+            assert answers[call_id] <= 1, f"cancelled call {call_id[:40]!r} answered {answers[call_id]} times"
+        strays = set(answers) - set(model.must_answer) - model.may_answer
+        assert not strays, f"answers for calls the backend never took: {[s[:40] for s in strays]}"
+
+        provider.finish(fuzz_id)
+        if ending == "client":
+            tally.endings["client left"] += 1
+            return
+        code, error_first = expected_close(ending)
+        received = []  # after the last marker only the gateway speaks: notices, then the Error if any
+        try:
+            while True:
+                received.append(ws.recv(timeout=10))
+        except ConnectionClosed:
+            pass
+        got = ws.protocol.close_rcvd.code if ws.protocol.close_rcvd else None
+        errors = [json.loads(f)["code"] for f in received if isinstance(f, str) and _kind(f) == "Error"]
+        tally.endings[f"provider {'cut the connection' if ending == 'abort' else f'closed {ending}'}: client got "
+                      f"{'Error ' + errors[0] + ', ' if errors else ''}close {got}"] += 1  # fmt: skip
+        assert got == code, f"provider ending {ending}: the client's session closed with {got}, expected {code}"
+        assert errors == (["UPSTREAM_CLOSED"] if error_first else []), (ending, received)
+
+
+# --- the test -------------------------------------------------------------------------------------------------
+
+
+def test_hostile_provider_frames(
+    hostile_gateway: Gateway, provider: HostileProvider, fuzz_redis: RedisServer, reliability: Entry
+):
+    """Malformed and hostile provider frames, and a canary session on the same gateway"""
+    owned = set(json.loads(http_get(hostile_gateway.http + "/readyz")[1])["functions"])
+    tally = Tally()
+    scripts = iter(range(1_000_000))
+    canary = Canary(hostile_gateway.url)
+    canary.start()
+
+    @settings(FUZZ_SETTINGS, max_examples=SCRIPTS)
+    @given(st.lists(provider_frames(), min_size=SCRIPT_SIZE[0], max_size=SCRIPT_SIZE[1]), st.sampled_from(ENDINGS))
+    def script(frames: list[Hostile], ending: str) -> None:
+        forget_calls(fuzz_redis.url)
+        run_script(provider, hostile_gateway.url, next(scripts), frames, ending, owned, tally)
+
+    try:
+        script()
+    finally:
+        canary.stop()
+    with open_session(hostile_gateway.url) as ws:
+        canary_after = ask_weather(ws)
+
+    log = hostile_gateway.log()
+    reliability.tried = (
+        f"{tally.frames} frames from a hostile provider over {tally.sessions} sessions: "
+        + ", ".join(f"{n} {kind}" for kind, n in tally.sent.most_common())
+        + "; sessions ended by: "
+        + ", ".join(f"{n} {how}" for how, n in tally.endings.most_common())
+    )
+    reliability.happened = (
+        "; ".join(f"{n} {what}" for what, n in tally.seen.most_common())
+        + f". {tally.backend_calls} backend calls started: {tally.answered_once} answered exactly once, "
+        f"{tally.cancelled_calls} cancelled by the provider ({tally.cancelled_answered} of them had an answer "
+        f"already on its way), none answered twice. Gateway alive: {hostile_gateway.popen.poll() is None}, "
+        f"tracebacks in its log: {log.count('Traceback')}. Canary: {canary.completed} weather calls answered "
+        f"during the fuzzing, {len(canary.failures)} failures, one more after it: {'ok' if canary_after else 'FAILED'}"
+    )
+    reliability.figures.update(
+        frames=tally.frames,
+        sessions=tally.sessions,
+        frames_by_kind=dict(tally.sent.most_common()),
+        what_the_client_saw=dict(tally.seen.most_common()),
+        endings=dict(tally.endings.most_common()),
+        backend_calls=tally.backend_calls,
+        answered_exactly_once=tally.answered_once,
+        cancelled=tally.cancelled_calls,
+        cancelled_but_answered=tally.cancelled_answered,
+        canary_calls=canary.completed,
+        canary_failures=canary.failures,
+        gateway_tracebacks=log.count("Traceback"),
+    )
+
+    assert tally.frames >= MIN_FRAMES
+    assert hostile_gateway.popen.poll() is None, "the gateway died"
+    assert "Traceback" not in log and "internal error" not in log, log[-3000:]
+    assert canary.completed >= 1 and not canary.failures, canary.failures
+    assert canary_after
+
+
+def test_call_id_reused_in_another_session(hostile_gateway: Gateway, provider: HostileProvider, reliability: Entry):
+    """A provider reusing a call id in a later session (other arguments)"""
+    call_id = f"reused-{time.time_ns()}"
+    answers = {}
+    for fuzz_id, city in ((-1, "Paris"), (-2, "Oslo")):
+        arguments = json.dumps({"location": city})
+        request = {
+            "type": "FunctionCallRequest",
+            "functions": [{"id": call_id, "name": "get_weather", "arguments": arguments}],
+        }
+        provider.add(fuzz_id, [json.dumps(request)], "client")
+        with open_session(hostile_gateway.url, {**SETTINGS, "fuzz_id": fuzz_id}) as ws:
+            read_windows(ws, 1)
+            deadline = time.monotonic() + ANSWER_WAIT
+            while time.monotonic() < deadline and not provider.answer_counts(fuzz_id)[call_id]:
+                time.sleep(0.02)
+            provider.finish(fuzz_id)
+        answers[city] = next((m["content"] for m in provider.responses(fuzz_id) if m["id"] == call_id), None)
+    second = json.loads(answers["Oslo"] or "{}")
+
+    reliability.tried = (
+        "the provider sends call id `reused-…` for get_weather(Paris) in one session, then the same id for "
+        "get_weather(Oslo) in a later session"
+    )
+    reliability.happened = (
+        f"the first session got weather for {json.loads(answers['Paris'] or '{}').get('location')}; the second got "
+        f"{second.get('location') or second.get('error') or 'no answer'}"
+        + ("" if second.get("location") == "Oslo" else ": another session's result (call ids are global in Redis)")
+    )
+    reliability.figures.update(first_answer=answers["Paris"], second_answer=answers["Oslo"])
+
+    assert json.loads(answers["Paris"])["location"] == "Paris"
+    assert second.get("location") == "Oslo", f"the second session got another session's result: {answers['Oslo']}"
