@@ -24,6 +24,7 @@ from typing import Any
 
 import redis
 from pydantic import BaseModel, ValidationError
+from redis.commands.core import Script
 from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
@@ -161,12 +162,13 @@ def run_call_with(job_json: str, connection: redis.Redis, worker_id: str) -> str
     if time.time() > job.deadline:
         log.info("call %s: %s skipped, past its deadline", job.call_id, job.name)
         return "skipped"
-    if connection.exists(keys.cancelled(job.call_id)):
-        log.info("call %s: %s skipped, cancelled", job.call_id, job.name)
-        return "skipped"
 
     ttl = get_config().result_ttl
-    if not connection.set(keys.claim(job.call_id), worker_id, nx=True, ex=ttl):
+    claimed = _claim(connection, job.call_id, worker_id, ttl)
+    if claimed == CANCELLED:
+        log.info("call %s: %s skipped, cancelled", job.call_id, job.name)
+        return "skipped"
+    if claimed == TAKEN:
         # Another job with this call id ran (or runs): never execute twice; share its answer if there is one.
         stored = connection.get(keys.result(job.call_id))
         if stored is None:
@@ -187,6 +189,26 @@ def run_call_with(job_json: str, connection: redis.Redis, worker_id: str) -> str
         raise
     _store_and_publish(connection, job, result, ttl)
     return "ok" if result.ok else "failed"
+
+
+CLAIMED, TAKEN, CANCELLED = 1, 0, -1
+_CLAIM_SCRIPT = """
+if redis.call('exists', KEYS[1]) == 1 then return -1 end
+if redis.call('set', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end
+return 0
+"""
+_claim_script: Script | None = None
+
+
+def _claim(connection: redis.Redis, call_id: str, worker_id: str, ttl: int) -> int:
+    """Unless the call is cancelled, claim it with ``SET NX``: :data:`CLAIMED`, :data:`TAKEN` (another worker
+    claimed it) or :data:`CANCELLED`. One round trip (a Lua script) where a check and a claim would take two,
+    on the path between the worker taking the job and the caller getting the result."""
+    global _claim_script
+    if _claim_script is None:
+        _claim_script = connection.register_script(_CLAIM_SCRIPT)
+    claim_keys = [keys.cancelled(call_id), keys.claim(call_id)]
+    return int(_claim_script(keys=claim_keys, args=[worker_id, ttl], client=connection))
 
 
 def _store_and_publish(connection: redis.Redis, job: Job, result: Result, ttl: int) -> None:
