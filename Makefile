@@ -11,7 +11,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,bench]"  # bench: the docs test redraws PERFORMANCE.md's plot
 	touch $@
 
 ## Redis (embedded if none answers), the gateway on $(PORT) and 2 workers, until Ctrl-C.
@@ -34,14 +34,11 @@ reliability: install
 	$(PY) -m pytest -q -m "faults or fuzz" tests/faults tests/fuzz; status=$$?; \
 	$(PY) -m tests.support.reliability && exit $$status
 
-## Benchmarks on loopback against real processes (~12 min); writes docs/PERFORMANCE.md, its plot and JSON.
-## BENCH_QUICK=1: every section small and short (~3 min), written to benchmarks/out/quick/ instead.
-bench: $(VENV)/.bench-installed
+## Benchmarks on loopback against real processes (~6 min); writes docs/PERFORMANCE.md, its plot and JSON.
+## BENCH_QUICK=1: every section small and short (~1 min), written to benchmarks/out/quick/ instead.
+bench: install
 	$(PY) -m benchmarks $(if $(BENCH_QUICK),--quick,)
 
-$(VENV)/.bench-installed: $(VENV)/.installed pyproject.toml
-	$(PY) -m pip install --quiet -e ".[dev,bench]"
-	touch $@
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -6,7 +6,8 @@ Every fenced block in README.md and docs/*.md is checked by its language:
   is replaced by the test gateway's address); it must exit 0.
 - ``sh``: each line runs in bash in the repository, with the same replacement. ``make run`` and other
   commands that serve until stopped are started, must become ready on their port, then are stopped.
-  ``make test`` is the command running this very test, so it is the one line not executed here.
+  Two lines are not executed here, each covered elsewhere: ``make test`` (the command running this very test)
+  and ``make bench`` (minutes long; ``tests/integration/test_benchmark_harness.py`` runs its smallest case).
 - ``json``: every example message or envelope must parse, and validate against its model.
 - ``text``: diagrams and file listings; the Procfile shown must be the repository's.
 
@@ -28,7 +29,7 @@ import pytest
 from shared.config import Config
 from shared.envelopes import Job, Result
 from shared.protocol import BackendFunctionCall, FunctionCallRequest, FunctionCallResponse, Message
-from shared.redis_server import free_port
+from shared.redis_server import RedisServer, free_port
 from tests.support.processes import ROOT, Gateway, http_status, wait_until
 
 pytestmark = pytest.mark.integration
@@ -61,8 +62,9 @@ SHELL = blocks("sh")
 JSON = blocks("json")
 
 
-def localize(text: str, gateway: Gateway) -> str:
-    return text.replace("127.0.0.1:8080", f"127.0.0.1:{gateway.port}")
+def localize(text: str, gateway: Gateway, redis_url: str = "redis://127.0.0.1:6379/0") -> str:
+    """Point the examples at the test gateway and the test Redis."""
+    return text.replace("127.0.0.1:8080", f"127.0.0.1:{gateway.port}").replace("redis://127.0.0.1:6379/0", redis_url)
 
 
 def doc_env(gateway: Gateway, redis_url: str, openai_url: str) -> dict[str, str]:
@@ -104,9 +106,14 @@ def test_python_examples_run(name: str, code: str, gateway: Gateway, redis_serve
 @pytest.mark.parametrize(("name", "script"), SHELL, ids=ids(SHELL))
 def test_shell_examples_run(name: str, script: str, gateway: Gateway, redis_server, fake_openai: str):
     env = doc_env(gateway, redis_server.url, fake_openai)
-    for line in localize(script, gateway).splitlines():
+    with RedisServer() as scratch:  # a Redis named in a command gets an empty one of its own (no workers on it)
+        run_lines(name, localize(script, gateway, scratch.url), env)
+
+
+def run_lines(name: str, script: str, env: dict[str, str]) -> None:
+    for line in script.splitlines():
         command = line.split(" #", 1)[0].strip()
-        if not command or command == "make test":
+        if not command or command == "make test" or command.startswith("make bench"):
             continue
         if SERVES.search(command):
             run_until_ready(command, env)
