@@ -12,14 +12,7 @@ from pathlib import Path
 import pytest
 
 from shared.redis_server import RedisServer
-from tests.support.reliability import record_outcome, reliability  # noqa: F401 - the fixture is used by name
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    report = yield
-    record_outcome(item, report)
-    return report
+from tests.support.reliability import pytest_runtest_makereport, reliability  # noqa: F401 - hook and fixture
 
 
 @pytest.fixture(scope="session")

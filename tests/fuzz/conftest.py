@@ -11,18 +11,11 @@ from hypothesis.configuration import set_hypothesis_home_dir
 
 from shared.redis_server import RedisServer
 from tests.support.processes import Process, start_workers
-from tests.support.reliability import ROOT, record_outcome, reliability  # noqa: F401 - the fixture is used by name
+from tests.support.reliability import ROOT, pytest_runtest_makereport, reliability  # noqa: F401 - hook and fixture
 
 # Hypothesis keeps a cache (and, when enabled, an example database) in a directory of its own; keep it with the
 # other test outputs rather than at the repository root. The fuzz tests run derandomized, without a database.
 set_hypothesis_home_dir(str(ROOT / "test-artifacts" / "hypothesis"))
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    report = yield
-    record_outcome(item, report)
-    return report
 
 
 @pytest.fixture(scope="session")

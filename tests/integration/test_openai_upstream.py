@@ -15,13 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import redis
 
 from shared import keys
 from shared.redis_server import RedisServer, free_port
 from tests.integration.conftest import CANARY_FINGERPRINT
+from tests.support.audio import peak_hz, sine
 from tests.support.client import SETTINGS, AgentClient
 from tests.support.processes import Gateway, Process, http_get, http_status, wait_until
 
@@ -158,17 +158,6 @@ async def test_a_side_effect_call_runs_once_its_response_completed(
     await client.close()
     assert redis_client.llen(keys.notes(owner)) == 1
     assert_clean(stats(fake_openai, session_id))
-
-
-def sine(hz: float, rate: int, seconds: float) -> bytes:
-    t = np.arange(int(rate * seconds)) / rate
-    return (0.3 * 32767 * np.sin(2 * np.pi * hz * t)).astype("<i2").tobytes()
-
-
-def peak_hz(pcm: bytes, rate: int) -> float:
-    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
-    spectrum = np.abs(np.fft.rfft(samples * np.hanning(samples.size)))
-    return float(np.fft.rfftfreq(samples.size, 1 / rate)[int(np.argmax(spectrum))])
 
 
 async def test_audio_is_resampled_both_ways(openai_gateway, fake_openai):

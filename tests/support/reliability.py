@@ -122,8 +122,16 @@ def reliability(request: pytest.FixtureRequest) -> Iterator[Entry]:
     REPORT.write()
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """Imported by the faults and fuzz conftests: each report also lands in the reliability record."""
+    report = yield
+    record_outcome(item, report)
+    return report
+
+
 def record_outcome(item: pytest.Item, report: pytest.TestReport) -> None:
-    """Called from the conftests' ``pytest_runtest_makereport``: copy pytest's verdict on the test body."""
+    """Copy pytest's verdict on the test body into the test's reliability entry."""
     entry = REPORT.entries.get(item.nodeid)
     if entry is None:
         return

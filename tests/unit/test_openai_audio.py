@@ -2,20 +2,8 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from gateway.openai.audio import Resampler
-
-
-def sine(hz: float, rate: int, seconds: float) -> bytes:
-    t = np.arange(int(rate * seconds)) / rate
-    return (0.3 * 32767 * np.sin(2 * np.pi * hz * t)).astype("<i2").tobytes()
-
-
-def peak_hz(pcm: bytes, rate: int) -> float:
-    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
-    spectrum = np.abs(np.fft.rfft(samples * np.hanning(samples.size)))
-    return float(np.fft.rfftfreq(samples.size, 1 / rate)[int(np.argmax(spectrum))])
+from tests.support.audio import peak_hz, sine
 
 
 def test_16k_to_24k_in_small_odd_chunks_keeps_frequency_and_length():
