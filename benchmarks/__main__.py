@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import platform
@@ -88,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--doc", type=Path, help=f"the generated document ({DEFAULT_DOC.relative_to(ROOT)})")
     parser.add_argument("--plot", type=Path, help=f"the latency plot ({DEFAULT_PLOT.relative_to(ROOT)})")
     parser.add_argument("--no-report", action="store_true", help="write the JSON only")
+    parser.add_argument(
+        "--sections", help="comma-separated subset of " + ",".join(Plan.sections) + " (while working on one of them)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out", help="logs and raw profiles")
     args = parser.parse_args(argv)
     # A quick run must not replace the full run's document: its outputs default to benchmarks/out/quick/.
@@ -96,6 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     args.doc = args.doc or (quick_dir / DEFAULT_DOC.name if args.quick or args.smoke else DEFAULT_DOC)
     args.plot = args.plot or (quick_dir / DEFAULT_PLOT.name if args.quick or args.smoke else DEFAULT_PLOT)
     plan = Plan.smoke() if args.smoke else Plan.quick() if args.quick else Plan()
+    if args.sections:
+        unknown = set(args.sections.split(",")) - set(Plan.sections)
+        if unknown:
+            parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
+        plan = dataclasses.replace(plan, sections=tuple(args.sections.split(",")))
     results = asyncio.run(run(plan, args.out))
     results["mode"] = "smoke" if args.smoke else "quick" if args.quick else "full"
     args.json.parent.mkdir(parents=True, exist_ok=True)

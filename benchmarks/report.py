@@ -160,7 +160,9 @@ def roundtrip_section(results: dict[str, Any]) -> str:
     lines = [
         f"One call costs **{c['per_call']} Redis round trips** ({c['commands_per_call']} commands): "
         f"{c['enqueue']} to enqueue, {c['worker_critical']} in the worker up to the `PUBLISH` of the result "
-        f"(the caller waits for these), {c['worker_after']} of RQ bookkeeping after it.",
+        f"(the caller waits for {c['worker_critical'] - c.get('worker_not_waited', 0)} of them: a trip marked "
+        f"_(not waited for)_ is written and its replies read later), {c['worker_after']} of RQ bookkeeping "
+        "after it.",
         "",
         table(
             ["#", "where", "commands (one round trip)"],

@@ -22,16 +22,15 @@ from rq import Queue, SimpleWorker
 
 from benchmarks.processes import Process, wait_until
 from benchmarks.stats import summarize
-from gateway.dispatcher import JOB_FUNCTION
 from shared import keys
-from shared.envelopes import Job
+from shared.envelopes import JOB_FUNCTION, Job
 
 CHANNEL = keys.reply_channel("bench-workerclass")
 
 
 def run_worker(url: str, kind: str) -> None:
+    from workers.callworker import CallWorker
     from workers.registry import load_modules
-    from workers.worker import CallWorker
 
     load_modules(["benchmarks.functions"])
     connection = redis.Redis.from_url(url)

@@ -11,8 +11,8 @@ Results arrive twice over: published on the reply channel and stored under ``key
 After a reconnect the dispatcher re-reads the stored results of every pending call, so a result published
 while the subscription was down is not lost. Enqueueing retries through a Redis outage until the deadline.
 
-The enqueue itself goes through RQ (so ``rq info`` and RQ's registries keep working) in one pipelined round
-trip, on a thread: RQ is synchronous and must not block the event loop.
+The enqueue itself is RQ's (so ``rq info`` and RQ's registries keep working), sent in one pipelined round
+trip by the async client (see :meth:`Dispatcher._enqueue_commands`).
 """
 
 from __future__ import annotations
@@ -40,12 +40,10 @@ from rq.job import JobStatus
 
 from shared import keys
 from shared.config import Config
-from shared.envelopes import FunctionSpec, Job, Result
+from shared.envelopes import JOB_FUNCTION, FunctionSpec, Job, Result
 
 log = logging.getLogger(__name__)
 
-JOB_FUNCTION = "workers.execute.run_call"
-"""The worker entry point, named by string so the gateway never imports worker code."""
 
 REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 WATCH_INTERVAL = 0.25
@@ -169,34 +167,55 @@ class Dispatcher:
     async def _enqueue(self, job: Job, spec: FunctionSpec, attempt: int = 0) -> None:
         """Push the job onto its RQ queue, retrying through Redis outages (the caller's deadline bounds it)."""
         delay = 0.05
-        loop = asyncio.get_running_loop()
         while True:
             try:
-                await loop.run_in_executor(self._pool, self._enqueue_sync, job, spec, attempt)
+                queue = await self._queue(spec.queue)
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    for args, options in self._enqueue_commands(queue, job, spec, attempt):
+                        pipe.execute_command(*args, **options)
+                    await pipe.execute()
                 return
             except REDIS_ERRORS as exc:
                 log.warning("enqueue of %s failed (%s); retrying", job.call_id, type(exc).__name__)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.5)
 
-    def _enqueue_sync(self, job: Job, spec: FunctionSpec, attempt: int = 0) -> None:
-        queue = self._queues.get(spec.queue)
-        if queue is None:
-            queue = self._queues[spec.queue] = Queue(keys.queue_name(spec.queue), connection=self._sync)
+    def _enqueue_commands(self, queue: Queue, job: Job, spec: FunctionSpec, attempt: int) -> list[tuple]:
+        """The commands RQ's own enqueue sends, without sending them.
+
+        RQ is synchronous; running it on a thread cost a hand-off per call and contended for the GIL. Given a
+        pipeline, RQ only queues commands on it (the one read it makes, the server version, is answered in
+        advance by :meth:`_queue`), so it runs here on the event loop and the async client sends what it
+        queued: what lands in Redis is exactly RQ's enqueue, in one round trip.
+        """
         seconds = max(1, math.ceil(spec.timeout))
-        with self._sync.pipeline() as pipe:
-            queue.enqueue_call(
-                JOB_FUNCTION,
-                args=(job.to_json(),),
-                job_id=keys.job_id(job.call_id) + (f"-r{attempt}" if attempt else ""),
-                timeout=seconds,  # RQ kills the function here, freeing the worker (1 s granularity)
-                ttl=seconds + 1,  # a job still queued after its deadline is useless
-                result_ttl=self.config.result_ttl,
-                failure_ttl=self.config.result_ttl,
-                description=f"{job.name} ({job.call_id})",
-                pipeline=pipe,
-            )
-            pipe.execute()
+        pipe = self._sync.pipeline()
+        queue.enqueue_call(
+            JOB_FUNCTION,
+            args=(job.to_json(),),
+            job_id=keys.job_id(job.call_id, attempt),
+            timeout=seconds,  # RQ kills the function here, freeing the worker (1 s granularity)
+            ttl=seconds + 1,  # a job still queued after its deadline is useless
+            result_ttl=self.config.result_ttl,
+            failure_ttl=self.config.result_ttl,
+            description=f"{job.name} ({job.call_id})",
+            pipeline=pipe,
+        )
+        return [(command[0], command[1]) for command in pipe.command_stack]
+
+    async def _queue(self, name: str) -> Queue:
+        """The RQ queue ``name``, its Redis server version read once (asynchronously) and cached."""
+        queue = self._queues.get(name)
+        if queue is None:
+            queue = Queue(keys.queue_name(name), connection=self._sync)
+            try:
+                version = str((await self.redis.info("server"))["redis_version"])
+                parts = [int(part) for part in version.split(".")[:3]]
+                queue.redis_server_version = (*parts, 0, 0, 0)[:3]  # type: ignore[assignment]
+            except redis.ResponseError:  # a server without INFO (fakeredis): RQ assumes 5.0.9 too
+                queue.redis_server_version = (5, 0, 9)
+            self._queues[name] = queue
+        return queue
 
     def _cancel_in_background(self, call_id: str) -> None:
         task = asyncio.create_task(self._cancel(call_id))

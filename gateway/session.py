@@ -268,23 +268,32 @@ class Session:
         self.calls[call.id] = asyncio.create_task(self._run_call(call, over_limit), name=f"{self.id}-call-{call.id}")
 
     async def _run_call(self, call: FunctionCall, over_limit: bool = False) -> None:
-        """Get the call's result and answer the provider once, unless the call is cancelled meanwhile."""
+        """Get the call's result and answer the provider once, unless the call is cancelled meanwhile.
+
+        Only the enqueue and the answer are on the caller's critical path: the "started" notice goes out once
+        the job is on its way to Redis, the log line and the "finished" notice after the answer.
+        """
         started = time.monotonic()
-        await self._notify(BackendFunctionCall(id=call.id, name=call.name, status="started", arguments=call.arguments))
+        getting = asyncio.ensure_future(self._result(call, over_limit))
         try:
-            result = await self._result(call, over_limit)
+            await asyncio.sleep(0)  # let the task run up to its first wait: the job's enqueue is written
+            await self._notify(
+                BackendFunctionCall(id=call.id, name=call.name, status="started", arguments=call.arguments)
+            )
+            result = await getting
         except asyncio.CancelledError:
+            getting.cancel()
             await self._notify(BackendFunctionCall(id=call.id, name=call.name, status="cancelled"))
             raise
         if self.calls.pop(call.id, None) is None:
             return  # cancelled meanwhile: the provider wants no answer
         elapsed = (time.monotonic() - started) * 1000
+        with contextlib.suppress(UpstreamClosed):
+            await self._send_upstream(response_frame(call, result.content))
         log.info(
             "session %s: call %s %s %s in %.1f ms on %s",
             self.id, call.id, call.name, "ok" if result.ok else "error", elapsed, result.worker_id or "-",
         )  # fmt: skip
-        with contextlib.suppress(UpstreamClosed):
-            await self._send_upstream(response_frame(call, result.content))
         await self._notify(
             BackendFunctionCall(
                 id=call.id,

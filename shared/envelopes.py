@@ -11,6 +11,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+JOB_FUNCTION = "workers.execute.run_call"
+"""The RQ job function of every call, named by string so the gateway never imports worker code."""
+
 
 class _Envelope(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)

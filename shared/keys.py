@@ -10,6 +10,7 @@ import hashlib
 import re
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+_CALL_JOB_ID = re.compile(r"^fc[0-9]*-([A-Za-z0-9_-]{1,100})$")
 
 PREFIX = "vfg"
 """Namespace for everything we store, so the project can share a Redis with other applications."""
@@ -34,23 +35,48 @@ def result(call_id: str) -> str:
 
 
 def claim(call_id: str) -> str:
-    """String key set with NX by the worker that executes a call, so one call id executes at most once."""
-    return f"{PREFIX}:claim:{call_id}"
+    """String key set with NX by the worker that executes a call, so one call id executes at most once.
+    Its value is the worker's id (gateways look for calls whose worker died)."""
+    return f"{PREFIX}:claim:{call_ref(call_id)}"
 
 
 def cancelled(call_id: str) -> str:
     """String key set by a gateway when it no longer wants a call's result (cancelled or past deadline)."""
-    return f"{PREFIX}:cancelled:{call_id}"
+    return f"{PREFIX}:cancelled:{call_ref(call_id)}"
 
 
-def job_id(call_id: str) -> str:
-    """RQ job id for a call. Derived from the call id so a duplicated request maps to the same job.
-
-    RQ accepts only letters, digits, ``_`` and ``-`` in ids; any other call id is hashed.
-    """
+def call_ref(call_id: str) -> str:
+    """The call's part of its RQ job ids and of its claim and cancel keys: the call id itself, or its hash
+    when RQ would refuse it (RQ accepts only letters, digits, ``_`` and ``-`` in job ids)."""
     if _SAFE_ID.match(call_id):
-        return f"fc-{call_id}"
-    return "fc-h" + hashlib.sha256(call_id.encode()).hexdigest()[:40]
+        return call_id
+    return "h" + hashlib.sha256(call_id.encode()).hexdigest()[:40]
+
+
+def job_id(call_id: str, attempt: int = 0) -> str:
+    """RQ job id for a call: ``fc-<ref>``, or ``fc<n>-<ref>`` for its n-th rerun after a worker died.
+
+    Derived from the call id, so a duplicated request maps to the same job, and a worker that has only the
+    job id can name the call's claim and cancel keys (:func:`claim_of_job`) before it has read the job.
+    """
+    return f"fc-{call_ref(call_id)}" if attempt == 0 else f"fc{attempt}-{call_ref(call_id)}"
+
+
+def _ref_of_job(rq_job_id: str) -> str | None:
+    match = _CALL_JOB_ID.match(rq_job_id)
+    return match.group(1) if match else None
+
+
+def claim_of_job(rq_job_id: str) -> str | None:
+    """:func:`claim` of the call an RQ job runs, from the job id alone; None for a job that is not a call."""
+    ref = _ref_of_job(rq_job_id)
+    return f"{PREFIX}:claim:{ref}" if ref else None
+
+
+def cancelled_of_job(rq_job_id: str) -> str | None:
+    """:func:`cancelled` of the call an RQ job runs, from the job id alone; None for a job that is not a call."""
+    ref = _ref_of_job(rq_job_id)
+    return f"{PREFIX}:cancelled:{ref}" if ref else None
 
 
 def queue_name(queue: str) -> str:

@@ -6,7 +6,8 @@ Two layers:
   the LLM can read; nothing that might hold a secret or internals (exception texts, tracebacks) leaves it.
 - :func:`run_call` is the RQ job function (the gateway enqueues ``"workers.execute.run_call"`` by name). It
   skips calls nobody waits for, makes sure a call id executes at most once, and stores + publishes the result.
-  :func:`run_call_with` is the same without RQ, for tests.
+  :func:`run_call_with` is the same without RQ, for tests; the worker (:class:`workers.worker.CallWorker`)
+  uses the steps it is made of, so that the claim rides in the worker's own preparation round trip.
 
 Timeouts: RQ raises ``JobTimeoutException`` inside the running function (SIGALRM) when the job's ``timeout``
 passes. :func:`execute` turns it into a "timed out" result, so the call is still answered and RQ sees a job
@@ -24,7 +25,6 @@ from typing import Any
 
 import redis
 from pydantic import BaseModel, ValidationError
-from redis.commands.core import Script
 from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
@@ -83,7 +83,6 @@ def execute(job: Job, ctx_redis: redis.Redis, worker_id: str) -> Result:
         log.error("call %s: %s returned a value that is not JSON: %s", job.call_id, job.name, redact(str(exc)))
         return fail(f"{job.name} failed: its result is not JSON-serialisable")
     finished = time.time()
-    log.info("call %s: %s ok in %.1f ms", job.call_id, job.name, (finished - started) * 1000)
     return Result(
         call_id=job.call_id,
         ok=True,
@@ -154,17 +153,36 @@ def run_call_with(job_json: str, connection: redis.Redis, worker_id: str) -> str
 
     Returns ``"invalid"``, ``"skipped"``, ``"duplicate"``, ``"republished"``, ``"ok"`` or ``"failed"``.
     """
+    job = decode_call(job_json)
+    if job is None:
+        return "invalid"
+    if is_late(job):
+        return "skipped"
+    ttl = get_config().result_ttl
+    claim_keys, claim_args = claim_command(job, worker_id, ttl)
+    claimed = int(connection.eval(CLAIM_SCRIPT, 2, *claim_keys, *claim_args))
+    return run_claimed(job, claimed, connection, worker_id, ttl)
+
+
+def decode_call(job_json: str) -> Job | None:
+    """The call envelope of an RQ job, or None (logged) when it is unreadable."""
     try:
-        job = Job.from_json(job_json)
+        return Job.from_json(job_json)
     except ValidationError:
         log.error("dropping an unreadable job (%d bytes)", len(job_json))
-        return "invalid"
+        return None
+
+
+def is_late(job: Job) -> bool:
+    """True (logged) when nobody waits for this call any more: its gateway answered it with an error."""
     if time.time() > job.deadline:
         log.info("call %s: %s skipped, past its deadline", job.call_id, job.name)
-        return "skipped"
+        return True
+    return False
 
-    ttl = get_config().result_ttl
-    claimed = _claim(connection, job.call_id, worker_id, ttl)
+
+def run_claimed(job: Job, claimed: int, connection: redis.Redis, worker_id: str, ttl: int) -> str:
+    """Given the outcome of the claim (:func:`claim_command`), run the call or explain why not."""
     if claimed == CANCELLED:
         log.info("call %s: %s skipped, cancelled", job.call_id, job.name)
         return "skipped"
@@ -188,27 +206,28 @@ def run_call_with(job_json: str, connection: redis.Redis, worker_id: str) -> str
         _store_and_publish(connection, job, interrupted, ttl)
         raise
     _store_and_publish(connection, job, result, ttl)
+    if result.ok:  # logged once the caller has its answer (failures were logged when they happened)
+        took = (result.finished_at - result.started_at) * 1000
+        log.info("call %s: %s ok in %.1f ms", job.call_id, job.name, took)
     return "ok" if result.ok else "failed"
 
 
 CLAIMED, TAKEN, CANCELLED = 1, 0, -1
-_CLAIM_SCRIPT = """
+CLAIM_SCRIPT = """
 if redis.call('exists', KEYS[1]) == 1 then return -1 end
 if redis.call('set', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end
 return 0
 """
-_claim_script: Script | None = None
 
 
-def _claim(connection: redis.Redis, call_id: str, worker_id: str, ttl: int) -> int:
-    """Unless the call is cancelled, claim it with ``SET NX``: :data:`CLAIMED`, :data:`TAKEN` (another worker
-    claimed it) or :data:`CANCELLED`. One round trip (a Lua script) where a check and a claim would take two,
-    on the path between the worker taking the job and the caller getting the result."""
-    global _claim_script
-    if _claim_script is None:
-        _claim_script = connection.register_script(_CLAIM_SCRIPT)
-    claim_keys = [keys.cancelled(call_id), keys.claim(call_id)]
-    return int(_claim_script(keys=claim_keys, args=[worker_id, ttl], client=connection))
+def claim_command(job: Job, worker_id: str, ttl: int) -> tuple[list[str], list[str | int]]:
+    """Keys and arguments of :data:`CLAIM_SCRIPT` for ``job``: unless the call is cancelled, claim it with
+    ``SET NX``, giving :data:`CLAIMED`, :data:`TAKEN` (another worker claimed it) or :data:`CANCELLED`.
+
+    A script, so the check and the claim are one step; sent with ``EVAL`` (not ``EVALSHA``) because the
+    worker sends it inside its preparation pipeline, where redis-py would add a ``SCRIPT EXISTS`` round trip.
+    """
+    return [keys.cancelled(job.call_id), keys.claim(job.call_id)], [worker_id, ttl]
 
 
 def _store_and_publish(connection: redis.Redis, job: Job, result: Result, ttl: int) -> None:

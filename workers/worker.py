@@ -1,9 +1,10 @@
-"""One worker process: an RQ ``SimpleWorker`` taking calls from our queues, plus a catalog heartbeat.
+"""One worker process: a :class:`~workers.callworker.CallWorker` taking calls from our queues, plus a catalog
+heartbeat.
 
 The catalog (what this process can run) is published to Redis with an expiry and refreshed by a daemon
 thread: gateways read it to know which functions the backend owns, and a crashed worker drops out of it by
 itself when the expiry passes. ``SimpleWorker`` runs jobs in this process, without forking one per job
-(a fork costs ~10 ms, more than the Redis work of a call); :class:`CallWorker` trims its Redis chatter.
+(a fork costs ~10 ms, more than the Redis work of a call).
 """
 
 from __future__ import annotations
@@ -18,16 +19,12 @@ import time
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
-from redis.client import Pipeline
-from rq import Queue, SimpleWorker
-from rq.executions import Execution
-from rq.job import Job
-from rq.utils import now
-from rq.worker import WorkerStatus
+from rq import Queue
 
 from shared import keys
 from shared.config import Config
 from shared.envelopes import WorkerCatalog
+from workers.callworker import CallWorker
 from workers.registry import catalog, load_modules
 from workers.secrets import RedactingFormatter
 
@@ -40,62 +37,6 @@ REDIS_RETRY_WAIT = 1.0
 EXIT_NO_REDIS = 1
 EXIT_BAD_CONFIG = 2
 """A function module does not import: restarting will not help, so the supervisor stops."""
-HEARTBEAT_EVERY = 1.0
-"""Seconds between a worker's own heartbeats; RQ lets the worker key live ``worker_ttl + 60`` s (8 minutes)."""
-
-
-class CallWorker(SimpleWorker):
-    """``rq.SimpleWorker`` with fewer Redis round trips per job: same keys, same values, same job lifecycle.
-
-    Per job, RQ writes the worker's heartbeat (``HSET`` + ``EXPIRE``, two round trips each time) three times
-    and its state (``HSET``) twice, one of them on the way to running the job: 8 of the ~22 round trips of a
-    call (``python -m benchmarks.roundtrips``). Here a heartbeat is one pipelined round trip, sent at most
-    once a second (the worker key it extends lives 8 minutes), and a state already written is not written
-    again. Heartbeats RQ sends inside its own pipelines, or with an explicit timeout, are left alone.
-
-    Before running a job RQ also makes two pipelined round trips, one for the execution record and one for
-    the job's own state; both are on the caller's critical path, so here they are one (same commands).
-    """
-
-    def prepare_execution(self, job: Job) -> Execution | None:  # type: ignore[override]
-        """Nothing yet: :meth:`prepare_job_execution` writes the execution record with the job's state."""
-        return None
-
-    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
-        """RQ 2.x's ``prepare_execution`` (the execution record, state busy) and ``prepare_job_execution``
-        (current job, heartbeats, job started), written in one round trip instead of two."""
-        with self.connection.pipeline() as pipeline:
-            heartbeat_ttl = self.get_heartbeat_ttl(job)
-            self.execution = Execution.create(job, heartbeat_ttl, pipeline=pipeline, worker_name=self.name)
-            self.set_state(WorkerStatus.BUSY, pipeline=pipeline)
-            self.set_current_job_id(job.id, pipeline=pipeline)
-            self.set_current_job_working_time(0, pipeline=pipeline)
-            self.heartbeat(heartbeat_ttl, pipeline=pipeline)
-            job.heartbeat(now(), heartbeat_ttl, pipeline=pipeline)
-            job.prepare_for_execution(self.name, pipeline=pipeline)
-            if remove_from_intermediate_queue:
-                origin = Queue(job.origin, connection=self.connection)
-                pipeline.lrem(origin.intermediate_queue_key, 1, job.id)
-            pipeline.execute()
-        self.procline(f"Processing {job.func_name} from {job.origin} since {time.time()}")
-
-    def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
-        if pipeline is not None or timeout is not None:
-            super().heartbeat(timeout, pipeline)
-            return
-        last = getattr(self, "last_heartbeat", None)
-        if last is not None and (now() - last).total_seconds() < HEARTBEAT_EVERY:
-            return
-        with self.connection.pipeline(transaction=False) as pipe:
-            super().heartbeat(None, pipe)
-            pipe.execute()
-
-    def set_state(self, state: str, pipeline: Pipeline | None = None) -> None:
-        if pipeline is None and state == self._state:
-            return
-        super().set_state(state, pipeline)
-
-
 def setup_logging(level: str, tag: str) -> None:
     """Log lines on stderr, tagged with the worker id (or "supervisor"), secrets masked."""
     handler = logging.StreamHandler(sys.stderr)

@@ -16,7 +16,7 @@ from rq.worker import WorkerStatus
 from shared import keys
 from shared.envelopes import Job, Result
 from workers import function
-from workers.worker import HEARTBEAT_EVERY, CallWorker
+from workers.callworker import HEARTBEAT_EVERY, CallWorker
 
 
 @function(description="echo for the CallWorker tests", name="cw_echo")

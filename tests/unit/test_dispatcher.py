@@ -12,10 +12,10 @@ from rq import Queue
 from rq.job import Job as RQJob
 from rq.job import JobStatus
 
-from gateway.dispatcher import JOB_FUNCTION, Dispatcher
+from gateway.dispatcher import Dispatcher
 from shared import keys
 from shared.config import Config
-from shared.envelopes import FunctionSpec, Job, Result
+from shared.envelopes import JOB_FUNCTION, FunctionSpec, Job, Result
 
 SPEC = FunctionSpec(name="echo", description="echo", parameters={"type": "object"}, timeout=2.0)
 
