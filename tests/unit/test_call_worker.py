@@ -2,26 +2,38 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import fakeredis
 import pytest
-from rq import Queue
+import redis
+from rq import Queue, SimpleWorker
 from rq.job import JobStatus
+from rq.results import Result as RQResult
 from rq.worker import WorkerStatus
 
 from shared import keys
 from shared.envelopes import Job, Result
 from workers import function
-from workers.callworker import HEARTBEAT_EVERY, CallWorker
+from workers.callworker import HEARTBEAT_EVERY, CallWorker, SentTransaction
+
+RUNS: list[str] = []
 
 
 @function(description="echo for the CallWorker tests", name="cw_echo")
 def cw_echo() -> str:
+    RUNS.append("cw_echo")
     return "hi"
+
+
+def plain_rq_job(x: int) -> int:
+    """Not a call: CallWorker leaves such jobs to RQ."""
+    return x * 2
 
 
 @pytest.fixture
@@ -37,9 +49,10 @@ def restore_signals() -> Iterator[None]:
         signal.signal(sig, handler)
 
 
-def enqueue(queue: Queue, call_id: str) -> None:
+def enqueue(queue: Queue, call_id: str, attempt: int = 0) -> None:
     job = Job(call_id=call_id, name="cw_echo", arguments="{}", reply_channel="vfg:reply:t", deadline=time.time() + 30)
-    queue.enqueue_call("workers.execute.run_call", args=(job.to_json(),), job_id=keys.job_id(call_id), timeout=5)
+    job_id = keys.job_id(call_id, attempt)
+    queue.enqueue_call("workers.execute.run_call", args=(job.to_json(),), job_id=job_id, timeout=5, result_ttl=300)
 
 
 def test_jobs_finish_with_rq_bookkeeping(fake: fakeredis.FakeRedis, restore_signals: None) -> None:
@@ -81,3 +94,78 @@ def test_unchanged_state_is_not_written_again(fake: fakeredis.FakeRedis) -> None
     assert fake.hget(worker.key, "state") == b"tampered"  # same state: no write
     worker.set_state(WorkerStatus.BUSY)
     assert fake.hget(worker.key, "state") == b"busy"
+
+
+def _shape(db: fakeredis.FakeRedis, worker: str) -> dict[str, Any]:
+    """What a run leaves in Redis, with ids replaced by placeholders: key names and each hash's field names."""
+    shape: dict[str, Any] = {}
+    for raw in db.keys("rq:*"):
+        key = raw.decode().replace(worker, "<worker>")
+        key = re.sub(r"[0-9a-f]{32}", "<execution>", key)
+        kind = db.type(raw).decode()
+        shape[key] = sorted(f.decode() for f in db.hkeys(raw)) if kind == "hash" else kind
+    return shape
+
+
+def test_rq_sees_the_same_records_as_from_its_own_worker(restore_signals: None) -> None:
+    """Every key and hash field RQ's SimpleWorker leaves behind after a call, CallWorker leaves too."""
+    shapes, returns = [], []
+    for worker_class in (SimpleWorker, CallWorker):
+        db = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+        queue = Queue(keys.queue_name("default"), connection=db)
+        enqueue(queue, "same")
+        worker_class([queue], connection=db, name="w-1").work(burst=True)
+        shapes.append(_shape(db, "w-1"))
+        rq_job = queue.fetch_job(keys.job_id("same"))
+        assert rq_job is not None
+        returns.append((rq_job.get_status(), rq_job.return_value(), rq_job.latest_result().type))  # type: ignore[union-attr]
+    assert shapes[1] == shapes[0]
+    assert returns[1] == returns[0] == (JobStatus.FINISHED, "ok", RQResult.Type.SUCCESSFUL)
+
+
+def test_a_cancelled_call_is_not_run(fake: fakeredis.FakeRedis, restore_signals: None) -> None:
+    queue = Queue(keys.queue_name("default"), connection=fake)
+    enqueue(queue, "gone")
+    fake.set(keys.cancelled("gone"), "1")
+    RUNS.clear()
+    CallWorker([queue], connection=fake, name="cw-4").work(burst=True)
+    assert RUNS == [] and fake.get(keys.result("gone")) is None
+    assert queue.fetch_job(keys.job_id("gone")).return_value() == "skipped"  # type: ignore[union-attr]
+
+
+def test_a_call_claimed_by_another_worker_is_not_run_again(fake: fakeredis.FakeRedis, restore_signals: None) -> None:
+    queue = Queue(keys.queue_name("default"), connection=fake)
+    enqueue(queue, "twice")
+    fake.set(keys.claim("twice"), "other-worker")
+    RUNS.clear()
+    CallWorker([queue], connection=fake, name="cw-5").work(burst=True)
+    assert RUNS == [] and fake.get(keys.claim("twice")) == b"other-worker"
+    assert queue.fetch_job(keys.job_id("twice")).return_value() == "duplicate"  # type: ignore[union-attr]
+
+
+def test_a_rerun_claims_the_same_call(fake: fakeredis.FakeRedis, restore_signals: None) -> None:
+    queue = Queue(keys.queue_name("default"), connection=fake)
+    enqueue(queue, "again", attempt=2)
+    CallWorker([queue], connection=fake, name="cw-6").work(burst=True)
+    assert fake.get(keys.claim("again")) == b"cw-6"
+    assert Result.from_json(fake.get(keys.result("again"))).content == "hi"  # type: ignore[arg-type]
+
+
+def test_other_jobs_run_the_rq_way(fake: fakeredis.FakeRedis, restore_signals: None) -> None:
+    queue = Queue("plain", connection=fake)
+    job = queue.enqueue(plain_rq_job, 21)
+    CallWorker([queue], connection=fake, name="cw-7").work(burst=True)
+    assert job.get_status(refresh=True) == JobStatus.FINISHED and job.return_value() == 42
+    assert fake.keys("vfg:claim:*") == []
+
+
+def test_a_sent_transaction_reports_errors_and_drops_its_connection(fake: fakeredis.FakeRedis) -> None:
+    fake.set("a-string", "x")
+    pipe = fake.pipeline()
+    pipe.set("before", "1")
+    pipe.hset("a-string", "field", "1")  # WRONGTYPE, reported inside EXEC
+    sent = SentTransaction(fake, pipe)
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        sent.wait()
+    sent.wait()  # already released: nothing left to read
+    assert fake.get("before") == b"1" and fake.ping()
