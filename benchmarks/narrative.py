@@ -3,7 +3,7 @@
 Placeholders in braces are filled by ``report.render``; everything else is fixed text: what is measured, how,
 what was changed for it, and what stands in the way of the targets not met. The A/B figures of the changes
 were measured while making them (development runs, not this document's run); the worker-class comparison
-table above them is from this run.
+table and the sessions' CPU columns are from this run.
 """
 
 DOCUMENT = """# Performance of the function-call path
@@ -98,9 +98,11 @@ most sessions. Shares are of those samples and inclusive (a function and what it
 N clients each send a 20 ms PCM frame (640 bytes, 16 kHz linear16) every 20 ms through the gateway to the
 scripted upstream, which echoes every binary frame; each frame carries its send time. The same clients connected
 straight to the upstream give the round trip without the gateway; **relay** is the difference at the same
-percentile (what the gateway adds, both directions). Gateway CPU is percent of one core; RSS per session is the
-gateway's resident memory growth divided by N (a fresh gateway process per row). Late ticks count 20 ms
-periods the load generator itself fell behind.
+percentile (what the gateway adds, both directions). CPU columns are percent of one core, taken while the
+frames flowed through the gateway; "machine" is every process on the VM (200 = both cores busy). RSS per session
+is the gateway's resident memory growth divided by N (a fresh gateway process per row). Late ticks count 20 ms
+periods the load generator itself fell behind. The row nearest 200 sessions is profiled in a second pass of its
+own, so the sampler's CPU does not weigh on the row's numbers.
 
 {sessions}
 
@@ -144,55 +146,61 @@ function that burns CPU and one that waits like a slow API.
 
 ## Changes made for these numbers
 
-All in the worker, where the profiles and the breakdown put most of the time. Each was measured against the
-code before it while it was made (alternating runs on this machine, same harness); the worker-class table above
-repeats the comparison in this run.
+In the worker and in the gateway's call path, where the profiles and the breakdown put the time. The rule they
+follow: between the provider's request and our answer, only what the answer needs; everything else (RQ's
+bookkeeping, notices, log lines) is sent without waiting, or after the answer.
 
 {changes}
 
-All three together, against the worker code before them (gateway unchanged), 3 alternating rounds of 5 s:
-1 session p50 6.77 to 5.14 ms (-24 %) and p99 9.19 to 7.46 ms; 10 sessions 229 to 267 calls/s (+17 %); CPU per
-call in the workers 5.9 to 4.1 ms and in redis-server 1.07 to 0.74 ms; Redis round trips per call 22 to 13, of
-which before the result 10 to 6.
+All of them together, against the code before them (commit `bce8e1a`, same virtualenv, so `hiredis` helped
+both sides), 3 alternating rounds on this machine, each round starting both trees' gateway and workers afresh:
 
-Tried and not kept, no gain above this machine's noise: enqueueing on the event loop (RQ writing its commands
-into a pipeline that the async client sends) instead of on a thread: p50 4.67 vs 4.76 ms, the thread hop saved
-was paid back in the async client's heavier reply parsing; a non-transactional enqueue pipeline: 0.45 vs 0.49
-CPU-ms per enqueue; `hiredis` (redis-py's C parser): about 10 % less CPU per call in the gateway and the workers,
-not visible in latency or throughput here, so no dependency was added (it is the first thing to try on a
-machine where CPU is the limit).
+| | before (medians of 3) | after (medians of 3) |
+|---|---|---|
+| 1 session p50 / p99 | 3.17 / 5.30 ms | 1.99 / 3.39 ms (-37 % / -36 %) |
+| 10 sessions, closed loop | 384 calls/s | 667 calls/s (+74 %) |
+| CPU-ms per call, 1 session: gateway / workers / redis-server | 1.26 / 2.54 / 0.63 | 1.01 / 1.37 / 0.36 |
+| worker CPU per call, one worker draining 3,000 queued calls | 2.08 to 2.31 ms | 0.96 to 1.09 ms |
+
+Tried and not kept, no gain above this machine's noise: `uvloop` for the gateway (200 streaming sessions:
+relay p99 75 ms either way, gateway CPU 83 % against 78 %); a second gateway process on the same port
+(`SO_REUSEPORT`) for 200 streaming sessions: p99 19.5 ms against 10.9 ms for one process in the same pair of
+runs, inside the 10 to 80 ms spread this code shows from run to run at that load (the machine, not the gateway,
+is what runs out: see the CPU columns of the sessions table); a non-transactional enqueue pipeline: 0.45 vs
+0.49 CPU-ms per enqueue.
 
 ## What stands in the way
 
 **Throughput: the sustained target.** Every call costs CPU in four processes (gateway, worker, redis-server,
 and the upstream standing in for the provider): {cpu_total} CPU-ms at the {cpu_load} load, so two cores answer
 at most about **{ceiling} calls/s** with nothing else running, and p99 ≤ 25 ms needs headroom below that (the
-highest rate that kept it here: {knee}). 800 calls/s would need ≤ 2.5 CPU-ms per call *in total*. The workers
-are the largest share and their profile says where it goes: RQ's own per-job work (fetching and decoding the
-job, preparing the execution, the success bookkeeping and registries after the result) and redis-py's
-pure-Python protocol code around those round trips; our `run_call` is a small part. The bare floor shows what a
-worker without RQ's job lifecycle costs, but dropping it would lose what the issue asks to keep (`rq info`,
-RQ's registries, job timeouts, RQ tooling). With RQ kept the levers are cores (workers and gateways scale out
-on the shared queues: see worker scaling, where I/O-bound calls scale linearly), `hiredis`, and a faster machine.
+highest rate that kept it here: {knee}). 800 calls/s with that headroom would need about 1.8 CPU-ms per call
+*in total*. The workers are still the largest share and their profile says where it goes: RQ's own per-job
+Python (restoring the job, the execution record, the registries and result stream: ~30 commands of job
+lifecycle per call) and redis-py around them; `run_call` is a small part. The bare floor shows what a worker
+without RQ's job lifecycle costs, but dropping it would lose what the issue asks to keep (`rq info`, RQ's
+registries, job timeouts, RQ tooling). The gateway's share is asyncio and `websockets` machinery spread over a
+dozen small steps (the frame in, the enqueue, the pub/sub reply, the answer and two notices out), each a
+socket write that costs this VM tens of microseconds. With RQ kept the levers left are cores: workers and
+gateways scale out on the shared queues (see worker scaling, where I/O-bound calls scale linearly).
 
-**Latency at one session.** The breakdown puts most of a call in the worker's path to the result: the enqueue
-round trip, the wake-up from `BLMOVE`, RQ fetching and preparing the job, the claim, the store and publish.
-A Redis round trip costs this VM 0.1 to 0.2 ms with redis-py's Python around it (the PROTOCOL notes measured
-0.07 ms on a quiet machine), and RQ's Python between the round trips as much again; six of them stand between
-the enqueue and the result. The gateway's own share (frame parsing, validation, the job envelope, RQ's enqueue
-on a thread, the pub/sub reply, the response and its notice) is about 1 ms of Python spread over a dozen small
-steps, none of which is large enough to matter alone. Naive RQ has no gateway in its path and makes the caller
-wait for RQ's bookkeeping instead; the two come out close, so "half of naive RQ" is out of reach while a call
-goes through RQ's job lifecycle at all. What the gateway does buy is visible in the prior-art rows: it removes
-the client's two round trips from every call.
+**Latency at one session.** What is left between the enqueue and the result is four Redis hops in sequence:
+the enqueue reaching Redis, Redis waking the worker in `BLMOVE`, the fetch of the job with its claim, and the
+result's `PUBLISH` reaching the gateway. Each wakes a process, which costs this VM 0.1 to 0.4 ms (measured with
+one idle worker: enqueue to `BLMOVE` returning 0.43 ms, the fetch round trip 0.33 ms, the publish round trip
+0.18 ms; the PROTOCOL notes measured 0.07 ms per round trip on a quiet machine). The fetch is the one hop RQ's
+data model imposes (its queues hold job ids, the payload lives in the job hash); the bare floor, which pushes
+the payload itself, has only three. The target of 1.5 ms is within reach of the remaining overhead on a quieter
+machine, not on this one.
 
 **Streaming.** The gateway's relay loop is thin; its CPU goes to the `websockets` library (frame parsing, the
 per-message send and receive machinery) and the event loop's socket calls: about {frame_us} µs of gateway CPU
 per relayed frame in this run (at the lightest load). A streaming session relays 100 frames a second (50 each
-way), so one gateway process saturates its core at roughly **{sessions_per_core} streaming sessions**; past
-that, frames queue and the relay delay is that queue (the 200-session row), not the code path. 200 sessions
-at p99 ≤ 10 ms needs two gateway processes on cores of their own, which this two-core machine, also running the
-load generator and the upstream, does not have. Idle sessions are cheap: the memory target is met with room to spare.
+way), so one gateway process saturates its core at roughly **{sessions_per_core} streaming sessions**, and frames
+start to queue well before that (the 200-session row: the gateway near one core, the machine near both, since
+the scripted upstream and the load generator relay the same frames on the same two cores). 200 sessions at p99
+≤ 10 ms needs gateway processes on cores of their own, which this machine does not have. Idle sessions are
+cheap: the memory target is met with room to spare.
 
 ## `rq info` during the run
 
@@ -205,31 +213,59 @@ RQ's own tooling sees our queues and workers (taken while the workers of the fun
 
 CHANGES = [
     (
-        "worker heartbeats",
-        "`workers/worker.py` (`CallWorker.heartbeat`, `set_state`)",
-        "the worker's heartbeat (`HSET` + `EXPIRE`) is one pipelined round trip, at most once a second; a state "
-        "already written is not written again",
-        "RQ wrote 3 heartbeats (2 round trips each) and 2 states per job: 8 of the 22 round trips of a call; the "
-        "worker key they extend lives 8 minutes",
-        "7 round trips less per job (1 before the result). With the claim below, first A/B (2 rounds): 1 session "
-        "p50 6.0 to 4.6 ms, 10 sessions 212 to 291 calls/s",
+        "answer before bookkeeping",
+        "`workers/callworker.py` (`CallWorker.execute_job`, `_finish`)",
+        "the result is stored and published as soon as the function returns; RQ's success bookkeeping follows "
+        "in one transaction that writes the two job fields that changed instead of the whole job hash again, "
+        "without RQ's watch on the dependents key (a call has none)",
+        "RQ made the caller wait for 6 bookkeeping round trips and re-serialised the job",
+        "with the next row: round trips per call 13 to 6; worker CPU per call about halved (table above)",
     ),
     (
-        "claim in one round trip",
-        "`workers/execute.py` (`_claim`)",
-        "the cancelled check (`EXISTS`) and the claim (`SET NX EX`) run as one Lua script; the outcomes are "
-        "unchanged (skipped, duplicate, claimed)",
-        "both sat between the worker taking the job and the result",
-        "1 round trip less before the result (in the row above)",
+        "claim with the fetch",
+        "`workers/callworker.py` (`ClaimingJob.fetch`), `shared/keys.py` (`claim_of_job`)",
+        "the claim and cancel keys derive from the RQ job id, so the claim (a Lua script) rides in the round "
+        "trip that fetches the job (`HGETALL`)",
+        "the claim had a round trip of its own between the fetch and the function",
+        "with the next row, enqueue to result received, one idle worker: p50 1.80 to 1.30 ms",
     ),
     (
-        "one preparation round trip",
-        "`workers/worker.py` (`CallWorker.prepare_job_execution`)",
-        "RQ's execution record and the job's started state are written in one pipeline instead of two (the same "
-        "commands, in RQ 2.x's order)",
-        "both are on the caller's critical path",
-        "1 round trip less before the result; enqueue to result published, one worker: p50 2.93 to 2.80 ms "
-        "(4 alternating rounds, each one faster)",
+        "start written, not awaited",
+        "`workers/callworker.py` (`SentTransaction`)",
+        "RQ's start transaction (execution record, worker busy, job started, `PERSIST`) is written and its replies "
+        "read after the result; what must follow it (the success bookkeeping) waits for them",
+        "it was a round trip on the critical path whose replies nothing before the result needs",
+        "(in the row above)",
+    ),
+    (
+        "heartbeats, state, suspension",
+        "`workers/callworker.py` (`heartbeat`, `set_state`, `check_for_suspension`)",
+        "heartbeats and the `rq suspend` check at most once a second, a state already written not written again",
+        "RQ sent 3 heartbeats (2 round trips each), 2 states and a suspension check per job",
+        "8 round trips less per job",
+    ),
+    (
+        "enqueue on the event loop",
+        "`gateway/dispatcher.py` (`_enqueue_commands`)",
+        "RQ's enqueue runs on the event loop into a pipeline that is never executed (it does no I/O once the "
+        "server version is known), and the async client sends the commands it queued",
+        "a thread hand-off per call, and threads contending for the GIL under load",
+        "not separable from the noise in two quick runs (gateway ÷ naive RQ at 1 session 0.67 before, 0.73 "
+        "after); kept for the simpler call path (no thread pool on it)",
+    ),
+    (
+        "notices and logs after the answer",
+        "`gateway/session.py` (`_run_call`), `workers/execute.py` (`run_claimed`)",
+        "the started notice goes out once the enqueue is written, the log lines once the answer is",
+        "each is a socket or stderr write, tens of microseconds on this VM, on the critical path",
+        "part of the totals below",
+    ),
+    (
+        "`hiredis`",
+        "`pyproject.toml` (`redis[hiredis]`)",
+        "redis-py's C reply parser and command packer",
+        "redis-py's Python parser was a tenth of the CPU of the gateway and of the workers",
+        "worker CPU per call 1.43 to 1.29 ms (one worker draining queued calls)",
     ),
 ]
 """Each change made for these numbers: name, file, what, why, measured effect (development A/B runs)."""

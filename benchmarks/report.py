@@ -255,13 +255,16 @@ def sessions_table(results: dict[str, Any]) -> str:
     rows = []
     for p in sessions.get("streaming", []):
         via, direct = p["through_gateway"], p["direct"]
+        cpu = p.get("cpu_percent", {})
         rows.append([p["sessions"], via["frames_per_s"], via["summary"].get("p50"), via["summary"].get("p99"),
                      direct["summary"].get("p50"), direct["summary"].get("p99"), p["relay_ms"].get("p50"),
-                     p["relay_ms"].get("p99"), p["gateway_cpu_percent"], p["rss_per_session_kb"],
+                     p["relay_ms"].get("p99"), p["gateway_cpu_percent"], cpu.get("upstream"),
+                     cpu.get("load_generator"), cpu.get("machine"), p["rss_per_session_kb"],
                      via["late_ticks"] + direct["late_ticks"]])  # fmt: skip
     text = table(
         ["sessions", "frames/s sent", "via gateway p50", "via p99", "direct p50", "direct p99", "relay p50",
-         "relay p99", "gateway CPU %", "RSS/session KB", "late ticks"],
+         "relay p99", "gateway CPU %", "upstream CPU %", "load generator CPU %", "machine CPU % (of 200)",
+         "RSS/session KB", "late ticks"],
         rows,
     ) if rows else "_not measured in this run_"  # fmt: skip
     for p in sessions.get("streaming", []):

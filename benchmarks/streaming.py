@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 from benchmarks import profiles
 from benchmarks.clients import BenchClient, close_sessions, open_sessions, settings
-from benchmarks.processes import cpu_seconds, rss_bytes
+from benchmarks.processes import CpuMeter, machine_busy_seconds, rss_bytes
 from benchmarks.stats import quantile_points, summarize
 
 FRAME_PERIOD = 0.020
@@ -73,9 +74,13 @@ async def streaming_point(
     warmup: float,
     duration: float,
     profile_to: Path | None = None,
+    upstream_pid: int | None = None,
 ) -> dict[str, Any]:
     """Relay delay, gateway CPU and memory per session with ``sessions`` streaming at once; with ``profile_to``,
-    the gateway is sampled with py-spy while the frames flow (not while sessions connect)."""
+    the gateway is sampled with py-spy while the frames flow (not while sessions connect).
+
+    CPU is also taken for the scripted upstream, this load generator and the whole machine: all of them share
+    the cores, so a relay delay that grows while the gateway has CPU to spare is the machine running out."""
     gc.collect()
     rss_before = rss_bytes(gateway_pid)
     via = await open_sessions(gateway_url, sessions, settings())
@@ -83,10 +88,17 @@ async def streaming_point(
     try:
         rss_connected = rss_bytes(gateway_pid)
         sampling = profiles.start(gateway_pid, profile_to, max(1, int(warmup + duration))) if profile_to else None
-        cpu_before = cpu_seconds(gateway_pid)
+        groups = {"gateway": [gateway_pid], "load_generator": [os.getpid()]}
+        meter = CpuMeter(groups | ({"upstream": [upstream_pid]} if upstream_pid else {}))
+        meter.start()
+        busy_before = machine_busy_seconds()
         wall_before = time.perf_counter()
         through = await stream(via, warmup, duration)
-        cpu = (cpu_seconds(gateway_pid) - cpu_before) / (time.perf_counter() - wall_before)
+        wall = time.perf_counter() - wall_before
+        used = meter.stop()
+        cpu = used["gateway"] / wall
+        cpu_percent = {name: round(seconds / wall * 100, 1) for name, seconds in used.items()}
+        cpu_percent["machine"] = round((machine_busy_seconds() - busy_before) / wall * 100, 1)
         rss_streaming = rss_bytes(gateway_pid)
         if profile_to:
             profile = await asyncio.to_thread(profiles.finish, sampling, profile_to)
@@ -108,6 +120,7 @@ async def streaming_point(
         "direct": direct,
         "relay_ms": relay,
         "gateway_cpu_percent": round(cpu * 100, 1),
+        "cpu_percent": cpu_percent,  # of one core; "machine" sums all cores (200 = two cores busy)
         "rss_per_session_kb": round((rss_streaming - rss_before) / sessions / 1024, 1),
         "rss_connected_per_session_kb": round((rss_connected - rss_before) / sessions / 1024, 1),
         **({"profile": profile} if profile else {}),

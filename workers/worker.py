@@ -37,6 +37,8 @@ REDIS_RETRY_WAIT = 1.0
 EXIT_NO_REDIS = 1
 EXIT_BAD_CONFIG = 2
 """A function module does not import: restarting will not help, so the supervisor stops."""
+
+
 def setup_logging(level: str, tag: str) -> None:
     """Log lines on stderr, tagged with the worker id (or "supervisor"), secrets masked."""
     handler = logging.StreamHandler(sys.stderr)
