@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 WATCH_INTERVAL = 0.25
 """Seconds between checks for calls whose worker died."""
+REDIS_CONNECTIONS = 100
+"""Redis connections one gateway process opens at most (one per command in flight; pub/sub holds one)."""
 MAX_RETRIES = 2
 """Extra runs of an idempotent call whose workers keep dying."""
 
@@ -78,8 +80,18 @@ class Dispatcher:
         self.channel = keys.reply_channel(self.gateway_id)
         # One immediate retry: after a Redis restart every pooled connection is dead, and without it the first
         # command on each failed (a session starting then got no backend functions: tests/faults).
-        self.redis = async_redis or aioredis.Redis.from_url(
-            config.redis_url, socket_connect_timeout=2, socket_keepalive=True, retry=Retry(NoBackoff(), 1)
+        # A blocking pool: past REDIS_CONNECTIONS concurrent commands a caller waits for a connection (its call's
+        # deadline bounds the wait). redis-py's default pool fails at once instead, and under overload every
+        # call's enqueue then retried in a loop: a storm of errors that only added load (make bench, 800 calls/s).
+        self.redis = async_redis or aioredis.Redis(
+            connection_pool=aioredis.BlockingConnectionPool.from_url(
+                config.redis_url,
+                max_connections=REDIS_CONNECTIONS,
+                timeout=None,
+                socket_connect_timeout=2,
+                socket_keepalive=True,
+                retry=Retry(NoBackoff(), 1),
+            )
         )
         self._sync = sync_redis or redis.Redis.from_url(config.redis_url, socket_connect_timeout=2, socket_timeout=5)
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="enqueue")
@@ -109,7 +121,7 @@ class Dispatcher:
         if self._background:
             await asyncio.wait(self._background, timeout=2)
         self._pool.shutdown(wait=False, cancel_futures=True)
-        await self.redis.aclose()
+        await self.redis.aclose(close_connection_pool=True)
         self._sync.close()
 
     @property

@@ -31,6 +31,7 @@ from gateway.catalog import Catalog
 from gateway.dispatcher import REDIS_ERRORS, Dispatcher
 from gateway.intercept import filter_cancelled, merge_functions, response_frame, split_request
 from gateway.limits import TokenBucket
+from gateway.notices import ClientNotices
 from gateway.upstream import Upstream, UpstreamClosed, UpstreamUnavailable
 from shared.config import Config
 from shared.envelopes import FunctionSpec, Result
@@ -83,6 +84,7 @@ class Session:
         self._last_upstream_send = time.monotonic()
         self._rate = TokenBucket(config.client_message_rate, 2 * config.client_message_rate)
         self._last_rate_error = 0.0
+        self.notices = ClientNotices(client, self.id)
 
     # --- lifecycle ----------------------------------------------------------------------------------------
 
@@ -97,6 +99,7 @@ class Session:
             asyncio.create_task(self._client_to_upstream(), name=f"{self.id}-client"),
             asyncio.create_task(self._upstream_to_client(), name=f"{self.id}-upstream"),
             asyncio.create_task(self._keepalive(), name=f"{self.id}-keepalive"),
+            asyncio.create_task(self.notices.run(), name=f"{self.id}-notices"),
         ]
         try:
             done, _ = await asyncio.wait(loops, return_when=asyncio.FIRST_COMPLETED)
@@ -109,7 +112,8 @@ class Session:
             await self._cancel_calls(list(self.calls))
             await self.upstream.close()
             await self.client.close()
-            log.info("session %s: closed", self.id)
+            dropped = f" ({self.notices.dropped} call notices dropped)" if self.notices.dropped else ""
+            log.info("session %s: closed%s", self.id, dropped)
 
     async def _after_loop(self, task: asyncio.Task[None]) -> None:
         """Tell the client why the session ends, when the reason is not its own disconnect."""
@@ -270,31 +274,21 @@ class Session:
     async def _run_call(self, call: FunctionCall, over_limit: bool = False) -> None:
         """Get the call's result and answer the provider once, unless the call is cancelled meanwhile.
 
-        Only the enqueue and the answer are on the caller's critical path: the "started" notice goes out once
-        the job is on its way to Redis, the log line and the "finished" notice after the answer.
+        Only the enqueue and the answer are on the caller's critical path: notices are queued for the client
+        (sent by the session's notice task once this one waits), the log line follows the answer.
         """
         started = time.monotonic()
-        getting = asyncio.ensure_future(self._result(call, over_limit))
+        self._notify(BackendFunctionCall(id=call.id, name=call.name, status="started", arguments=call.arguments))
         try:
-            await asyncio.sleep(0)  # let the task run up to its first wait: the job's enqueue is written
-            await self._notify(
-                BackendFunctionCall(id=call.id, name=call.name, status="started", arguments=call.arguments)
-            )
-            result = await getting
+            result = await self._result(call, over_limit)
         except asyncio.CancelledError:
-            getting.cancel()
-            await self._notify(BackendFunctionCall(id=call.id, name=call.name, status="cancelled"))
+            self._notify(BackendFunctionCall(id=call.id, name=call.name, status="cancelled"))
             raise
         if self.calls.pop(call.id, None) is None:
             return  # cancelled meanwhile: the provider wants no answer
         elapsed = (time.monotonic() - started) * 1000
-        with contextlib.suppress(UpstreamClosed):
-            await self._send_upstream(response_frame(call, result.content))
-        log.info(
-            "session %s: call %s %s %s in %.1f ms on %s",
-            self.id, call.id, call.name, "ok" if result.ok else "error", elapsed, result.worker_id or "-",
-        )  # fmt: skip
-        await self._notify(
+        # Queued before the answer goes out, so the client hears of it before whatever the provider says next.
+        self._notify(
             BackendFunctionCall(
                 id=call.id,
                 name=call.name,
@@ -305,17 +299,24 @@ class Session:
                 **({} if result.ok else {"error": result.error}),
             )
         )
+        with contextlib.suppress(UpstreamClosed):
+            await self._send_upstream(response_frame(call, result.content))
+        log.info(
+            "session %s: call %s %s %s in %.1f ms on %s",
+            self.id, call.id, call.name, "ok" if result.ok else "error", elapsed, result.worker_id or "-",
+        )  # fmt: skip
 
     async def _result(self, call: FunctionCall, over_limit: bool) -> Result:
         """The call's result; never raises (but for cancellation), since every call must be answered."""
         if over_limit:
-            with contextlib.suppress(ConnectionClosed):
-                await self._send_client(
+            self.notices.put(
+                dump(
                     Warning(
                         code=ErrorCode.TOO_MANY_PENDING_CALLS,
                         description=f"{call.name} was not run: {self.config.max_pending_calls} calls already pending.",
                     )
                 )
+            )
             return Result.failure(call.id, f"{call.name} was not run: too many calls are pending. Try again shortly.")
         spec = self.owned[call.name]
         try:
@@ -360,11 +361,10 @@ class Session:
     async def _send_client(self, message: Error | Warning) -> None:
         await self.client.send(dump(message))
 
-    async def _notify(self, notice: BackendFunctionCall) -> None:
-        """Best effort: a notice must never delay or break the call it describes."""
+    def _notify(self, notice: BackendFunctionCall) -> None:
+        """Best effort: a notice must never delay or break the call it describes (see gateway/notices.py)."""
         if self.config.backend_call_notices:
-            with contextlib.suppress(ConnectionClosed):
-                await self.client.send(dump(notice))
+            self.notices.put(dump(notice))
 
     async def _fatal(self, code: str, description: str, close_code: int) -> None:
         """Send an Error the client can show, then close. The client may already be gone."""

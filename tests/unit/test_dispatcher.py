@@ -8,11 +8,12 @@ import time
 
 import fakeredis
 import pytest
+import redis.asyncio
 from rq import Queue
 from rq.job import Job as RQJob
 from rq.job import JobStatus
 
-from gateway.dispatcher import Dispatcher
+from gateway.dispatcher import REDIS_CONNECTIONS, Dispatcher
 from shared import keys
 from shared.config import Config
 from shared.envelopes import JOB_FUNCTION, FunctionSpec, Job, Result
@@ -144,3 +145,14 @@ async def test_call_waits_for_the_subscription_before_enqueueing():
     assert not result.ok
     assert Queue(keys.queue_name("default"), connection=d._sync).count == 0
     await d.stop()
+
+
+async def test_redis_connections_are_waited_for_not_refused() -> None:
+    """Past REDIS_CONNECTIONS commands in flight a call waits for a connection: the default pool raised at once,
+    and under overload every enqueue retried in a loop (19,000 MaxConnectionsError warnings in one bench run)."""
+    dispatcher = Dispatcher(Config(redis_url="redis://127.0.0.1:1/0"))
+    pool = dispatcher.redis.connection_pool
+    assert isinstance(pool, redis.asyncio.BlockingConnectionPool)
+    assert pool.max_connections == REDIS_CONNECTIONS and pool.timeout is None
+    await dispatcher.redis.aclose(close_connection_pool=True)
+    dispatcher._sync.close()
