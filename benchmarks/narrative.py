@@ -261,6 +261,24 @@ CHANGES = [
         "part of the totals below",
     ),
     (
+        "notices never hold up a call",
+        "`gateway/notices.py`, `gateway/session.py` (`_notify`)",
+        "call notices and over-limit warnings go to a per-session queue that a task of its own sends; past 256 "
+        "waiting, newer ones are dropped and counted",
+        "a call awaited each notice's send, and a congested client (here: the load generator under overload) held "
+        "the call's answer to the provider for seconds",
+        "800 calls/s offered (overload): 29 calls unanswered after 10 s and 1,934 deadline errors before; "
+        "all 6,400 answered, none with an error, after (with the next row)",
+    ),
+    (
+        "Redis connections waited for",
+        "`gateway/dispatcher.py` (`REDIS_CONNECTIONS`)",
+        "the gateway's async client uses a blocking pool of 100 connections: past that, a command waits for one",
+        "redis-py's default pool raises at once, and every enqueue then retried in a loop (19,000 "
+        "`MaxConnectionsError` warnings in one overloaded run)",
+        "(in the row above)",
+    ),
+    (
         "`hiredis`",
         "`pyproject.toml` (`redis[hiredis]`)",
         "redis-py's C reply parser and command packer",
