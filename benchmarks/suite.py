@@ -38,6 +38,8 @@ class Plan:
     idle_sessions: int = 2000
     workerclass_rounds: int = 3
     workerclass_calls: int = 200
+    paired_rounds: int = 5
+    paired_seconds: float = 3.0
     profile: bool = True
     sections: tuple[str, ...] = ("roundtrips", "calls", "sustained", "scaling", "sessions")
 
@@ -46,14 +48,14 @@ class Plan:
         return cls(
             warmup=0.3, duration=1.5, concurrency=(1, 10), prior_art_concurrency=(1,), rates=(200, 800),
             scaling_workers=(1, 2), scaling_sessions=8, streaming_sessions=(20,), idle_sessions=100,
-            workerclass_rounds=1, workerclass_calls=60,
+            workerclass_rounds=1, workerclass_calls=60, paired_rounds=2, paired_seconds=1.0,
         )  # fmt: skip
 
     @classmethod
     def smoke(cls) -> Plan:
         return cls(
             warmup=0.2, duration=0.6, concurrency=(1,), prior_art_concurrency=(1,), rates=(), scaling_workers=(),
-            streaming_sessions=(), idle_sessions=0, workerclass_rounds=0, profile=False,
+            streaming_sessions=(), idle_sessions=0, workerclass_rounds=0, profile=False, paired_rounds=0,
             sections=("roundtrips", "calls"),
         )  # fmt: skip
 
@@ -129,6 +131,8 @@ class Suite:
                 if c == 1:
                     out["breakdown"] = breakdown(self.redis_url, notices, result["summary"]["p50"])
                 out["gateway"][str(c)] = result
+            if p.paired_rounds:
+                out["paired"] = await self._paired(gateway)
             for rtt in (0, 40):
                 for c in p.prior_art_concurrency:
                     self.log(f"prior art (browser forward), client RTT {rtt} ms, {c} session(s)")
@@ -140,6 +144,24 @@ class Suite:
             gateway.stop()
             workers.stop()
         return out
+
+    async def _paired(self, gateway: Gateway) -> dict[str, Any]:
+        """The gateway and naive RQ at one session in alternating short rounds, both sets of workers up: the
+        ratio the target is about, measured under the same conditions (the rows above are minutes apart, and
+        this VM's speed drifts by a third over minutes)."""
+        p = self.plan
+        procs = baselines.start_naive_workers(self.redis_url, self.logs, 2)
+        rounds: list[dict[str, float]] = []
+        try:
+            for i in range(p.paired_rounds):
+                self.log(f"gateway and naive RQ, alternating, round {i + 1} of {p.paired_rounds}")
+                ours = await calls.gateway_point(gateway.url, 1, p.warmup, p.paired_seconds)
+                naive = await asyncio.to_thread(baselines.naive_rq_point, self.redis_url, 1, p.warmup, p.paired_seconds)
+                rounds.append({"gateway_p50": ours["summary"]["p50"], "naive_rq_p50": naive["summary"]["p50"]})
+        finally:
+            for proc in procs:
+                proc.stop()
+        return {"rounds": rounds, "seconds": p.paired_seconds}
 
     async def _baseline(self, label: str, start: Any, measure: Any) -> dict[str, Any]:
         procs = start(self.redis_url, self.logs, 2)

@@ -13,7 +13,7 @@ from rq import Queue
 from rq.job import Job as RQJob
 from rq.job import JobStatus
 
-from gateway.dispatcher import REDIS_CONNECTIONS, Dispatcher
+from gateway.dispatcher import REDIS_CONNECTIONS, CPacking, Dispatcher
 from shared import keys
 from shared.config import Config
 from shared.envelopes import JOB_FUNCTION, FunctionSpec, Job, Result
@@ -154,5 +154,25 @@ async def test_redis_connections_are_waited_for_not_refused() -> None:
     pool = dispatcher.redis.connection_pool
     assert isinstance(pool, redis.asyncio.BlockingConnectionPool)
     assert pool.max_connections == REDIS_CONNECTIONS and pool.timeout is None
+    assert issubclass(pool.connection_class, CPacking)
     await dispatcher.redis.aclose(close_connection_pool=True)
     dispatcher._sync.close()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("SET", "k", "v", "EX", 300),
+        ("HSET", "rq:job:fc-1", "status", JobStatus.QUEUED, "data", b"\x00\xffbinary", "score", 1.5),
+        ("CLIENT SETINFO", "LIB-NAME", "redis-py"),
+        ("PUBLISH", "vfg:reply:g", "é✓ unicode"),
+    ],
+)
+def test_commands_are_packed_as_redis_py_packs_them(command: tuple) -> None:
+    ours = CPacking().pack_command(*command)
+    assert b"".join(ours) == b"".join(redis.asyncio.Connection().pack_command(*command))
+
+
+def test_a_value_redis_cannot_take_is_refused_as_redis_py_refuses_it() -> None:
+    with pytest.raises(redis.DataError):
+        CPacking().pack_command("SET", "k", None)
