@@ -193,8 +193,9 @@ result's `PUBLISH` reaching the gateway. Each wakes a process, which costs this 
 one idle worker: enqueue to `BLMOVE` returning 0.43 ms, the fetch round trip 0.33 ms, the publish round trip
 0.18 ms; the PROTOCOL notes measured 0.07 ms per round trip on a quiet machine). The fetch is the one hop RQ's
 data model imposes (its queues hold job ids, the payload lives in the job hash); the bare floor, which pushes
-the payload itself, has only three. The target of 1.5 ms is within reach of the remaining overhead on a quieter
-machine, not on this one.
+the payload itself, has only three. On this VM the same code measures from about 1.5 to 3 ms at one session
+depending on the minute (the paired rounds above show the spread within one run): the 1.5 ms target needs a
+quieter machine, or one hop fewer, which only leaving RQ's data model would give.
 
 **Streaming.** The gateway's relay loop is thin; its CPU goes to the `websockets` library (frame parsing, the
 per-message send and receive machinery) and the event loop's socket calls: about {frame_us} µs of gateway CPU
@@ -259,7 +260,8 @@ CHANGES = [
     (
         "notices and logs after the answer",
         "`gateway/session.py` (`_run_call`), `workers/execute.py` (`run_claimed`)",
-        "the started notice goes out once the enqueue is written, the log lines once the answer is",
+        "the started notice is sent once the enqueue is written, the finished one right after the answer (queued "
+        "before it, so the client still hears of it first), the log lines once the answer is out",
         "each is a socket or stderr write, tens of microseconds on this VM, on the critical path",
         "part of the totals below",
     ),
