@@ -239,7 +239,8 @@ class Session:
 
     async def _on_function_message(self, frame: str) -> None:
         try:
-            data = parse_json_object(frame)  # also refuses nesting a rewrite could not serialise (tests/fuzz)
+            # Also refuses nesting a rewrite could not serialise (tests/fuzz).
+            data = parse_json_object(frame, duplicate_keys=True)
         except ProtocolError:
             data = None  # not a message the gateway acts on: relayed as it is
         kind = data["type"] if data else None

@@ -96,10 +96,20 @@ much deeper ones broke the gateway where it rewrites a message (pydantic seriali
 provider's parser (Python's recursion limit): found by tests/fuzz."""
 
 
-def parse_json_object(text: str) -> dict[str, Any]:
-    """Parse a text frame into a dict that has a string ``type``, or raise :class:`ProtocolError`."""
+def parse_json_object(text: str, *, duplicate_keys: bool = False) -> dict[str, Any]:
+    """Parse a text frame into a dict that has a string ``type``, or raise :class:`ProtocolError`.
+
+    A frame with a duplicate key is refused unless ``duplicate_keys``: JSON leaves its meaning open, Python
+    keeps the last value and other parsers the first. The gateway relays a client's frames as received after
+    deciding from their content; a ``FunctionCallResponse`` with two ``id`` keys could otherwise answer one call
+    for the gateway and another for the provider. (The provider's frames are read as Python reads them: it is
+    the authority on its own calls, and refusing one of its requests could leave a call unanswered.)
+    """
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=None if duplicate_keys else _without_duplicates)
+    except _DuplicateKey as exc:
+        key = exc.args[0][:40]
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"Text frame has a duplicate key: {key!r}.") from None
     except (ValueError, RecursionError) as exc:
         raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"Text frame is not valid JSON: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("type"), str):
@@ -108,6 +118,18 @@ def parse_json_object(text: str) -> dict[str, Any]:
     if text.count("{") + text.count("[") > MAX_NESTING and _deeper_than(data, MAX_NESTING):
         raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"Text frame nests more than {MAX_NESTING} levels deep.")
     return data
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        raise _DuplicateKey(next(key for key, _ in pairs if key in seen or seen.add(key)))
+    return obj
 
 
 def _deeper_than(data: Any, limit: int) -> bool:

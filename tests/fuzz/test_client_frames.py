@@ -91,10 +91,20 @@ def fuzz_gateway(fuzz_redis: RedisServer, fuzz_workers: Process, fuzz_logs: Path
 
 
 def parsed(frame: str) -> dict[str, Any] | None:
-    """The frame as the protocol reads it: a JSON object with a string type, not nested too deep; else None."""
+    """The frame as the protocol reads it: a JSON object with a string type, not nested too deep, no key twice
+    in one object; else None."""
+    duplicated = False
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal duplicated
+        duplicated = duplicated or len({k for k, _ in items}) != len(items)
+        return dict(items)
+
     try:
-        data = json.loads(frame)
+        data = json.loads(frame, object_pairs_hook=pairs)
     except (ValueError, RecursionError):
+        return None
+    if duplicated:
         return None
     if not isinstance(data, dict) or not isinstance(data.get("type"), str) or deeper_than(data, MAX_NESTING):
         return None

@@ -2,9 +2,20 @@
 
 import json
 
+import pytest
+
 from gateway.intercept import filter_cancelled, merge_functions, response_frame, split_request
 from shared.envelopes import FunctionSpec
-from shared.protocol import FunctionCall, FunctionCallCancelled, FunctionCallRequest, Settings, dump
+from shared.protocol import (
+    ErrorCode,
+    FunctionCall,
+    FunctionCallCancelled,
+    FunctionCallRequest,
+    ProtocolError,
+    Settings,
+    dump,
+    parse_json_object,
+)
 
 BACKEND = {
     "get_weather": FunctionSpec(
@@ -128,3 +139,29 @@ def test_filter_cancelled():
 def test_response_frame():
     frame = json.loads(response_frame(FunctionCall(id="c1", name="get_weather"), '{"t":1}'))
     assert frame == {"type": "FunctionCallResponse", "id": "c1", "name": "get_weather", "content": '{"t":1}'}
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        '{"type": "FunctionCallResponse", "id": "a", "id": "b", "content": "x"}',
+        '{"type": "Settings", "agent": {"think": {"functions": [{"name": "f", "name": "g"}]}}}',
+        '{"type": "X", "type": "Y"}',
+    ],
+)
+def test_frames_with_duplicate_keys_are_refused(frame: str) -> None:
+    with pytest.raises(ProtocolError, match="duplicate key") as caught:
+        parse_json_object(frame)
+    assert caught.value.code == ErrorCode.INVALID_MESSAGE
+
+
+def test_a_long_duplicate_key_is_not_echoed_whole() -> None:
+    key = "k" * 10_000
+    with pytest.raises(ProtocolError) as caught:
+        parse_json_object(f'{{"type": "X", "{key}": 1, "{key}": 2}}')
+    assert len(caught.value.description) < 100
+
+
+def test_a_providers_frame_is_read_as_python_reads_it() -> None:
+    """The provider is the authority on its own calls: its frames are not refused for a repeated key."""
+    assert parse_json_object('{"type": "X", "a": 1, "a": 2}', duplicate_keys=True) == {"type": "X", "a": 2}
