@@ -7,11 +7,12 @@ so that, after the dequeue (``BLMOVE``), the caller waits for two round trips:
 
 1. fetch: the job hash (``HGETALL``) and our claim of the call (a Lua script), in one pipeline. The claim
    keys derive from the job id (:func:`shared.keys.claim_of_job`), so they need not wait for the job's data.
-2. start: RQ's execution record, worker state, job started, ``PERSIST``: one transaction, written but not
-   waited for (:class:`SentTransaction`): Redis applies it before anything this worker sends later.
-3. the function runs; its result is stored and published: the caller has its answer.
-4. RQ's success bookkeeping (job finished, result stream, finished registry, worker counters, execution
-   removed, worker idle) in one transaction, writing the fields that changed rather than the whole job hash.
+2. the function runs; its result is stored and published: the caller has its answer.
+3. RQ's records, in one transaction: the start (execution record, worker busy, job started, ``PERSIST``) and
+   the success (job finished, result stream, finished registry, worker counters, execution removed, worker
+   idle), writing the fields that changed rather than the whole job hash again. A call still running after
+   :data:`START_AFTER` has its start written then, by the worker's :class:`_StartWriter` thread, so ``rq info``
+   shows it running; either way the start is dated when the call began.
 
 Only the gateway's jobs (:data:`~shared.envelopes.JOB_FUNCTION`) take this path; any other job goes through
 RQ's own. RQ's success path also watches the job's dependents key to enqueue dependent jobs: a call never has
@@ -22,15 +23,18 @@ suspend`` happen at most once a second instead of once per job.
 from __future__ import annotations
 
 import sys
+import threading
 import time
 import traceback
+import uuid
+from datetime import datetime
 from typing import Any, ClassVar
 
 import redis
 from redis.client import Pipeline
 from rq import Queue, SimpleWorker
 from rq.exceptions import NoSuchJobError
-from rq.executions import Execution
+from rq.executions import Execution, ExecutionRegistry
 from rq.job import Job as RQJob
 from rq.job import JobStatus
 from rq.results import Result
@@ -43,6 +47,10 @@ from shared.config import get_config
 from shared.envelopes import JOB_FUNCTION, Job
 from workers.execute import CLAIM_SCRIPT, decode_call, is_late, run_claimed
 
+START_AFTER = 0.01
+"""Seconds a call runs before its RQ start records are written on their own (see :class:`_StartWriter`)."""
+START_TICK = 0.005
+"""Seconds between the start writer's looks at the running call."""
 SUSPENSION_CHECK_EVERY = 1.0
 """Seconds between checks for ``rq suspend``."""
 HEARTBEAT_EVERY = 1.0
@@ -81,10 +89,10 @@ class ClaimingJob(RQJob):
 class SentTransaction:
     """A ``MULTI``/``EXEC`` transaction written to Redis now, whose replies are read later (:meth:`wait`).
 
-    The worker runs the function meanwhile. What must follow the transaction (RQ's success bookkeeping) is sent
-    only after :meth:`wait`; the result, sent on another connection, may overtake it, which nobody can tell
-    from the caller's side. redis-py has no such call, so this writes the commands on a pooled connection
-    itself; a connection whose replies were not all read is closed, never reused.
+    The :class:`_StartWriter` thread writes a long call's start records with it and returns at once;
+    what must follow them (RQ's success records) is sent only after :meth:`wait`. redis-py has no such call, so
+    this writes the commands on a pooled connection itself; a connection whose replies were not all read is
+    closed, never reused.
     """
 
     def __init__(self, client: redis.Redis, pipeline: Pipeline) -> None:
@@ -121,6 +129,79 @@ class SentTransaction:
         self._connection = None
 
 
+class _Start:
+    """One call's RQ start records, dated when the call began (:attr:`started`): written by the worker with
+    its success records once the call is done, or by its :class:`_StartWriter` if the call is still running
+    :data:`START_AFTER` later (so ``rq info`` and RQ's registries show a long call as running)."""
+
+    def __init__(self, job: RQJob, queue: Queue) -> None:
+        self.job, self.queue = job, queue
+        self.started = now()
+        self.began = time.monotonic()
+        self.written = threading.Event()
+        self.sent: SentTransaction | None = None
+        self.error: BaseException | None = None
+
+    def wait(self) -> None:
+        """For records the writer took: wait until they are written, then for Redis's replies."""
+        self.written.wait()
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+        if self.sent is not None:
+            sent, self.sent = self.sent, None
+            sent.wait()
+
+
+class _StartWriter(threading.Thread):
+    """Writes the start records of the worker's call once it has run :data:`START_AFTER`.
+
+    One thread per worker, looking every :data:`START_TICK`: cheaper than a timer per call (a thread each, which
+    cost more CPU than the records), and a quick call never wakes it.
+    """
+
+    def __init__(self, worker: CallWorker) -> None:
+        super().__init__(name="rq-start-writer", daemon=True)
+        self.worker = worker
+        self._lock = threading.Lock()
+        self._armed: _Start | None = None
+        self._stopped = threading.Event()
+
+    def arm(self, job: RQJob, queue: Queue) -> _Start:
+        start = _Start(job, queue)
+        with self._lock:
+            self._armed = start
+        return start
+
+    def take(self, start: _Start) -> bool:
+        """True when ``start``'s records are not written yet: the caller writes them with its own. False when this
+        thread took them: ``start.wait()`` for them."""
+        with self._lock:
+            if self._armed is start:
+                self._armed = None
+                return True
+        return False
+
+    def run(self) -> None:
+        while not self._stopped.wait(START_TICK):
+            with self._lock:
+                start = self._armed
+                if start is None or time.monotonic() - start.began < START_AFTER:
+                    continue
+                self._armed = None
+            try:
+                pipe = self.worker.connection.pipeline()
+                self.worker._start_commands(start.job, start.queue, start.started, pipe)
+                start.sent = SentTransaction(self.worker.connection, pipe)
+            except BaseException as exc:  # handed to the worker's thread by start.wait()
+                start.error = exc
+            finally:
+                start.written.set()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+
 class CallWorker(SimpleWorker):
     """``rq.SimpleWorker`` that answers a call before doing RQ's bookkeeping, in fewer Redis round trips."""
 
@@ -136,7 +217,8 @@ class CallWorker(SimpleWorker):
         if call is None or claimed is None:
             super().execute_job(job, queue)
             return
-        started = self._start(job, queue, call)
+        start = self._start_writer().arm(job, queue)
+        self.procline(f"Processing {call.name} ({call.call_id}) from {job.origin} since {time.time()}")
         try:
             timeout = job.timeout or self.queue_class.DEFAULT_TIMEOUT
             with self.death_penalty_class(timeout, JobTimeoutException, job_id=job.id):
@@ -147,61 +229,96 @@ class CallWorker(SimpleWorker):
             job.ended_at = now()
             job._result = outcome
             job._status = JobStatus.FINISHED
-            started.wait()
-            self._finish(job)
+            with self.connection.pipeline() as pipe:
+                if self._start_writer().take(start):
+                    self._start_commands(job, queue, start.started, pipe)
+                else:
+                    start.wait()
+                self._finish_commands(job, pipe)
+                pipe.execute()
         except BaseException:  # RQ's perform_job treats anything, even SystemExit, as the job failing
             try:
-                started.wait()
+                if self._start_writer().take(start):  # RQ's failure path expects the job started
+                    with self.connection.pipeline() as pipe:
+                        self._start_commands(job, queue, start.started, pipe)
+                        pipe.execute()
+                else:
+                    start.wait()
             finally:
                 self._fail(job, queue)
 
-    def _start(self, job: RQJob, queue: Queue, call: Job) -> SentTransaction:
-        """RQ's ``prepare_execution`` and ``prepare_job_execution`` plus ``Job.perform``'s ``PERSIST``, in one
-        transaction that is sent but not waited for."""
-        pipe = self.connection.pipeline()
+    def _start_writer(self) -> _StartWriter:
+        writer: _StartWriter | None = getattr(self, "_writer", None)
+        if writer is None:
+            writer = self._writer = _StartWriter(self)
+            writer.start()
+        return writer
+
+    def teardown(self) -> None:
+        writer: _StartWriter | None = getattr(self, "_writer", None)
+        if writer is not None:
+            writer.stop()
+        super().teardown()
+
+    def _start_commands(self, job: RQJob, queue: Queue, started: datetime, pipe: Pipeline) -> None:
+        """RQ's ``prepare_execution`` and ``prepare_job_execution`` plus ``Job.perform``'s ``PERSIST``, with the
+        job and its execution dated ``started`` (when the call began, which may be before these are written)."""
         heartbeat_ttl = self.get_heartbeat_ttl(job)
-        self.execution = Execution.create(job, heartbeat_ttl, pipeline=pipe, worker_name=self.name)
+        # Execution.create, dated `started`.
+        execution = Execution(id=uuid.uuid4().hex, job_id=job.id, connection=job.connection, worker_name=self.name)
+        execution.created_at = execution.last_heartbeat = started
+        execution.save(ttl=heartbeat_ttl, pipeline=pipe)
+        ExecutionRegistry(job_id=job.id, connection=pipe).add(execution=execution, ttl=heartbeat_ttl, pipeline=pipe)
+        job.started_job_registry.add_execution(execution, pipeline=pipe, ttl=heartbeat_ttl, xx=False)
+        self.execution = execution
         self.set_state(WorkerStatus.BUSY, pipeline=pipe)
         self.set_current_job_id(job.id, pipeline=pipe)
         self.set_current_job_working_time(0, pipeline=pipe)
         self.heartbeat(heartbeat_ttl, pipeline=pipe)
-        job.heartbeat(now(), heartbeat_ttl, pipeline=pipe)
-        job.prepare_for_execution(self.name, pipeline=pipe)
+        # Job.heartbeat and Job.prepare_for_execution, dated `started`.
+        job.worker_name = self.name
+        job.last_heartbeat = job.started_at = started
+        job._status = JobStatus.STARTED
+        stamp = utcformat(started)
+        pipe.hset(
+            job.key,
+            mapping={
+                "last_heartbeat": stamp,
+                "status": JobStatus.STARTED,
+                "started_at": stamp,
+                "worker_name": self.name,
+            },
+        )
         if len(self.queues) == 1:  # as RQ: with one queue, the job waits in its intermediate queue until now
             pipe.lrem(queue.intermediate_queue_key, 1, job.id)
         pipe.persist(job.key)
-        sent = SentTransaction(self.connection, pipe)
-        self.procline(f"Processing {call.name} ({call.call_id}) from {job.origin} since {time.time()}")
-        return sent
 
-    def _finish(self, job: RQJob) -> None:
-        """RQ's ``handle_job_success`` for a job without dependents, in one transaction."""
+    def _finish_commands(self, job: RQJob, pipe: Pipeline) -> None:
+        """RQ's ``handle_job_success`` for a job without dependents."""
         assert job.started_at is not None and job.ended_at is not None
-        with self.connection.pipeline() as pipe:
-            self.increment_successful_job_count(pipeline=pipe)
-            self.increment_total_working_time(job.ended_at - job.started_at, pipe)
-            result_ttl = job.get_result_ttl(self.default_result_ttl)
-            if result_ttl != 0:
-                # RQ's Job._handle_success, except that it rewrites the whole job hash (job.save()): only these
-                # two fields changed since the job started, and serialising the rest cost more than the rest.
-                pipe.hset(job.key, mapping={"status": JobStatus.FINISHED, "ended_at": utcformat(job.ended_at)})
-                execution = self.execution
-                Result.create(
-                    job,
-                    Result.Type.SUCCESSFUL,
-                    return_value=job._result,
-                    ttl=result_ttl,
-                    worker_name=self.name,
-                    pipeline=pipe,
-                    execution_id=execution.id if execution else None,
-                    execution_started_at=execution.created_at if execution else None,
-                    execution_ended_at=job.ended_at,
-                )
-                job.finished_job_registry.add(job, result_ttl, pipe)
-            job.cleanup(result_ttl, pipeline=pipe, remove_from_queue=False)
-            self.cleanup_execution(job, pipeline=pipe)
-            self.set_state(WorkerStatus.IDLE, pipeline=pipe)
-            pipe.execute()
+        self.increment_successful_job_count(pipeline=pipe)
+        self.increment_total_working_time(job.ended_at - job.started_at, pipe)
+        result_ttl = job.get_result_ttl(self.default_result_ttl)
+        if result_ttl != 0:
+            # RQ's Job._handle_success, except that it rewrites the whole job hash (job.save()): only these
+            # two fields changed since the job started, and serialising the rest cost more than the rest.
+            pipe.hset(job.key, mapping={"status": JobStatus.FINISHED, "ended_at": utcformat(job.ended_at)})
+            execution = self.execution
+            Result.create(
+                job,
+                Result.Type.SUCCESSFUL,
+                return_value=job._result,
+                ttl=result_ttl,
+                worker_name=self.name,
+                pipeline=pipe,
+                execution_id=execution.id if execution else None,
+                execution_started_at=execution.created_at if execution else None,
+                execution_ended_at=job.ended_at,
+            )
+            job.finished_job_registry.add(job, result_ttl, pipe)
+        job.cleanup(result_ttl, pipeline=pipe, remove_from_queue=False)
+        self.cleanup_execution(job, pipeline=pipe)
+        self.set_state(WorkerStatus.IDLE, pipeline=pipe)
 
     def _fail(self, job: RQJob, queue: Queue) -> None:
         """RQ's failure path, unchanged (rare: ``run_claimed`` turns every function failure into a result)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import time
@@ -12,15 +13,17 @@ from typing import Any
 import fakeredis
 import pytest
 import redis
-from rq import Queue, SimpleWorker
+from pydantic import BaseModel
+from rq import Queue, SimpleWorker, Worker
+from rq.job import Job as RQJob
 from rq.job import JobStatus
 from rq.results import Result as RQResult
 from rq.worker import WorkerStatus
 
 from shared import keys
 from shared.envelopes import Job, Result
-from workers import function
-from workers.callworker import HEARTBEAT_EVERY, CallWorker, SentTransaction
+from workers import CallContext, function
+from workers.callworker import HEARTBEAT_EVERY, START_AFTER, CallWorker, SentTransaction
 
 RUNS: list[str] = []
 
@@ -29,6 +32,22 @@ RUNS: list[str] = []
 def cw_echo() -> str:
     RUNS.append("cw_echo")
     return "hi"
+
+
+class ObserveArgs(BaseModel):
+    wait: float = 0.0
+
+
+@function(description="reports what RQ says about its own job while it runs", name="cw_observe")
+def cw_observe(args: ObserveArgs, ctx: CallContext) -> dict[str, Any]:
+    time.sleep(args.wait)
+    rq_job = RQJob.fetch(keys.job_id(ctx.call_id), connection=ctx.redis)
+    worker = Worker.find_by_key(Worker.redis_worker_namespace_prefix + ctx.worker_id, connection=ctx.redis)
+    return {
+        "status": rq_job.get_status(),
+        "in_started_registry": rq_job.id in rq_job.started_job_registry.get_job_ids(),
+        "worker_state": worker.get_state() if worker else None,
+    }
 
 
 def plain_rq_job(x: int) -> int:
@@ -49,8 +68,8 @@ def restore_signals() -> Iterator[None]:
         signal.signal(sig, handler)
 
 
-def enqueue(queue: Queue, call_id: str, attempt: int = 0) -> None:
-    job = Job(call_id=call_id, name="cw_echo", arguments="{}", reply_channel="vfg:reply:t", deadline=time.time() + 30)
+def enqueue(queue: Queue, call_id: str, attempt: int = 0, name: str = "cw_echo", arguments: str = "{}") -> None:
+    job = Job(call_id=call_id, name=name, arguments=arguments, reply_channel="vfg:reply:t", deadline=time.time() + 30)
     job_id = keys.job_id(call_id, attempt)
     queue.enqueue_call("workers.execute.run_call", args=(job.to_json(),), job_id=job_id, timeout=5, result_ttl=300)
 
@@ -169,3 +188,25 @@ def test_a_sent_transaction_reports_errors_and_drops_its_connection(fake: fakere
         sent.wait()
     sent.wait()  # already released: nothing left to read
     assert fake.get("before") == b"1" and fake.ping()
+
+
+def test_a_long_call_shows_as_started_while_it_runs(fake: fakeredis.FakeRedis, restore_signals: None) -> None:
+    queue = Queue(keys.queue_name("default"), connection=fake)
+    enqueue(queue, "long", name="cw_observe", arguments=json.dumps({"wait": START_AFTER * 5}))
+    CallWorker([queue], connection=fake, name="cw-8").work(burst=True)
+    seen = json.loads(Result.from_json(fake.get(keys.result("long"))).content)  # type: ignore[arg-type]
+    assert seen == {"status": "started", "in_started_registry": True, "worker_state": "busy"}
+    assert queue.fetch_job(keys.job_id("long")).get_status() == JobStatus.FINISHED  # type: ignore[union-attr]
+
+
+def test_a_quick_call_is_answered_before_rq_records_its_start(fake: fakeredis.FakeRedis, restore_signals: None) -> None:
+    """Its start is written with its success, after the answer, and dated when the call began."""
+    queue = Queue(keys.queue_name("default"), connection=fake)
+    enqueue(queue, "quick", name="cw_observe")
+    CallWorker([queue], connection=fake, name="cw-9").work(burst=True)
+    result = Result.from_json(fake.get(keys.result("quick")))  # type: ignore[arg-type]
+    assert json.loads(result.content)["status"] == "queued"
+    rq_job = queue.fetch_job(keys.job_id("quick"))
+    assert rq_job is not None and rq_job.get_status() == JobStatus.FINISHED
+    assert rq_job.started_at is not None and rq_job.started_at.timestamp() <= result.started_at
+    assert queue.started_job_registry.get_job_ids() == [] and not fake.keys("rq:execution:*")
