@@ -160,10 +160,14 @@ both sides), 3 alternating rounds on this machine, each round starting both tree
 
 | | before (medians of 3) | after (medians of 3) |
 |---|---|---|
-| 1 session p50 / p99 | 3.17 / 5.30 ms | 1.99 / 3.39 ms (-37 % / -36 %) |
-| 10 sessions, closed loop | 384 calls/s | 667 calls/s (+74 %) |
-| CPU-ms per call, 1 session: gateway / workers / redis-server | 1.26 / 2.54 / 0.63 | 1.01 / 1.37 / 0.36 |
-| worker CPU per call, one worker draining 3,000 queued calls | 2.08 to 2.31 ms | 0.96 to 1.09 ms |
+| 1 session p50 / p99 | 3.33 / 5.50 ms | 2.42 / 4.55 ms (-27 % / -17 %) |
+| 10 sessions, closed loop | 441 calls/s | 719 calls/s (+63 %) |
+| CPU-ms per call, 1 session: gateway / workers / redis-server | 1.27 / 2.66 / 0.62 | 1.25 / 1.74 / 0.39 |
+| worker CPU per call, one worker draining 3,000 queued calls | 2.08 to 2.31 ms | 0.98 to 1.13 ms |
+
+The machine was slow that hour; the same comparison an hour earlier, without the last two changes (start
+written after the answer, hiredis packing in the gateway), gave 3.17 to 1.99 ms at one session and 384 to 667
+calls/s at ten.
 
 Tried and not kept, no gain above this machine's noise: `uvloop` for the gateway (200 streaming sessions:
 relay p99 75 ms either way, gateway CPU 83 % against 78 %); a second gateway process on the same port
