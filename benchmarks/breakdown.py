@@ -29,7 +29,7 @@ STAGES = [
     ("ws_hops", "provider → gateway → provider: two loopback WebSocket hops, frame parsing, the call's task"),
     ("gateway_enqueue", "gateway: job envelope built, RQ's enqueue commands prepared on the event loop"),
     ("queue_to_worker", "enqueue written, worker wakes (BLMOVE), fetches the job and claims the call (one round trip)"),
-    ("worker_to_function", "RQ's start records written (not waited for), job decoded, deadline checked"),
+    ("worker_to_function", "job decoded, deadline checked (RQ's start records are written after the answer)"),
     ("function", "the function itself, with argument validation and result serialisation"),
     ("result_to_response", "result stored + published, pub/sub delivery, response sent (and the notice)"),
 ]

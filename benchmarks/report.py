@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import narrative
+from benchmarks.breakdown import STAGES
 from benchmarks.plot import draw
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,6 +26,8 @@ FRAMEWORK = (
 )  # fmt: skip
 """Frames every stack starts with (the event loop, the worker loop): left out of the profile tables."""
 TIMES = "\u00d7"
+STAGE_TEXT = dict(STAGES)
+"""What each stage covers, as the code now says it (a results file keeps the words of its own day)."""
 
 CALL_VARIANTS = [
     ("bare", "floor: bare BLPOP worker + PUBLISH"),
@@ -170,7 +173,8 @@ def breakdown_table(results: dict[str, Any]) -> str:
         return "_not measured in this run_"
     total = sum(b["stages_ms"].values()) or 1.0
     rows = [
-        [name, ms, f"{100 * ms / total:.0f} %", b["descriptions"].get(name, "")] for name, ms in b["stages_ms"].items()
+        [name, ms, f"{100 * ms / total:.0f} %", STAGE_TEXT.get(name, b["descriptions"].get(name, ""))]
+        for name, ms in b["stages_ms"].items()
     ]
     rows.append(["**total** (provider's p50)", b["upstream_p50_ms"], "", f"medians over {b['calls']} calls"])
     return table(["stage", "median ms", "share", "what happens"], rows)
