@@ -1,50 +1,41 @@
-"""``python -m gateway``: serve voice-agent sessions on $HOST:$PORT until SIGTERM or Ctrl-C."""
+"""``python -m gateway``: serve voice-agent sessions on $HOST:$PORT until SIGTERM or Ctrl-C.
+
+With ``WEB_CONCURRENCY`` above 1, that many gateway processes share the port under a supervisor
+(:mod:`shared.supervisor`): each one relays on a core of its own, and one that dies is replaced.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import signal
+import socket
+import sys
 
 from gateway.auth import AccessPolicy, check_bind
-from gateway.server import run_gateway
+from gateway.server import run_gateway_process, serve_forever, setup_logging
 from shared.config import get_config
-from shared.redis_server import redacted
+from shared.supervisor import EXIT_BAD_CONFIG, Supervisor
 
 
-async def serve_forever() -> None:
+def main() -> int:
     config = get_config()
-    policy = AccessPolicy(config)
-    refusal = check_bind(config, policy)
-    if refusal:
+    setup_logging(config)
+    if config.web_concurrency == 1:
+        asyncio.run(serve_forever(config))
+        return 0
+    refusal = check_bind(config, AccessPolicy(config))
+    if refusal:  # said once here, rather than by every process
         logging.getLogger("gateway").error(refusal)
-        raise SystemExit(2)
-    if not policy.requires_credentials:
-        logging.getLogger("gateway").warning(
-            "no credentials configured (GATEWAY_TOKENS / TOKEN_SECRET): anyone who reaches %s may connect", config.host
-        )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    async with run_gateway(config) as (_, server):
-        port = next(iter(server.sockets)).getsockname()[1]
-        upstream = config.resolved_upstream()
-        note = " (simulated agent: offline, no account needed)" if upstream == "simulated" else ""
-        logging.getLogger("gateway").info(
-            "gateway listening on ws://%s:%d/v1/agent/converse, upstream %s%s, Redis %s",
-            config.host, port, upstream, note, redacted(config.redis_url),
-        )  # fmt: skip
-        await stop.wait()
-        logging.getLogger("gateway").info("shutting down")
-
-
-def main() -> None:
-    config = get_config()
-    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("websockets").setLevel(logging.WARNING)
-    asyncio.run(serve_forever())
+        return EXIT_BAD_CONFIG
+    if config.port == 0:  # every process must bind the same port: choose it here
+        with socket.socket() as sock:
+            sock.bind((config.host, 0))
+            config = config.model_copy(update={"port": sock.getsockname()[1]})
+    logging.getLogger("gateway").info(
+        "starting %d gateway processes on %s:%d", config.web_concurrency, config.host, config.port
+    )
+    return Supervisor(run_gateway_process, (config,), config.web_concurrency, "gateway").run()
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import signal
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from email.utils import formatdate
@@ -21,13 +23,14 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from gateway import routes
-from gateway.auth import AccessPolicy
+from gateway.auth import AccessPolicy, check_bind
 from gateway.catalog import Catalog
 from gateway.dispatcher import REDIS_ERRORS, Dispatcher
 from gateway.http import HttpRequest, HttpResponse, connection_class
 from gateway.session import Session
 from gateway.upstream.factory import open_upstream
 from shared.config import Config
+from shared.redis_server import redacted
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +142,7 @@ def _select_subprotocol(connection: ServerConnection, offered: Sequence[Subproto
 
 
 @asynccontextmanager
-async def run_gateway(config: Config) -> AsyncIterator[tuple[Gateway, Server]]:
+async def run_gateway(config: Config, reuse_port: bool = False) -> AsyncIterator[tuple[Gateway, Server]]:
     """Start the dispatcher and the server; on exit close sessions (1001) and stop the dispatcher."""
     gateway = Gateway(config)
     await gateway.dispatcher.start()
@@ -153,6 +156,7 @@ async def run_gateway(config: Config) -> AsyncIterator[tuple[Gateway, Server]]:
         server_header="voice-function-gateway",
         create_connection=connection_class(gateway.handle_http, MAX_HTTP_BODY),
         select_subprotocol=_select_subprotocol,
+        reuse_port=reuse_port,  # only when asked: it would let a second gateway share a port by mistake
     )
     try:
         yield gateway, server
@@ -160,3 +164,47 @@ async def run_gateway(config: Config) -> AsyncIterator[tuple[Gateway, Server]]:
         server.close()
         await server.wait_closed()
         await gateway.dispatcher.stop()
+
+
+async def serve_forever(config: Config, reuse_port: bool = False) -> None:
+    """Serve until SIGTERM or SIGINT, then close every session (1001) and stop. Exits with code 2 when the
+    settings refuse to bind (no credentials on a public address)."""
+    policy = AccessPolicy(config)
+    refusal = check_bind(config, policy)
+    if refusal:
+        logging.getLogger("gateway").error(refusal)
+        raise SystemExit(2)
+    if not policy.requires_credentials:
+        logging.getLogger("gateway").warning(
+            "no credentials configured (GATEWAY_TOKENS / TOKEN_SECRET): anyone who reaches %s may connect", config.host
+        )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with run_gateway(config, reuse_port=reuse_port) as (_, server):
+        port = next(iter(server.sockets)).getsockname()[1]
+        upstream = config.resolved_upstream()
+        note = " (simulated agent: offline, no account needed)" if upstream == "simulated" else ""
+        logging.getLogger("gateway").info(
+            "gateway (pid %d) listening on ws://%s:%d/v1/agent/converse, upstream %s%s, Redis %s",
+            os.getpid(), config.host, port, upstream, note, redacted(config.redis_url),
+        )  # fmt: skip
+        await stop.wait()
+        logging.getLogger("gateway").info("shutting down")
+
+
+def setup_logging(config: Config) -> None:
+    """Log lines on stderr; with several gateway processes, each line says which process wrote it."""
+    pid = " [%(process)d]" if config.web_concurrency > 1 else ""
+    logging.basicConfig(level=config.log_level.upper(), format=f"%(asctime)s %(levelname)s{pid} %(name)s: %(message)s")
+    logging.getLogger("websockets").setLevel(logging.WARNING)
+
+
+def run_gateway_process(config: Config, index: int) -> None:
+    """One of WEB_CONCURRENCY gateway processes (started by ``python -m gateway``'s supervisor): all bind the
+    same port with ``SO_REUSEPORT`` and the kernel spreads new connections over them. It leaves the
+    supervisor's process group, so a terminal's Ctrl-C reaches only the supervisor, which forwards one SIGTERM."""
+    os.setpgrp()
+    setup_logging(config)
+    asyncio.run(serve_forever(config, reuse_port=True))

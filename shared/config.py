@@ -21,6 +21,10 @@ class Config(BaseSettings):
     host: str = "127.0.0.1"
     """Address the gateway binds; a PaaS needs 0.0.0.0 (the Procfile sets it)."""
     port: int = Field(default=8080, ge=0, le=65535)
+    web_concurrency: int = Field(default=1, ge=1, le=64)
+    """Gateway processes sharing HOST:PORT (``SO_REUSEPORT``, Linux), under a supervisor that replaces one that
+    dies. One process relays about 100 streaming sessions per core before frames queue (docs/PERFORMANCE.md);
+    the name is the one PaaS platforms set for the web process."""
 
     gateway_tokens: SecretStr | None = None
     """Comma-separated static tokens clients may present. With none (and no TOKEN_SECRET) anyone may connect,
@@ -51,7 +55,7 @@ class Config(BaseSettings):
     client_message_rate: float = Field(default=200.0, gt=0)
     """Frames per second a client may send on average (bursts of twice that); excess frames are dropped."""
     max_sessions: int = Field(default=1000, ge=1)
-    """Concurrent sessions per gateway process; beyond it the handshake gets HTTP 503."""
+    """Concurrent sessions per gateway process (each of WEB_CONCURRENCY); beyond it the handshake gets HTTP 503."""
 
     function_timeout: float = Field(default=10.0, gt=0)
     """Deadline in seconds for a backend function that declares none."""

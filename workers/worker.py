@@ -24,6 +24,7 @@ from rq import Queue
 from shared import keys
 from shared.config import Config
 from shared.envelopes import WorkerCatalog
+from shared.supervisor import EXIT_BAD_CONFIG
 from workers.callworker import CallWorker
 from workers.registry import catalog, load_modules
 from workers.secrets import RedactingFormatter
@@ -35,8 +36,6 @@ REDIS_WAIT = 60.0
 REDIS_RETRY_WAIT = 1.0
 """Longest wait (s) between a running worker's attempts to reach Redis again after losing it."""
 EXIT_NO_REDIS = 1
-EXIT_BAD_CONFIG = 2
-"""A function module does not import: restarting will not help, so the supervisor stops."""
 
 
 def setup_logging(level: str, tag: str) -> None:
