@@ -98,8 +98,10 @@ most sessions. Shares are of those samples and inclusive (a function and what it
 N clients each send a 20 ms PCM frame (640 bytes, 16 kHz linear16) every 20 ms through the gateway to the
 scripted upstream, which echoes every binary frame; each frame carries its send time. The same clients connected
 straight to the upstream give the round trip without the gateway; **relay** is the difference at the same
-percentile (what the gateway adds, both directions). CPU columns are percent of one core, taken while the
-frames flowed through the gateway; "machine" is every process on the VM (200 = both cores busy). RSS per session
+percentile (what the gateway adds, both directions). "gateway processes" 2 is `WEB_CONCURRENCY=2`: two gateway
+processes on one port, the kernel spreading the sessions. CPU columns are percent of one core (the gateway's
+summed over its processes), taken while the frames flowed through the gateway; "machine" is every process on
+the VM (200 = both cores busy). RSS per session
 is the gateway's resident memory growth divided by N (a fresh gateway process per row). Late ticks count 20 ms
 periods the load generator itself fell behind. The row nearest 200 sessions is profiled in a second pass of its
 own, so the sampler's CPU does not weigh on the row's numbers.
@@ -170,11 +172,8 @@ written after the answer, hiredis packing in the gateway), gave 3.17 to 1.99 ms 
 calls/s at ten.
 
 Tried and not kept, no gain above this machine's noise: `uvloop` for the gateway (200 streaming sessions:
-relay p99 75 ms either way, gateway CPU 83 % against 78 %); a second gateway process on the same port
-(`SO_REUSEPORT`) for 200 streaming sessions: p99 19.5 ms against 10.9 ms for one process in the same pair of
-runs, inside the 10 to 80 ms spread this code shows from run to run at that load (the machine, not the gateway,
-is what runs out: see the CPU columns of the sessions table); a non-transactional enqueue pipeline: 0.45 vs
-0.49 CPU-ms per enqueue.
+relay p99 75 ms either way, gateway CPU 83 % against 78 %); a non-transactional enqueue pipeline: 0.45 vs 0.49
+CPU-ms per enqueue.
 
 ## What stands in the way
 
@@ -205,9 +204,10 @@ quieter machine, or one hop fewer, which only leaving RQ's data model would give
 per-message send and receive machinery) and the event loop's socket calls: about {frame_us} µs of gateway CPU
 per relayed frame in this run (at the lightest load). A streaming session relays 100 frames a second (50 each
 way), so one gateway process saturates its core at roughly **{sessions_per_core} streaming sessions**, and frames
-start to queue well before that (the 200-session row: the gateway near one core, the machine near both, since
-the scripted upstream and the load generator relay the same frames on the same two cores). 200 sessions at p99
-≤ 10 ms needs gateway processes on cores of their own, which this machine does not have. Idle sessions are
+start to queue well before that (the 200-session row: one gateway process near a full core). With two
+(`WEB_CONCURRENCY=2`) each has half the sessions; what remains is the machine: the scripted upstream and the
+load generator relay the same frames on the same two cores, so the second gateway process shares a core with
+them rather than having one of its own, and the relay's tail follows the machine's load. Idle sessions are
 cheap: the memory target is met with room to spare.
 
 ## `rq info` during the run
@@ -289,6 +289,16 @@ CHANGES = [
         "redis-py's default pool raises at once, and every enqueue then retried in a loop (19,000 "
         "`MaxConnectionsError` warnings in one overloaded run)",
         "(in the row above)",
+    ),
+    (
+        "several gateway processes",
+        "`gateway/__main__.py`, `gateway/server.py` (`run_gateway_process`), `shared/supervisor.py`",
+        "`WEB_CONCURRENCY=N` runs N gateway processes on one port (`SO_REUSEPORT`) under the supervisor the "
+        "workers already had (now shared), which replaces one that dies",
+        "one process saturates its core at about 130 streaming sessions (profile above: `websockets` and socket "
+        "calls per frame)",
+        "200 streaming sessions, three alternating pairs of runs: relay p99 49, 107 and 66 ms with one process; "
+        "9.5, 51 and 21 ms with two",
     ),
     (
         "`hiredis`",

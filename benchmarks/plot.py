@@ -68,9 +68,11 @@ def draw(results: dict[str, Any], path: Path) -> None:
         ax = axes[-1]
         for index, point in enumerate(streaming):
             color = plt.get_cmap("viridis")(index / max(1, len(streaming) - 1))
-            n = point["sessions"]
-            _series(ax, point["through_gateway"]["quantiles"], f"{n} sessions, through the gateway", color=color)
-            _series(ax, point["direct"]["quantiles"], f"{n} sessions, direct", color=color, linestyle=":")
+            n, k = point["sessions"], point.get("gateway_processes", 1)
+            via = f"{n} sessions, through the gateway" + (f" ({k} processes)" if k > 1 else "")
+            _series(ax, point["through_gateway"]["quantiles"], via, color=color)
+            if k == 1:  # the direct run is the same with any number of gateway processes
+                _series(ax, point["direct"]["quantiles"], f"{n} sessions, direct", color=color, linestyle=":")
         _axes(ax, "Audio frame round trip (client → upstream echo → client)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

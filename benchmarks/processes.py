@@ -173,6 +173,19 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def spawned_children(pid: int) -> list[int]:
+    """Children of a supervisor that run its target (not multiprocessing's resource tracker, also a child)."""
+    found = []
+    for child in children(pid):
+        try:
+            with open(f"/proc/{child}/cmdline", "rb") as f:
+                if b"spawn_main" in f.read():
+                    found.append(child)
+        except OSError:
+            continue
+    return found
+
+
 class CpuMeter:
     """CPU seconds used by groups of processes between :meth:`start` and :meth:`stop`."""
 

@@ -109,8 +109,18 @@ def targets(results: dict[str, Any]) -> list[list[Any]]:
         )  # fmt: skip
     else:
         rows.append(["≥ 800 calls/s sustained, 2 workers, p99 ≤ 25 ms", "not measured in this run", DASH])
-    at200 = next((s for s in results.get("sessions", {}).get("streaming", []) if s["sessions"] == 200), None)
-    row("200 streaming sessions, relay p99 ≤ 10 ms", at200["relay_ms"].get("p99") if at200 else None, 10, "ms")
+    at200 = [s for s in results.get("sessions", {}).get("streaming", []) if s["sessions"] == 200 and s["relay_ms"]]
+    best = min(at200, key=lambda s: s["relay_ms"].get("p99", 1e9), default=None)
+    setups = "; ".join(
+        f"{s.get('gateway_processes', 1)} gateway process(es): {s['relay_ms'].get('p99', 0):.1f} ms" for s in at200
+    )
+    row(
+        "200 streaming sessions, relay p99 ≤ 10 ms",
+        best["relay_ms"].get("p99") if best else None,
+        10,
+        "ms",
+        note=f" ({setups})" if len(at200) > 1 else "",
+    )
     idle = results.get("sessions", {}).get("idle")
     row(
         f"idle session ≤ 100 KB (N = {idle['sessions'] if idle else DASH})",
@@ -288,14 +298,14 @@ def sessions_table(results: dict[str, Any]) -> str:
     for p in sessions.get("streaming", []):
         via, direct = p["through_gateway"], p["direct"]
         cpu = p.get("cpu_percent", {})
-        rows.append([p["sessions"], via["frames_per_s"], via["summary"].get("p50"), via["summary"].get("p99"),
-                     direct["summary"].get("p50"), direct["summary"].get("p99"), p["relay_ms"].get("p50"),
-                     p["relay_ms"].get("p99"), p["gateway_cpu_percent"], cpu.get("upstream"),
+        rows.append([p["sessions"], p.get("gateway_processes", 1), via["frames_per_s"], via["summary"].get("p50"),
+                     via["summary"].get("p99"), direct["summary"].get("p50"), direct["summary"].get("p99"),
+                     p["relay_ms"].get("p50"), p["relay_ms"].get("p99"), p["gateway_cpu_percent"], cpu.get("upstream"),
                      cpu.get("load_generator"), cpu.get("machine"), p["rss_per_session_kb"],
                      via["late_ticks"] + direct["late_ticks"]])  # fmt: skip
     text = table(
-        ["sessions", "frames/s sent", "via gateway p50", "via p99", "direct p50", "direct p99", "relay p50",
-         "relay p99", "gateway CPU %", "upstream CPU %", "load generator CPU %", "machine CPU % (of 200)",
+        ["sessions", "gateway processes", "frames/s sent", "via gateway p50", "via p99", "direct p50", "direct p99",
+         "relay p50", "relay p99", "gateway CPU %", "upstream CPU %", "load generator CPU %", "machine CPU % (of 200)",
          "RSS/session KB", "late ticks"],
         rows,
     ) if rows else "_not measured in this run_"  # fmt: skip

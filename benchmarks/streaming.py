@@ -69,7 +69,7 @@ async def stream(clients: list[BenchClient], warmup: float, duration: float) -> 
 async def streaming_point(
     gateway_url: str,
     upstream_url: str,
-    gateway_pid: int,
+    gateway_pid: int | list[int],
     sessions: int,
     warmup: float,
     duration: float,
@@ -82,13 +82,14 @@ async def streaming_point(
     CPU is also taken for the scripted upstream, this load generator and the whole machine: all of them share
     the cores, so a relay delay that grows while the gateway has CPU to spare is the machine running out."""
     gc.collect()
-    rss_before = rss_bytes(gateway_pid)
+    pids = gateway_pid if isinstance(gateway_pid, list) else [gateway_pid]
+    rss_before = sum(rss_bytes(pid) for pid in pids)
     via = await open_sessions(gateway_url, sessions, settings())
     profile: dict[str, Any] | None = None
     try:
-        rss_connected = rss_bytes(gateway_pid)
-        sampling = profiles.start(gateway_pid, profile_to, max(1, int(warmup + duration))) if profile_to else None
-        groups = {"gateway": [gateway_pid], "load_generator": [os.getpid()]}
+        rss_connected = sum(rss_bytes(pid) for pid in pids)
+        sampling = profiles.start(pids[0], profile_to, max(1, int(warmup + duration))) if profile_to else None
+        groups = {"gateway": pids, "load_generator": [os.getpid()]}
         meter = CpuMeter(groups | ({"upstream": [upstream_pid]} if upstream_pid else {}))
         meter.start()
         busy_before = machine_busy_seconds()
@@ -99,7 +100,7 @@ async def streaming_point(
         cpu = used["gateway"] / wall
         cpu_percent = {name: round(seconds / wall * 100, 1) for name, seconds in used.items()}
         cpu_percent["machine"] = round((machine_busy_seconds() - busy_before) / wall * 100, 1)
-        rss_streaming = rss_bytes(gateway_pid)
+        rss_streaming = sum(rss_bytes(pid) for pid in pids)
         if profile_to:
             profile = await asyncio.to_thread(profiles.finish, sampling, profile_to)
     finally:
@@ -116,6 +117,7 @@ async def streaming_point(
     }
     return {
         "sessions": sessions,
+        "gateway_processes": len(pids),
         "through_gateway": through,
         "direct": direct,
         "relay_ms": relay,

@@ -19,7 +19,17 @@ import redis
 
 from benchmarks import baselines, calls, profiles, streaming, workerclass
 from benchmarks.breakdown import breakdown
-from benchmarks.processes import CpuMeter, Gateway, Process, children, start_upstream, start_workers, worker_pids
+from benchmarks.processes import (
+    CpuMeter,
+    Gateway,
+    Process,
+    children,
+    spawned_children,
+    start_upstream,
+    start_workers,
+    wait_until,
+    worker_pids,
+)
 from shared import keys
 
 
@@ -35,6 +45,8 @@ class Plan:
     scaling_workers: tuple[int, ...] = (1, 2, 4)
     scaling_sessions: int = 16
     streaming_sessions: tuple[int, ...] = (50, 200, 500)
+    streaming_sessions_concurrent: tuple[int, ...] = (200,)
+    """Also measured with two gateway processes on the port (WEB_CONCURRENCY=2)."""
     idle_sessions: int = 2000
     workerclass_rounds: int = 3
     workerclass_calls: int = 200
@@ -47,7 +59,8 @@ class Plan:
     def quick(cls) -> Plan:
         return cls(
             warmup=0.3, duration=1.5, concurrency=(1, 10), prior_art_concurrency=(1,), rates=(200, 800),
-            scaling_workers=(1, 2), scaling_sessions=8, streaming_sessions=(20,), idle_sessions=100,
+            scaling_workers=(1, 2), scaling_sessions=8, streaming_sessions=(20,), streaming_sessions_concurrent=(20,),
+            idle_sessions=100,
             workerclass_rounds=1, workerclass_calls=60, paired_rounds=2, paired_seconds=1.0,
         )  # fmt: skip
 
@@ -55,7 +68,8 @@ class Plan:
     def smoke(cls) -> Plan:
         return cls(
             warmup=0.2, duration=0.6, concurrency=(1,), prior_art_concurrency=(1,), rates=(), scaling_workers=(),
-            streaming_sessions=(), idle_sessions=0, workerclass_rounds=0, profile=False, paired_rounds=0,
+            streaming_sessions=(), streaming_sessions_concurrent=(), idle_sessions=0, workerclass_rounds=0,
+            profile=False, paired_rounds=0,
             sections=("roundtrips", "calls"),
         )  # fmt: skip
 
@@ -266,6 +280,19 @@ class Suite:
                         )
                         point["profile"] = profiled_point.get("profile")
                     out["streaming"].append(point)
+                finally:
+                    gateway.stop()
+            for n in p.streaming_sessions_concurrent:
+                self.log(f"{n} sessions streaming 20 ms frames, WEB_CONCURRENCY=2")
+                gateway = Gateway(self.redis_url, self.upstream_port, self.logs, WEB_CONCURRENCY="2").wait_ready()
+                try:
+                    wait_until(lambda pid=gateway.pid: len(spawned_children(pid)) == 2, 30, "two gateway processes")
+                    out["streaming"].append(
+                        await streaming.streaming_point(
+                            gateway.url, self.upstream_url, spawned_children(gateway.pid), n, p.warmup, p.duration,
+                            upstream_pid=self.upstream.pid,
+                        )
+                    )  # fmt: skip
                 finally:
                     gateway.stop()
             if p.idle_sessions:
