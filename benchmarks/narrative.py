@@ -224,7 +224,7 @@ RQ's own tooling sees our queues and workers (taken while the workers of the fun
 CHANGES = [
     (
         "answer before bookkeeping",
-        "`workers/callworker.py` (`CallWorker.execute_job`, `_finish`)",
+        "`workers/callworker.py` (`CallWorker.execute_job`, `_finish_commands`)",
         "the result is stored and published as soon as the function returns; RQ's success bookkeeping follows "
         "in one transaction that writes the two job fields that changed instead of the whole job hash again, "
         "without RQ's watch on the dependents key (a call has none)",

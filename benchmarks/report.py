@@ -197,14 +197,8 @@ def roundtrip_section(results: dict[str, Any]) -> str:
     c = rt["counts"]
     lines = [
         f"One call costs **{c['per_call']} Redis round trips** ({c['commands_per_call']} commands): "
-        f"{c['enqueue']} to enqueue, {c['worker_critical']} in the worker up to the `PUBLISH` of the result"
-        + (
-            f" (the caller waits for {c['worker_critical'] - c['worker_not_waited']} of them: a trip marked "
-            "_(not waited for)_ is written and its replies read later)"
-            if c.get("worker_not_waited")
-            else ""
-        )
-        + f", {c['worker_after']} of RQ bookkeeping after it.",
+        f"{c['enqueue']} to enqueue, {c['worker_critical']} in the worker up to the `PUBLISH` of the result "
+        f"(the caller waits for these), {c['worker_after']} of RQ bookkeeping after it.",
         "",
         table(
             ["#", "where", "commands (one round trip)"],

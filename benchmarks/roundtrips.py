@@ -2,7 +2,7 @@
 
 ``python -m benchmarks.roundtrips --redis URL`` prints JSON. It enqueues calls exactly as the gateway does
 (``Dispatcher`` with a recording client) and runs them with the production worker class
-(``workers.worker.CallWorker``) in this process, on a connection that records every round trip: one
+(``workers.callworker.CallWorker``) in this process, on a connection that records every round trip: one
 ``send_packed_command`` is one round trip (a pipeline sends all its commands at once).
 
 The worker's steady-state cycle is taken between two consecutive dequeues (``BLMOVE``), and split at the
@@ -34,40 +34,24 @@ SPEC = FunctionSpec(name="bench_noop", description="", parameters={"type": "obje
 
 
 class Recorder:
-    """Collects round trips as lists of command names.
-
-    A trip whose replies the caller did not wait for before sending something else (the worker's start
-    transaction, :class:`workers.callworker.SentTransaction`) gets :data:`NOT_WAITED` appended.
-    """
+    """Collects round trips as lists of command names."""
 
     def __init__(self) -> None:
         self.trips: list[list[str]] = []
         self._packed: list[str] = []
-        self._unread: dict[int, list[str]] = {}  # connection → its last trip, until a reply is read
 
     def packed(self, args: tuple[Any, ...]) -> None:
         name = args[0].decode() if isinstance(args[0], bytes) else str(args[0])
         self._packed.append(name.upper())
 
-    def sent(self, connection: object) -> None:
-        for trip in self._unread.values():  # something else went out before these were answered
-            if trip[-1:] != [NOT_WAITED]:
-                trip.append(NOT_WAITED)
-        self._unread.clear()
+    def sent(self) -> None:
         if self._packed:
             self.trips.append(self._packed)
-            self._unread[id(connection)] = self._packed
             self._packed = []
-
-    def read(self, connection: object) -> None:
-        self._unread.pop(id(connection), None)
-
-
-NOT_WAITED = "(not waited for)"
 
 
 def recording_connection(recorder: Recorder, base: type[Any]) -> type[Any]:
-    """A redis-py connection class that reports what it packs, when it sends, and when it reads a reply."""
+    """A redis-py connection class that reports what it packs and when it sends."""
 
     class Recording(base):  # type: ignore[misc, valid-type]
         def send_command(self, *args: Any, **kwargs: Any) -> Any:
@@ -81,12 +65,8 @@ def recording_connection(recorder: Recorder, base: type[Any]) -> type[Any]:
             return super().pack_commands(commands)
 
         def send_packed_command(self, command: Any, check_health: bool = True) -> Any:
-            recorder.sent(self)
+            recorder.sent()
             return super().send_packed_command(command, check_health)
-
-        def read_response(self, *args: Any, **kwargs: Any) -> Any:
-            recorder.read(self)
-            return super().read_response(*args, **kwargs)
 
     return Recording
 
@@ -159,10 +139,9 @@ def measure(url: str, jobs: int = 3) -> dict[str, Any]:
         "counts": {
             "enqueue": len(enqueue),
             "worker_critical": published + 1,
-            "worker_not_waited": sum(NOT_WAITED in trip for trip in cycle[: published + 1]),
             "worker_after": len(cycle) - published - 1,
             "per_call": len(enqueue) + len(cycle),
-            "commands_per_call": sum(len(t) - (NOT_WAITED in t) for t in enqueue + cycle),
+            "commands_per_call": sum(len(t) for t in enqueue + cycle),
         },
     }
 

@@ -45,7 +45,7 @@ from rq.worker import WorkerStatus
 from shared import keys
 from shared.config import get_config
 from shared.envelopes import JOB_FUNCTION, Job
-from workers.execute import CLAIM_SCRIPT, decode_call, is_late, run_claimed
+from workers.execute import claim, decode_call, is_late, run_claimed
 
 START_AFTER = 0.01
 """Seconds a call runs before its RQ start records are written on their own (see :class:`_StartWriter`)."""
@@ -77,56 +77,13 @@ class ClaimingJob(RQJob):
         job = cls(id, connection=connection, serializer=serializer)
         with connection.pipeline(transaction=False) as pipe:
             pipe.hgetall(job.key)
-            pipe.eval(CLAIM_SCRIPT, 2, cancelled_key, claim_key, cls.claimant, cls.claim_ttl)
+            claim(pipe, cancelled_key, claim_key, cls.claimant, cls.claim_ttl)
             data, claimed = pipe.execute()
         if not data:
             raise NoSuchJobError(f"No such job: {job.key}")
         job.restore(data)
         job.claimed = int(claimed)
         return job
-
-
-class SentTransaction:
-    """A ``MULTI``/``EXEC`` transaction written to Redis now, whose replies are read later (:meth:`wait`).
-
-    The :class:`_StartWriter` thread writes a long call's start records with it and returns at once;
-    what must follow them (RQ's success records) is sent only after :meth:`wait`. redis-py has no such call, so
-    this writes the commands on a pooled connection itself; a connection whose replies were not all read is
-    closed, never reused.
-    """
-
-    def __init__(self, client: redis.Redis, pipeline: Pipeline) -> None:
-        self._pool = client.connection_pool
-        self._connection: Any = self._pool.get_connection()
-        commands = [("MULTI",), *(args for args, _options in pipeline.command_stack), ("EXEC",)]
-        self._replies = len(commands)
-        try:
-            self._connection.send_packed_command(self._connection.pack_commands(commands))
-        except BaseException:
-            self._release(broken=True)
-            raise
-
-    def wait(self) -> None:
-        """Read the replies (raising a Redis error as ``Pipeline.execute`` would); safe to call twice."""
-        if self._connection is None:
-            return
-        try:
-            for _ in range(self._replies):
-                reply = self._connection.read_response()
-                if isinstance(reply, list):
-                    for item in reply:
-                        if isinstance(item, redis.ResponseError):
-                            raise item
-        except BaseException:
-            self._release(broken=True)
-            raise
-        self._release()
-
-    def _release(self, broken: bool = False) -> None:
-        if broken:  # replies may be left unread on it
-            self._connection.disconnect()
-        self._pool.release(self._connection)
-        self._connection = None
 
 
 class _Start:
@@ -139,25 +96,22 @@ class _Start:
         self.started = now()
         self.began = time.monotonic()
         self.written = threading.Event()
-        self.sent: SentTransaction | None = None
         self.error: BaseException | None = None
 
     def wait(self) -> None:
-        """For records the writer took: wait until they are written, then for Redis's replies."""
+        """For records the writer took: wait until they are in Redis (raising what writing them raised)."""
         self.written.wait()
         if self.error is not None:
             error, self.error = self.error, None
             raise error
-        if self.sent is not None:
-            sent, self.sent = self.sent, None
-            sent.wait()
 
 
 class _StartWriter(threading.Thread):
     """Writes the start records of the worker's call once it has run :data:`START_AFTER`.
 
-    One thread per worker, looking every :data:`START_TICK`: cheaper than a timer per call (a thread each, which
-    cost more CPU than the records), and a quick call never wakes it.
+    One thread per worker, looking every :data:`START_TICK` whatever runs: cheaper than a timer per call (a
+    thread each, which cost more CPU than the records). It waits for Redis's replies itself, so the worker's
+    thread goes on running the call meanwhile.
     """
 
     def __init__(self, worker: CallWorker) -> None:
@@ -190,9 +144,9 @@ class _StartWriter(threading.Thread):
                     continue
                 self._armed = None
             try:
-                pipe = self.worker.connection.pipeline()
-                self.worker._start_commands(start.job, start.queue, start.started, pipe)
-                start.sent = SentTransaction(self.worker.connection, pipe)
+                with self.worker.connection.pipeline() as pipe:
+                    self.worker._start_commands(start.job, start.queue, start.started, pipe)
+                    pipe.execute()
             except BaseException as exc:  # handed to the worker's thread by start.wait()
                 start.error = exc
             finally:

@@ -6,8 +6,8 @@ Two layers:
   the LLM can read; nothing that might hold a secret or internals (exception texts, tracebacks) leaves it.
 - :func:`run_call` is the RQ job function (the gateway enqueues ``"workers.execute.run_call"`` by name). It
   skips calls nobody waits for, makes sure a call id executes at most once, and stores + publishes the result.
-  :func:`run_call_with` is the same without RQ, for tests; the worker (:class:`workers.worker.CallWorker`)
-  uses the steps it is made of, so that the claim rides in the worker's own preparation round trip.
+  :func:`run_call_with` is the same without RQ, for tests; the worker (:class:`workers.callworker.CallWorker`)
+  uses the steps it is made of, so that the claim rides in the round trip that fetches the job.
 
 Timeouts: RQ raises ``JobTimeoutException`` inside the running function (SIGALRM) when the job's ``timeout``
 passes. :func:`execute` turns it into a "timed out" result, so the call is still answered and RQ sees a job
@@ -25,6 +25,7 @@ from typing import Any
 
 import redis
 from pydantic import BaseModel, ValidationError
+from redis.client import Pipeline
 from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
@@ -159,8 +160,7 @@ def run_call_with(job_json: str, connection: redis.Redis, worker_id: str) -> str
     if is_late(job):
         return "skipped"
     ttl = get_config().result_ttl
-    claim_keys, claim_args = claim_command(job, worker_id, ttl)
-    claimed = int(connection.eval(CLAIM_SCRIPT, 2, *claim_keys, *claim_args))
+    claimed = int(claim(connection, keys.cancelled(job.call_id), keys.claim(job.call_id), worker_id, ttl))
     return run_claimed(job, claimed, connection, worker_id, ttl)
 
 
@@ -182,7 +182,7 @@ def is_late(job: Job) -> bool:
 
 
 def run_claimed(job: Job, claimed: int, connection: redis.Redis, worker_id: str, ttl: int) -> str:
-    """Given the outcome of the claim (:func:`claim_command`), run the call or explain why not."""
+    """Given the outcome of the :func:`claim`, run the call or explain why not."""
     if claimed == CANCELLED:
         log.info("call %s: %s skipped, cancelled", job.call_id, job.name)
         return "skipped"
@@ -220,14 +220,14 @@ return 0
 """
 
 
-def claim_command(job: Job, worker_id: str, ttl: int) -> tuple[list[str], list[str | int]]:
-    """Keys and arguments of :data:`CLAIM_SCRIPT` for ``job``: unless the call is cancelled, claim it with
-    ``SET NX``, giving :data:`CLAIMED`, :data:`TAKEN` (another worker claimed it) or :data:`CANCELLED`.
+def claim(client: redis.Redis | Pipeline, cancelled_key: str, claim_key: str, worker_id: str, ttl: int) -> Any:
+    """Unless the call is cancelled, claim it with ``SET NX``: :data:`CLAIMED`, :data:`TAKEN` (another worker
+    claimed it) or :data:`CANCELLED`, at once from a client, or as a pipeline's reply.
 
-    A script, so the check and the claim are one step; sent with ``EVAL`` (not ``EVALSHA``) because the
-    worker sends it inside its preparation pipeline, where redis-py would add a ``SCRIPT EXISTS`` round trip.
+    A script, so the check and the claim are one step; sent with ``EVAL`` (not ``EVALSHA``): on a pipeline
+    (the worker's job fetch) redis-py would add a ``SCRIPT EXISTS`` round trip for a registered script.
     """
-    return [keys.cancelled(job.call_id), keys.claim(job.call_id)], [worker_id, ttl]
+    return client.eval(CLAIM_SCRIPT, 2, cancelled_key, claim_key, worker_id, ttl)
 
 
 def _store_and_publish(connection: redis.Redis, job: Job, result: Result, ttl: int) -> None:

@@ -23,7 +23,7 @@ from rq.worker import WorkerStatus
 from shared import keys
 from shared.envelopes import Job, Result
 from workers import CallContext, function
-from workers.callworker import HEARTBEAT_EVERY, START_AFTER, CallWorker, SentTransaction
+from workers.callworker import HEARTBEAT_EVERY, START_AFTER, CallWorker, _StartWriter
 
 RUNS: list[str] = []
 
@@ -142,24 +142,21 @@ def test_rq_sees_the_same_records_as_from_its_own_worker(restore_signals: None) 
     assert returns[1] == returns[0] == (JobStatus.FINISHED, "ok", RQResult.Type.SUCCESSFUL)
 
 
-def test_a_cancelled_call_is_not_run(fake: fakeredis.FakeRedis, restore_signals: None) -> None:
+@pytest.mark.parametrize(
+    ("marker", "value", "outcome"),
+    [(keys.cancelled, "1", "skipped"), (keys.claim, "other-worker", "duplicate")],
+    ids=["cancelled", "claimed by another worker"],
+)
+def test_a_cancelled_or_claimed_call_is_not_run(
+    fake: fakeredis.FakeRedis, restore_signals: None, marker: Any, value: str, outcome: str
+) -> None:
     queue = Queue(keys.queue_name("default"), connection=fake)
-    enqueue(queue, "gone")
-    fake.set(keys.cancelled("gone"), "1")
+    enqueue(queue, "c")
+    fake.set(marker("c"), value)
     RUNS.clear()
     CallWorker([queue], connection=fake, name="cw-4").work(burst=True)
-    assert RUNS == [] and fake.get(keys.result("gone")) is None
-    assert queue.fetch_job(keys.job_id("gone")).return_value() == "skipped"  # type: ignore[union-attr]
-
-
-def test_a_call_claimed_by_another_worker_is_not_run_again(fake: fakeredis.FakeRedis, restore_signals: None) -> None:
-    queue = Queue(keys.queue_name("default"), connection=fake)
-    enqueue(queue, "twice")
-    fake.set(keys.claim("twice"), "other-worker")
-    RUNS.clear()
-    CallWorker([queue], connection=fake, name="cw-5").work(burst=True)
-    assert RUNS == [] and fake.get(keys.claim("twice")) == b"other-worker"
-    assert queue.fetch_job(keys.job_id("twice")).return_value() == "duplicate"  # type: ignore[union-attr]
+    assert RUNS == [] and fake.get(keys.result("c")) is None and fake.get(marker("c")) == value.encode()
+    assert queue.fetch_job(keys.job_id("c")).return_value() == outcome  # type: ignore[union-attr]
 
 
 def test_a_rerun_claims_the_same_call(fake: fakeredis.FakeRedis, restore_signals: None) -> None:
@@ -178,16 +175,26 @@ def test_other_jobs_run_the_rq_way(fake: fakeredis.FakeRedis, restore_signals: N
     assert fake.keys("vfg:claim:*") == []
 
 
-def test_a_sent_transaction_reports_errors_and_drops_its_connection(fake: fakeredis.FakeRedis) -> None:
-    fake.set("a-string", "x")
-    pipe = fake.pipeline()
-    pipe.set("before", "1")
-    pipe.hset("a-string", "field", "1")  # WRONGTYPE, reported inside EXEC
-    sent = SentTransaction(fake, pipe)
-    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
-        sent.wait()
-    sent.wait()  # already released: nothing left to read
-    assert fake.get("before") == b"1" and fake.ping()
+def test_an_error_writing_a_long_calls_start_reaches_the_worker(fake: fakeredis.FakeRedis) -> None:
+    """The writer thread writes the start records; what goes wrong there is raised in the worker's thread."""
+    worker = CallWorker([Queue("q", connection=fake)], connection=fake, name="cw-10")
+    writer = _StartWriter(worker)
+    fake.set("not-a-hash", "x")
+
+    def wrong_type(job: Any, queue: Any, started: Any, pipe: Any) -> None:
+        pipe.hset("not-a-hash", "f", "1")  # WRONGTYPE, reported inside EXEC
+
+    worker._start_commands = wrong_type  # type: ignore[method-assign]
+    job = RQJob.create("tests.unit.test_call_worker.plain_rq_job", args=(1,), connection=fake, id="j1")
+    start = writer.arm(job, Queue("q", connection=fake))
+    writer.start()
+    try:
+        assert start.written.wait(2) and not writer.take(start)  # the writer took the records
+        with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+            start.wait()
+        start.wait()  # reported once
+    finally:
+        writer.stop()
 
 
 def test_a_long_call_shows_as_started_while_it_runs(fake: fakeredis.FakeRedis, restore_signals: None) -> None:
