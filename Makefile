@@ -29,9 +29,11 @@ unit: install
 integration: install
 	$(PY) -m pytest -q tests/integration
 
-## Fault injection and fuzzing against real processes; writes docs/RELIABILITY.md from that run (failed rows too).
+## Attack tests, fault injection and fuzzing against real processes; writes docs/RELIABILITY.md from that run
+## (failed rows too).
 reliability: install
-	$(PY) -m pytest -q -m "faults or fuzz" tests/faults tests/fuzz; status=$$?; \
+	rm -f test-artifacts/reliability.json
+	$(PY) -m pytest -q -m "attack or faults or fuzz" tests; status=$$?; \
 	$(PY) -m tests.support.reliability && exit $$status
 
 ## Benchmarks on loopback against real processes (~6 min); writes docs/PERFORMANCE.md, its plot and JSON.

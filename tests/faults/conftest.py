@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from shared.redis_server import RedisServer
-from tests.support.reliability import pytest_runtest_makereport, reliability  # noqa: F401 - hook and fixture
+from tests.support.reliability import reliability  # noqa: F401 - the fixture (the hook is in tests/conftest.py)
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from hypothesis.configuration import set_hypothesis_home_dir
 
 from shared.redis_server import RedisServer
 from tests.support.processes import Process, start_workers
-from tests.support.reliability import ROOT, pytest_runtest_makereport, reliability  # noqa: F401 - hook and fixture
+from tests.support.reliability import ROOT, reliability  # noqa: F401 - the fixture (the hook is in tests/conftest.py)
 
 # Hypothesis keeps a cache (and, when enabled, an example database) in a directory of its own; keep it with the
 # other test outputs rather than at the repository root. The fuzz tests run derandomized, without a database.
