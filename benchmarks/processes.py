@@ -112,6 +112,9 @@ class Gateway(Process):
                 "DEEPGRAM_URL": f"ws://127.0.0.1:{upstream_port}/v1/agent/converse",
                 "DEEPGRAM_API_KEY": "benchmark",
                 "MAX_SESSIONS": "5000",
+                # The prior-art scenario POSTs /function-call from one address, closed loop, at hundreds of calls
+                # a second: the per-address request rate must not shape the baseline (sessions send far fewer).
+                "CLIENT_MESSAGE_RATE": "100000",
                 **env,
             },
         )

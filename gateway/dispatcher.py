@@ -131,7 +131,7 @@ class Dispatcher:
         existing = self._waiters.get(call_id)
         if existing is not None:
             # The same call requested twice in this process: one job, both callers get its result.
-            return await asyncio.shield(existing.future)
+            return await self._join(existing, spec)
         job = Job(
             call_id=call_id,
             name=name,
@@ -153,16 +153,37 @@ class Dispatcher:
             if pending.future.done():
                 return pending.future.result()
             stored = await self._stored_result(call_id)
-            if stored is not None:
-                return stored
-            self._cancel_in_background(call_id)
-            return Result.failure(call_id, f"{name} did not finish within {spec.timeout:g} s.")
+            if stored is None:
+                self._cancel_in_background(call_id)
+                stored = Result.failure(call_id, f"{name} did not finish within {spec.timeout:g} s.")
+            if not pending.future.done():
+                pending.future.set_result(stored)  # callers that joined this call get the same answer now
+            return stored
         except asyncio.CancelledError:
             self._cancel_in_background(call_id)
             pending.future.cancel()
             raise
         finally:
             self._waiters.pop(call_id, None)
+
+    async def _join(self, existing: _Pending, spec: FunctionSpec) -> Result:
+        """Wait for a call another caller started, but never past this caller's own deadline.
+
+        The first caller may be cancelled (its future is then cancelled) or time out; waiting on its future
+        alone once left a second caller hanging. ``asyncio.wait`` neither raises for a cancelled future nor
+        cancels it at the timeout, so only this caller's own cancellation propagates.
+        """
+        call_id, name = existing.job.call_id, existing.job.name
+        future = existing.future
+        await asyncio.wait([future], timeout=spec.timeout)
+        if future.done() and not future.cancelled():
+            return future.result()
+        stored = await self._stored_result(call_id)
+        if stored is not None:
+            return stored
+        if future.cancelled():
+            return Result.failure(call_id, f"{name} was cancelled before it finished.")
+        return Result.failure(call_id, f"{name} did not finish within {spec.timeout:g} s.")
 
     async def _enqueue(self, job: Job, spec: FunctionSpec, attempt: int = 0) -> None:
         """Push the job onto its RQ queue, retrying through Redis outages (the caller's deadline bounds it)."""

@@ -5,11 +5,18 @@ health, static-file or 404 responses before a handshake), but its handshake pars
 body. :class:`HttpAwareConnection` looks at the request head first: a GET goes to websockets untouched, any
 other method is read here, handed to an async handler, answered, and the connection is closed. One port
 serves everything, as a PaaS expects.
+
+Timeouts: a client has :data:`OPEN_TIMEOUT` seconds to send a whole request (head and body) or to complete a
+WebSocket handshake. websockets' own ``open_timeout`` must be off (``serve(open_timeout=None)``): it covers the
+whole handshake, and a plain HTTP request looks like a handshake that never completes, so it cut every
+``POST /function-call`` whose function ran longer than 10 s. Once a request is read, its handler runs to its
+own deadline (the dispatcher answers every call by its function's timeout).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -22,6 +29,8 @@ log = logging.getLogger(__name__)
 
 MAX_HEAD = 16 * 1024
 """Largest request line plus headers accepted before a request is refused."""
+OPEN_TIMEOUT = 10.0
+"""Seconds to send a whole HTTP request or complete a WebSocket handshake (websockets' default open_timeout)."""
 
 
 @dataclass
@@ -31,6 +40,8 @@ class HttpRequest:
     headers: dict[str, str]
     """Lower-cased names; a repeated header keeps its last value."""
     body: bytes = b""
+    remote: str = ""
+    """The peer's IP address (per-address limits); empty when unknown."""
 
 
 @dataclass
@@ -45,7 +56,9 @@ class HttpResponse:
 
     def serialize(self) -> bytes:
         reason = HTTPStatus(self.status).phrase
-        headers = {"Content-Length": str(len(self.body)), "Connection": "close", **self.headers}
+        # A 204 must not carry Content-Length; a HEAD answer sets the GET body's length in ``headers``.
+        length = {} if self.status == HTTPStatus.NO_CONTENT else {"Content-Length": str(len(self.body))}
+        headers = {**length, "Connection": "close", **self.headers}
         head = f"HTTP/1.1 {self.status} {reason}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         return head.encode("latin-1") + b"\r\n" + self.body
 
@@ -63,6 +76,7 @@ class HttpAwareConnection(ServerConnection):
 
     http_handler: HttpHandler
     max_body: int = 64 * 1024
+    open_timeout: float = OPEN_TIMEOUT
 
     def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)
@@ -71,6 +85,35 @@ class HttpAwareConnection(ServerConnection):
         self._request: HttpRequest | None = None
         self._wanted = 0
         self._task: asyncio.Task[None] | None = None
+        self._http_read: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        """Done once a plain HTTP request is read in full, or answered early (a 4xx while reading)."""
+
+    async def handshake(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        """Open the connection within :attr:`open_timeout`: a WebSocket handshake (websockets' own), or reading
+        a plain HTTP request; then serve that request without the timeout, so a long call is answered."""
+        async with asyncio.timeout(self.open_timeout):
+            await asyncio.wait(
+                [self._http_read, self.request_rcvd, self.connection_lost_waiter], return_when=asyncio.FIRST_COMPLETED
+            )
+            if not self._http_read.done():
+                await super().handshake(*args, **kwargs)
+                return
+        await self._serve_http()
+
+    async def _serve_http(self) -> None:
+        """Wait for the handler's answer; a caller that leaves first cancels its call, as a WebSocket client's
+        leaving cancels its calls. ``asyncio.wait`` is used because ``connection_lost_waiter`` must never be
+        cancelled."""
+        task = self._task
+        if task is not None:
+            await asyncio.wait([task, self.connection_lost_waiter], return_when=asyncio.FIRST_COMPLETED)
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        # The answer is written and the transport is closing: let it flush, but not for a client that never reads
+        # (websockets aborts the transport when this returns).
+        await asyncio.wait([self.connection_lost_waiter], timeout=self.open_timeout)
 
     def data_received(self, data: bytes) -> None:
         if self._decided:
@@ -92,6 +135,7 @@ class HttpAwareConnection(ServerConnection):
             return
         try:
             self._request = _parse_head(buffered[:end])
+            self._request.remote = _peer_address(self.transport)
             self._wanted = _content_length(self._request.headers)
         except ValueError as exc:
             self._answer(HttpResponse.json(HTTPStatus.BAD_REQUEST, {"error": str(exc)}))
@@ -109,6 +153,7 @@ class HttpAwareConnection(ServerConnection):
         if len(self._request.body) >= self._wanted:
             self._request.body = self._request.body[: self._wanted]
             self._task = asyncio.get_running_loop().create_task(self._handle(self._request))
+            self._mark_read()
 
     async def _handle(self, request: HttpRequest) -> None:
         try:
@@ -118,8 +163,13 @@ class HttpAwareConnection(ServerConnection):
             response = HttpResponse.json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "Internal error."})
         self._answer(response)
 
+    def _mark_read(self) -> None:
+        if not self._http_read.done():
+            self._http_read.set_result(None)
+
     def _answer(self, response: HttpResponse) -> None:
         self._decided = True
+        self._mark_read()
         if not self.transport.is_closing():
             self.transport.write(response.serialize())
             self.transport.close()  # websockets' pending handshake sees the close and cleans up quietly
@@ -143,6 +193,11 @@ def _parse_head(head: bytes) -> HttpRequest:
     return HttpRequest(method=method, path=target.split("?", 1)[0], headers=headers)
 
 
+def _peer_address(transport: asyncio.BaseTransport) -> str:
+    peer = transport.get_extra_info("peername")
+    return str(peer[0]) if isinstance(peer, tuple) and peer else ""
+
+
 def _content_length(headers: dict[str, str]) -> int:
     if "transfer-encoding" in headers:
         raise ValueError("Chunked request bodies are not supported; send Content-Length.")
@@ -152,10 +207,13 @@ def _content_length(headers: dict[str, str]) -> int:
     return int(raw)
 
 
-def connection_class(handler: HttpHandler, max_body: int) -> type[HttpAwareConnection]:
-    """An :class:`HttpAwareConnection` subclass bound to ``handler``."""
+def connection_class(
+    handler: HttpHandler, max_body: int, open_timeout: float = OPEN_TIMEOUT
+) -> type[HttpAwareConnection]:
+    """An :class:`HttpAwareConnection` subclass bound to ``handler``. Serve it with ``open_timeout=None``: the
+    class applies its own (see the module docstring)."""
     return type(
         "BoundHttpAwareConnection",
         (HttpAwareConnection,),
-        {"http_handler": staticmethod(handler), "max_body": max_body},
+        {"http_handler": staticmethod(handler), "max_body": max_body, "open_timeout": open_timeout},
     )

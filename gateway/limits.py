@@ -1,8 +1,10 @@
-"""Per-session limits that keep one client from hurting the others."""
+"""Limits that keep one client from hurting the others: per WebSocket session, and per address over HTTP."""
 
 from __future__ import annotations
 
+import math
 import time
+from dataclasses import dataclass, field
 
 
 class TokenBucket:
@@ -26,3 +28,91 @@ class TokenBucket:
             self._tokens -= 1
             return True
         return False
+
+    def retry_after(self) -> int:
+        """Whole seconds until the next event would be allowed (for an HTTP ``Retry-After``); at least 1."""
+        self._refill()
+        return max(1, math.ceil((1 - self._tokens) / self.rate))
+
+    def idle(self) -> bool:
+        """True when the bucket has refilled completely: forgetting it would change nothing."""
+        self._refill()
+        return self._tokens >= self.burst
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+
+
+@dataclass
+class _Address:
+    bucket: TokenBucket
+    in_flight: int = 0
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a request was not admitted: an HTTP status, an error text, and headers such as ``Retry-After``."""
+
+    status: int
+    reason: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class AddressLimits:
+    """Per remote address limits for ``POST /function-call``: the WebSocket's per-session limits, applied to an
+    address, since an HTTP caller has no session. A request rate (token bucket, ``rate`` per second on average,
+    bursts of ``burst``) and at most ``max_in_flight`` calls at once.
+
+    Only addresses with calls in flight or a bucket still refilling are kept: an idle entry is dropped (at most
+    one sweep a second), so the table is bounded by the recent request rate, not by every address ever seen.
+    """
+
+    SWEEP_INTERVAL = 1.0
+
+    def __init__(self, rate: float, burst: float, max_in_flight: int, clock=time.monotonic) -> None:  # type: ignore[no-untyped-def]
+        self.rate = rate
+        self.burst = burst
+        self.max_in_flight = max_in_flight
+        self._clock = clock
+        self._addresses: dict[str, _Address] = {}
+        self._swept = clock()
+
+    def __len__(self) -> int:
+        return len(self._addresses)
+
+    def request(self, address: str) -> Refusal | None:
+        """Count one request from ``address`` against its rate; a refusal when over it."""
+        self._sweep()
+        entry = self._addresses.get(address)
+        if entry is None:
+            entry = self._addresses[address] = _Address(TokenBucket(self.rate, self.burst, self._clock))
+        if entry.bucket.allow():
+            return None
+        seconds = entry.bucket.retry_after()
+        return Refusal(429, "Too many requests; retry later.", {"Retry-After": str(seconds)})
+
+    def acquire(self, address: str) -> Refusal | None:
+        """Start one call for ``address``, or a refusal when it has ``max_in_flight`` already. Pair with
+        :meth:`release`."""
+        entry = self._addresses.get(address)
+        if entry is None:  # swept between request() and here, or acquire() without request()
+            entry = self._addresses[address] = _Address(TokenBucket(self.rate, self.burst, self._clock))
+        if entry.in_flight >= self.max_in_flight:
+            return Refusal(429, f"Too many calls pending ({self.max_in_flight}); retry later.", {"Retry-After": "1"})
+        entry.in_flight += 1
+        return None
+
+    def release(self, address: str) -> None:
+        entry = self._addresses.get(address)
+        if entry is not None and entry.in_flight > 0:
+            entry.in_flight -= 1
+
+    def _sweep(self) -> None:
+        now = self._clock()
+        if now - self._swept < self.SWEEP_INTERVAL:
+            return
+        self._swept = now
+        for address in [a for a, e in self._addresses.items() if e.in_flight == 0 and e.bucket.idle()]:
+            del self._addresses[address]

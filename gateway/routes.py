@@ -1,25 +1,44 @@
 """The gateway's plain HTTP routes: the test page's static files and ``POST /function-call``.
 
 ``POST /function-call`` keeps the prior art's contract for frontends that still forward calls themselves:
-``{id, name, arguments}`` (all strings) → ``200 {"content": "<string>"}`` or ``200 {"error": "<string>"}``,
-run on the same queues and workers as the calls the gateway intercepts.
+``{id, name, arguments}`` (all strings) → ``200 {"id": <id>, "content": "<string>"}`` or
+``200 {"id": <id>, "error": "<string>"}``, run on the same queues and workers as the calls the gateway
+intercepts. It obeys the WebSocket's rules: credentials (checked by ``gateway.server``), the same limits (per
+remote address: requests per second and calls in flight; calls count with sessions against MAX_SESSIONS), and
+only ``application/json`` bodies, so a browser's cross-site "simple" POST (``text/plain``, sent without a CORS
+preflight) runs nothing. Browsers on the ALLOWED_ORIGINS get CORS grants; no one else does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import mimetypes
+import re
+import uuid
+from collections.abc import Callable
 from http import HTTPStatus
 from pathlib import Path
 
 from gateway.catalog import Catalog
 from gateway.dispatcher import REDIS_ERRORS, Dispatcher
 from gateway.http import HttpRequest, HttpResponse
+from gateway.limits import AddressLimits, Refusal
+from shared.config import Config
 
 STATIC_DIR = Path(__file__).parent / "static"
 FUNCTION_CALL_PATH = "/function-call"
 HTTP_CALL_PREFIX = "http-"
-"""Call ids from HTTP are namespaced so they can never collide with (or read) a provider's call ids."""
+"""Every HTTP call gets its own server-made call id, ``http-<random hex>``: it can never collide with a provider's
+call id or with another HTTP caller's, so no caller can read (or pre-empt) someone else's result."""
+CALL_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+"""The client's ``id``: only echoed in the answer, but bounded and plain so echoing it is harmless."""
+FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+"""``workers.registry.NAME_PATTERN``, repeated here because gateways import no worker code."""
+CATALOG_TIMEOUT = 2.0
+"""Seconds to read the catalog before answering 503: a hung Redis must not hold an HTTP caller for ever."""
+PREFLIGHT_MAX_AGE = "600"
+"""Seconds a browser may cache a CORS preflight grant."""
 
 
 def static_file(path: str) -> tuple[bytes, str] | None:
@@ -36,29 +55,126 @@ def static_file(path: str) -> tuple[bytes, str] | None:
     return file.read_bytes(), content_type
 
 
-async def function_call(request: HttpRequest, dispatcher: Dispatcher, catalog: Catalog) -> HttpResponse:
-    if request.path != FUNCTION_CALL_PATH:
-        return HttpResponse.json(HTTPStatus.NOT_FOUND, {"error": "Not found."})
-    if request.method != "POST":
-        return method_not_allowed()
+def allowed_origins(config: Config) -> frozenset[str]:
+    """ALLOWED_ORIGINS as a set, normalised as ``gateway.auth`` normalises it (no trailing slash)."""
+    return frozenset(o.strip().rstrip("/") for o in config.allowed_origins.split(",") if o.strip())
+
+
+def is_json(headers: dict[str, str]) -> bool:
+    """``Content-Type: application/json``, parameters such as ``; charset=utf-8`` allowed."""
+    return headers.get("content-type", "").split(";", 1)[0].strip().lower() == "application/json"
+
+
+def new_call_id() -> str:
+    return HTTP_CALL_PREFIX + uuid.uuid4().hex
+
+
+def parse_call(body: bytes) -> tuple[str, str, str] | str:
+    """``(id, name, arguments)`` from a request body, or the reason it is refused (a 400)."""
     try:
-        data = json.loads(request.body)
+        data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
-        return HttpResponse.json(HTTPStatus.BAD_REQUEST, {"error": "Body must be a JSON object."})
+        return "Body must be a JSON object."
     fields = ("id", "name", "arguments")
-    if not isinstance(data, dict) or not all(isinstance(data.get(f), str) for f in fields) or not data["name"]:
-        return HttpResponse.json(
-            HTTPStatus.BAD_REQUEST, {"error": "Fields 'id', 'name' and 'arguments' are required strings."}
+    if not isinstance(data, dict) or not all(isinstance(data.get(f), str) for f in fields):
+        return "Fields 'id', 'name' and 'arguments' are required strings."
+    if not CALL_ID.match(data["id"]):
+        return "Field 'id' must be 1-128 characters of A-Z, a-z, 0-9, '_', '.', ':' and '-'."
+    if not FUNCTION_NAME.match(data["name"]):
+        return "Field 'name' must be 1-64 characters of A-Z, a-z, 0-9, '_' and '-'."
+    return data["id"], data["name"], data["arguments"]
+
+
+class FunctionCallEndpoint:
+    """``POST /function-call`` and its CORS preflight, with the limits a WebSocket session has.
+
+    ``sessions`` counts the process's WebSocket sessions: HTTP calls in flight (:attr:`in_flight`) count with
+    them against MAX_SESSIONS, in both directions (``gateway.server`` adds :attr:`in_flight` to its own check).
+    """
+
+    def __init__(self, config: Config, dispatcher: Dispatcher, catalog: Catalog, sessions: Callable[[], int]) -> None:
+        self.config = config
+        self.dispatcher = dispatcher
+        self.catalog = catalog
+        self.sessions = sessions
+        self.origins = allowed_origins(config)
+        self.limits = AddressLimits(
+            config.client_message_rate, 2 * config.client_message_rate, config.max_pending_calls
+        )  # the WebSocket's rate and burst, per address instead of per session
+        self.in_flight = 0
+
+    def preflight(self, request: HttpRequest) -> HttpResponse:
+        """Answer a CORS preflight: a grant for a configured origin, 403 without CORS headers otherwise."""
+        origin = request.headers.get("origin", "")
+        if origin.rstrip("/") not in self.origins:
+            return HttpResponse.json(HTTPStatus.FORBIDDEN, {"error": "Origin not allowed."})
+        return HttpResponse(
+            HTTPStatus.NO_CONTENT,
+            headers={
+                "Access-Control-Allow-Origin": origin,
+                "Access-Control-Allow-Methods": "POST",
+                "Access-Control-Allow-Headers": "Authorization, Content-Type",
+                "Access-Control-Max-Age": PREFLIGHT_MAX_AGE,
+                "Vary": "Origin",
+            },
         )
-    try:
-        spec = (await catalog.functions()).get(data["name"])
-    except REDIS_ERRORS:
-        return HttpResponse.json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "Backend unavailable."})
-    if spec is None:
-        return HttpResponse.json(HTTPStatus.OK, {"error": f"Unknown function: {data['name']}"})
-    result = await dispatcher.call(HTTP_CALL_PREFIX + data["id"], data["name"], data["arguments"], spec, "http")
-    return HttpResponse.json(HTTPStatus.OK, {"content": result.content} if result.ok else {"error": result.error})
+
+    def with_cors(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        """Let a browser on a configured origin read the answer; any other origin's page cannot."""
+        origin = request.headers.get("origin", "")
+        if origin and origin.rstrip("/") in self.origins:
+            response.headers.update({"Access-Control-Allow-Origin": origin, "Vary": "Origin"})
+        return response
+
+    async def handle(self, request: HttpRequest) -> HttpResponse:
+        """Everything but the credentials (``gateway.server`` checks those first, as for a WebSocket)."""
+        if request.path != FUNCTION_CALL_PATH:
+            return HttpResponse.json(HTTPStatus.NOT_FOUND, {"error": "Not found."})
+        if request.method != "POST":
+            return method_not_allowed()
+        refusal = self.limits.request(request.remote)
+        if refusal:
+            return _refused(refusal)
+        if not is_json(request.headers):
+            # Before anything runs: a cross-site form or fetch may send text/plain without a preflight.
+            return HttpResponse.json(
+                HTTPStatus.UNSUPPORTED_MEDIA_TYPE, {"error": "Content-Type must be application/json."}
+            )
+        parsed = parse_call(request.body)
+        if isinstance(parsed, str):
+            return HttpResponse.json(HTTPStatus.BAD_REQUEST, {"error": parsed})
+        if self.sessions() + self.in_flight >= self.config.max_sessions:
+            return HttpResponse.json(
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                {"error": "Too many sessions and calls; retry later."},
+                **{"Retry-After": "1"},
+            )
+        refusal = self.limits.acquire(request.remote)
+        if refusal:
+            return _refused(refusal)
+        self.in_flight += 1
+        try:
+            return await self._run(*parsed)
+        finally:
+            self.in_flight -= 1
+            self.limits.release(request.remote)
+
+    async def _run(self, client_id: str, name: str, arguments: str) -> HttpResponse:
+        try:
+            async with asyncio.timeout(CATALOG_TIMEOUT):
+                spec = (await self.catalog.functions()).get(name)
+        except (*REDIS_ERRORS, TimeoutError):
+            return HttpResponse.json(HTTPStatus.SERVICE_UNAVAILABLE, {"id": client_id, "error": "Backend unavailable."})
+        if spec is None:
+            return HttpResponse.json(HTTPStatus.OK, {"id": client_id, "error": f"Unknown function: {name}"})
+        result = await self.dispatcher.call(new_call_id(), name, arguments, spec, "http")
+        answer = {"content": result.content} if result.ok else {"error": result.error}
+        return HttpResponse.json(HTTPStatus.OK, {"id": client_id, **answer})
+
+
+def _refused(refusal: Refusal) -> HttpResponse:
+    return HttpResponse.json(refusal.status, {"error": refusal.reason}, **refusal.headers)
 
 
 def method_not_allowed() -> HttpResponse:
-    return HttpResponse.json(HTTPStatus.METHOD_NOT_ALLOWED, {"error": "Use POST."}, Allow="POST")
+    return HttpResponse.json(HTTPStatus.METHOD_NOT_ALLOWED, {"error": "Use POST."}, Allow="POST, OPTIONS")

@@ -2,7 +2,7 @@
 
 Paths: ``/v1/agent/converse`` (the provider's own path, so a Deepgram SDK switches by base URL alone) and
 ``/`` serve agent sessions; ``GET /healthz`` answers while the process is alive; ``GET /readyz`` answers 200
-only when Redis is reachable and at least one worker is alive.
+only when Redis is reachable and at least one worker is alive. ``HEAD`` answers as ``GET`` without a body.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from shared.redis_server import redacted
 log = logging.getLogger(__name__)
 
 AGENT_PATHS = {"/", "/v1/agent/converse"}
+TEXT = "text/plain; charset=utf-8"
 MAX_HTTP_BODY = 64 * 1024
 """Largest ``POST /function-call`` body: arguments of a voice-agent function are small."""
 
@@ -48,6 +49,9 @@ class Gateway:
         self.catalog = Catalog(self.dispatcher.redis)
         self.sessions: set[Session] = set()
         self.policy = AccessPolicy(config)
+        self.function_calls = routes.FunctionCallEndpoint(
+            config, self.dispatcher, self.catalog, lambda: len(self.sessions)
+        )
 
     async def handle(self, connection: ServerConnection) -> None:
         session = Session(connection, lambda: open_upstream(self.config), self.dispatcher, self.catalog, self.config)
@@ -60,35 +64,48 @@ class Gateway:
     async def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         """Answer plain HTTP requests; return None to let a WebSocket handshake proceed."""
         path = request.path.split("?", 1)[0]
-        if path == "/healthz":
-            return _text(connection, HTTPStatus.OK, "ok\n")
-        if path == "/readyz":
-            status, body = await self.readiness()
-            return _json(connection, HTTPStatus.OK if status else HTTPStatus.SERVICE_UNAVAILABLE, body)
         upgrade = "websocket" in request.headers.get("Upgrade", "").lower()
         if path in AGENT_PATHS and upgrade:
             verdict = self.policy.check(request.headers, request.path)
             if not verdict.allowed:
                 return _json(connection, HTTPStatus(verdict.status), {"error": verdict.reason})
-            if len(self.sessions) >= self.config.max_sessions:
+            # HTTP calls in flight count too: each holds a connection and a call, as a session does.
+            if len(self.sessions) + self.function_calls.in_flight >= self.config.max_sessions:
                 return _json(connection, HTTPStatus.SERVICE_UNAVAILABLE, {"error": "Too many sessions; retry later."})
             return None
+        return _body(connection, *await self.plain_route(path))
+
+    async def plain_route(self, path: str) -> tuple[HTTPStatus, bytes, str, dict[str, str]]:
+        """Status, body, content type and extra headers of a plain ``GET`` (or ``HEAD``) of ``path``."""
+        if path == "/healthz":
+            return HTTPStatus.OK, b"ok\n", TEXT, {}
+        if path == "/readyz":
+            ready, body = await self.readiness()
+            status = HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE
+            return status, (json.dumps(body) + "\n").encode(), "application/json", {}
         if path == routes.FUNCTION_CALL_PATH:
             refusal = routes.method_not_allowed()
-            return _body(connection, HTTPStatus(refusal.status), refusal.body, "application/json", {"Allow": "POST"})
+            return HTTPStatus(refusal.status), refusal.body, "application/json", {"Allow": refusal.headers["Allow"]}
         page = routes.static_file(path)
         if page is not None:
-            return _body(connection, HTTPStatus.OK, *page)
+            return HTTPStatus.OK, *page, {}
         if path in AGENT_PATHS:
-            return _text(connection, HTTPStatus.UPGRADE_REQUIRED, "This path speaks WebSocket (voice agent).\n")
-        return _text(connection, HTTPStatus.NOT_FOUND, "not found\n")
+            return HTTPStatus.UPGRADE_REQUIRED, b"This path speaks WebSocket (voice agent).\n", TEXT, {}
+        return HTTPStatus.NOT_FOUND, b"not found\n", TEXT, {}
 
     async def handle_http(self, request: HttpRequest) -> HttpResponse:
-        """Requests with a body (websockets serves only GET): ``POST /function-call``."""
+        """Requests websockets does not serve (it serves only GET): ``HEAD`` of the GET routes, and
+        ``POST /function-call`` with its CORS preflight."""
+        if request.method == "HEAD":
+            status, body, content_type, extra = await self.plain_route(request.path)
+            headers = {"Content-Type": content_type, "Content-Length": str(len(body)), "Cache-Control": "no-cache"}
+            return HttpResponse(status, b"", {**headers, **extra})
+        if request.method == "OPTIONS" and request.path == routes.FUNCTION_CALL_PATH:
+            return self.function_calls.preflight(request)  # browsers send no credentials with a preflight
         verdict = self.policy.check(request.headers, request.path)
         if not verdict.allowed:
-            return HttpResponse.json(verdict.status, {"error": verdict.reason})
-        return await routes.function_call(request, self.dispatcher, self.catalog)
+            return self.function_calls.with_cors(request, HttpResponse.json(verdict.status, {"error": verdict.reason}))
+        return self.function_calls.with_cors(request, await self.function_calls.handle(request))
 
     async def readiness(self) -> tuple[bool, dict[str, object]]:
         try:
@@ -105,10 +122,6 @@ class Gateway:
             "subscribed": self.dispatcher.subscribed,
             "upstream": self.config.resolved_upstream(),
         }
-
-
-def _text(connection: ServerConnection, status: HTTPStatus, body: str) -> Response:
-    return connection.respond(status, body)
 
 
 def _json(connection: ServerConnection, status: HTTPStatus, body: dict[str, object]) -> Response:
@@ -155,6 +168,7 @@ async def run_gateway(config: Config, reuse_port: bool = False) -> AsyncIterator
         compression=None,
         server_header="voice-function-gateway",
         create_connection=connection_class(gateway.handle_http, MAX_HTTP_BODY),
+        open_timeout=None,  # the connection class applies it, to reading a request but not to serving it
         select_subprotocol=_select_subprotocol,
         reuse_port=reuse_port,  # only when asked: it would let a second gateway share a port by mistake
     )

@@ -78,6 +78,7 @@ def test_http_function_call_needs_a_token(locked: Gateway):
     body = json.dumps({"id": "auth-1", "name": "get_current_time", "arguments": "{}"}).encode()
 
     def post(headers: dict[str, str]) -> int:
+        headers = {"Content-Type": "application/json", **headers}
         request = urllib.request.Request(locked.http + "/function-call", data=body, method="POST", headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=10) as response:

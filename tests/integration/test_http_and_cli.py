@@ -37,6 +37,7 @@ def call_body(name: str, arguments: dict | str, call_id: str = "t1") -> bytes:
 def test_function_call_success(gateway: Gateway):
     status, body = post(gateway, call_body("get_weather", {"location": "Lima"}, "http-ok"))
     assert status == 200
+    assert body["id"] == "http-ok"  # the client's id, echoed
     content = json.loads(body["content"])
     assert content["location"] == "Lima" and content["key_fingerprint"] == CANARY_FINGERPRINT
     assert CANARY not in json.dumps(body)
@@ -45,9 +46,9 @@ def test_function_call_success(gateway: Gateway):
 def test_function_call_error_result(gateway: Gateway):
     status, body = post(gateway, call_body("get_current_time", {"timezone": "Mars/Olympus"}, "http-err"))
     assert status == 200
-    assert body == {"error": "Unknown timezone: Mars/Olympus. Use an IANA name such as Europe/Paris."}
+    assert body == {"id": "http-err", "error": "Unknown timezone: Mars/Olympus. Use an IANA name such as Europe/Paris."}
     status, body = post(gateway, call_body("no_such_function", {}, "http-unknown"))
-    assert (status, body) == (200, {"error": "Unknown function: no_such_function"})
+    assert (status, body) == (200, {"id": "http-unknown", "error": "Unknown function: no_such_function"})
     status, body = post(gateway, call_body("get_weather", "{not json", "http-badjson"))
     assert status == 200 and body["error"].startswith("Invalid arguments for get_weather")
 

@@ -60,3 +60,13 @@ def slow_write(args: SlowWriteArgs, ctx: CallContext) -> int:
     ctx.redis.incr(keys.test_counter(args.tag + ".started"))
     time.sleep(args.seconds)
     return int(ctx.redis.incr(keys.test_counter(args.tag)))
+
+
+class SlowCallArgs(BaseModel):
+    seconds: float = Field(ge=0, le=14, description="How long to sleep")
+
+
+@function(description="Sleep, then say how long (test helper; a deadline over 10 s)", timeout=15.0, idempotent=True)
+def slow_call(args: SlowCallArgs) -> dict[str, float]:
+    time.sleep(args.seconds)
+    return {"slept": args.seconds}

@@ -124,6 +124,39 @@ async def test_duplicate_call_id_shares_one_job(dispatcher: Dispatcher):
     assert [r.content for r in await asyncio.gather(first, second)] == ["once", "once"]
 
 
+async def test_a_second_caller_of_a_call_gets_an_answer_by_its_own_deadline(dispatcher: Dispatcher):
+    """The first caller timed out and left the shared future unresolved: the second caller hung for ever."""
+    first = asyncio.create_task(dispatcher.call("dup2", "echo", "{}", SPEC.model_copy(update={"timeout": 0.2})))
+    await wait_for_job(dispatcher)
+    second = asyncio.create_task(dispatcher.call("dup2", "echo", "{}", SPEC.model_copy(update={"timeout": 0.6})))
+    first_result = await asyncio.wait_for(first, 5)
+    second_result = await asyncio.wait_for(second, 5)  # no result is ever published
+    assert not first_result.ok and not second_result.ok
+    assert "did not finish" in json.loads(second_result.content)["error"]
+
+
+async def test_a_second_caller_with_an_earlier_deadline_is_answered_at_it(dispatcher: Dispatcher):
+    """The first caller's deadline is later than the second's: the second is answered at its own."""
+    first = asyncio.create_task(dispatcher.call("dup3", "echo", "{}", SPEC.model_copy(update={"timeout": 30})))
+    await wait_for_job(dispatcher)
+    second = await asyncio.wait_for(dispatcher.call("dup3", "echo", "{}", SPEC.model_copy(update={"timeout": 0.3})), 5)
+    assert json.loads(second.content) == {"error": "echo did not finish within 0.3 s."}
+    assert not first.done()
+    await publish(dispatcher, Result(call_id="dup3", ok=True, content="late"))
+    assert (await asyncio.wait_for(first, 5)).content == "late"
+
+
+async def test_a_second_caller_is_answered_when_the_first_is_cancelled(dispatcher: Dispatcher):
+    first = asyncio.create_task(dispatcher.call("dup4", "echo", "{}", SPEC))
+    await wait_for_job(dispatcher)
+    second = asyncio.create_task(dispatcher.call("dup4", "echo", "{}", SPEC))
+    await asyncio.sleep(0.05)
+    first.cancel()
+    result = await asyncio.wait_for(second, 5)  # before: the cancellation reached the second caller too
+    assert not result.ok
+    assert "cancelled" in json.loads(result.content)["error"]
+
+
 async def test_reread_after_reconnect_delivers_stored_results(dispatcher: Dispatcher):
     task = asyncio.create_task(dispatcher.call("c3", "echo", "{}", SPEC))
     await wait_for_job(dispatcher)
