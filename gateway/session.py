@@ -21,7 +21,8 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections import ChainMap
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
@@ -30,7 +31,7 @@ from websockets.exceptions import ConnectionClosed
 from gateway.catalog import Catalog
 from gateway.dispatcher import REDIS_ERRORS, Dispatcher
 from gateway.intercept import filter_cancelled, merge_functions, response_frame, split_request
-from gateway.limits import TokenBucket
+from gateway.limits import TokenBucket, frame_size, functions_problem
 from gateway.notices import ClientNotices
 from gateway.upstream import Upstream, UpstreamClosed, UpstreamUnavailable
 from shared.config import Config
@@ -83,7 +84,10 @@ class Session:
         """Every call id the backend has taken, answered or not: the client may answer none of them."""
         self._last_upstream_send = time.monotonic()
         self._rate = TokenBucket(config.client_message_rate, 2 * config.client_message_rate)
-        self._last_rate_error = 0.0
+        # The burst also fits the largest frame the port accepts, or such a frame could never pass.
+        self._bytes = TokenBucket(config.client_byte_rate, max(2 * config.client_byte_rate, config.max_frame_bytes))
+        self._last_error: dict[str, float] = {}
+        """When each throttled Error code was last sent (see ``_throttled_error``)."""
         self.notices = ClientNotices(client, self.id)
 
     # --- lifecycle ----------------------------------------------------------------------------------------
@@ -135,8 +139,17 @@ class Session:
 
     async def _client_to_upstream(self) -> None:
         async for frame in self.client:
-            if not self._rate.allow():
+            size = frame_size(frame)
+            if not (self._rate.allow() and self._bytes.allow(size)):
                 await self._rate_limited()
+                continue
+            if self.settings_applied and isinstance(frame, str) and size > self.config.max_text_frame_bytes:
+                # Dropped before parsing: big JSON parsed on the shared loop delays every session's frames.
+                await self._throttled_error(
+                    ErrorCode.MESSAGE_TOO_LARGE,
+                    f"Text frames after Settings may be at most {self.config.max_text_frame_bytes} bytes; "
+                    "larger ones were dropped.",
+                )
                 continue
             if isinstance(frame, bytes):
                 if not self.settings_applied:
@@ -180,7 +193,7 @@ class Session:
         except ProtocolError as exc:
             await self._send_client(Error(code=exc.code, description=exc.description))
             return
-        if response.id in self.backend_ids or response.name in self.owned:
+        if response.id in self.backend_ids or response.name in self.backend_functions:
             await self._send_client(
                 Warning(
                     code=ErrorCode.FUNCTION_RESPONSE_REFUSED,
@@ -196,8 +209,16 @@ class Session:
         except ProtocolError as exc:
             await self._fatal(ErrorCode.INVALID_SETTINGS, exc.description, CLOSE_POLICY)
             return False
+        # Before anything goes upstream or any audio is relayed: a format the upstream cannot honour would be
+        # garbled, and too many functions cost every later call.
+        assert self.upstream is not None  # opened before any client frame is read
+        problem = self.upstream.audio_problem(settings.audio)
+        problem = problem or functions_problem(settings.functions, self.config.max_settings_functions)
+        if problem is not None:
+            await self._fatal(ErrorCode.INVALID_SETTINGS, f"Invalid Settings: {problem}", CLOSE_POLICY)
+            return False
         try:
-            self.owned = await self.catalog.functions()
+            self.owned = await self.catalog.session_functions(self.config.catalog_wait)
         except REDIS_ERRORS:
             log.warning("session %s: backend catalog unreadable (Redis down?)", self.id)
             await self._send_client(
@@ -210,12 +231,14 @@ class Session:
         return True
 
     async def _rate_limited(self) -> None:
+        await self._throttled_error(ErrorCode.RATE_LIMITED, "Too many messages or bytes; some were dropped.")
+
+    async def _throttled_error(self, code: str, description: str) -> None:
+        """A non-fatal Error, at most one a second per code: a flood must not get a flood back."""
         now = time.monotonic()
-        if now - self._last_rate_error >= 1.0:  # one Error a second: a flood must not get a flood back
-            self._last_rate_error = now
-            await self._send_client(
-                Error(code=ErrorCode.RATE_LIMITED, description="Too many messages; some were dropped.")
-            )
+        if now - self._last_error.get(code, float("-inf")) >= 1.0:
+            self._last_error[code] = now
+            await self._send_client(Error(code=code, description=description))
 
     async def _not_settings_first(self) -> None:
         await self._fatal(
@@ -246,7 +269,7 @@ class Session:
         kind = data["type"] if data else None
         try:
             if kind == "FunctionCallRequest":
-                split = split_request(validate(FunctionCallRequest, data), frame, self.owned)
+                split = split_request(validate(FunctionCallRequest, data), frame, self.backend_functions)
                 for call in split.backend:
                     self._start_call(call)
                 if split.client_frame is not None:
@@ -319,13 +342,20 @@ class Session:
                 )
             )
             return Result.failure(call.id, f"{call.name} was not run: too many calls are pending. Try again shortly.")
-        spec = self.owned[call.name]
+        spec = self.owned[call.name] if call.name in self.owned else self.catalog.ever_owned[call.name]
         try:
             return await self.dispatcher.call(self.backend_key(call.id), call.name, call.arguments, spec, self.id)
         except Exception:
             # A bug must not hang the conversation: the provider still gets an answer.
             log.exception("session %s: call %s failed inside the gateway", self.id, call.id)
             return Result.failure(call.id, f"{call.name} failed: internal gateway error.")
+
+    @property
+    def backend_functions(self) -> Mapping[str, FunctionSpec]:
+        """The functions whose calls the backend takes: this session's Settings-time snapshot, then every name
+        this process ever saw a worker own. A session that started during a catalog gap (or before a function
+        was deployed) must still never hand a backend-named call to the client."""
+        return ChainMap(self.owned, self.catalog.ever_owned)
 
     def backend_key(self, call_id: str) -> str:
         """The call's identity on the backend: the provider's id within this session.

@@ -60,6 +60,8 @@ LATENCIES = {"total_latency": 0.05, "tts_latency": 0.02, "ttt_latency": 0.03}
 FATAL_CLOSE_CODE = 1008
 """WebSocket close code after a fatal Error (policy violation), with the error code as the reason."""
 AGENT_PATHS = ("/v1/agent/converse", "/")
+STATS_LIMIT = 1000
+"""Entries each list in ``stats`` keeps (the newest): they grow with every call a client triggers and answers."""
 
 
 def _json(message: dict[str, Any]) -> str:
@@ -246,6 +248,7 @@ class SimulatedAgent:
     def _cancel_pending(self) -> str:
         cancelled = [{"id": call_id, "name": name} for call_id, name in self.pending.items()]
         self.stats["cancelled"] += list(self.pending)
+        del self.stats["cancelled"][:-STATS_LIMIT]
         self.pending.clear()
         self._answers = {}
         return _json({"type": "FunctionCallCancelled", "functions": cancelled})
@@ -260,6 +263,7 @@ class SimulatedAgent:
             return [_warning("UNEXPECTED_FUNCTION_CALL_RESPONSE", description)]
         name = self.pending.pop(call_id)
         self.stats["function_responses"].append({"id": call_id, "name": message.get("name", name), "content": content})
+        del self.stats["function_responses"][:-STATS_LIMIT]
         self._answers[call_id] = (name, content)
         if self.pending:
             return []

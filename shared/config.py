@@ -54,6 +54,19 @@ class Config(BaseSettings):
     """Backend calls one session may have in flight; more are answered at once with an error."""
     client_message_rate: float = Field(default=200.0, gt=0)
     """Frames per second a client may send on average (bursts of twice that); excess frames are dropped."""
+    client_byte_rate: int = Field(default=1 << 20, ge=1024)
+    """Bytes per second a client may send on average (bursts of twice that, or of MAX_FRAME_BYTES if larger, so
+    any frame the gateway accepts can pass); excess frames are dropped. The default leaves room for the heaviest
+    real audio (48 kHz linear32 stereo is 384 KB/s) while one client cannot keep the shared event loop busy."""
+    max_text_frame_bytes: int = Field(default=64 << 10, ge=256)
+    """Largest text frame after Settings (Settings itself may be up to MAX_FRAME_BYTES: prompts are long). A
+    larger one is dropped unread with ``Error MESSAGE_TOO_LARGE``: parsing big JSON on the shared event loop
+    delays every session's frames."""
+    max_settings_functions: int = Field(default=128, ge=1)
+    """Most functions a client may declare in Settings (``agent.think.functions``); more refuse the Settings."""
+    catalog_wait: float = Field(default=2.0, ge=0)
+    """Seconds a session start retries the backend catalog when Redis cannot be read and this process has never
+    read it; once it has, the last catalog it read is used at once."""
     max_sessions: int = Field(default=1000, ge=1)
     """Concurrent sessions per gateway process (each of WEB_CONCURRENCY); beyond it the handshake gets HTTP 503."""
 

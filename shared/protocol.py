@@ -10,9 +10,9 @@ rewrite a message (Settings with merged functions, a FunctionCallRequest with on
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 __all__ = [
     "BackendFunctionCall",
@@ -53,7 +53,13 @@ class ErrorCode:
     FUNCTION_RESPONSE_REFUSED = "FUNCTION_RESPONSE_REFUSED"
     """Warning: the client answered a call that a backend worker owns; the answer was dropped."""
     RATE_LIMITED = "RATE_LIMITED"
-    """The client sent frames faster than CLIENT_MESSAGE_RATE; the excess was dropped (sent at most once a second)."""
+    """The client sent frames faster than CLIENT_MESSAGE_RATE or bytes faster than CLIENT_BYTE_RATE; the excess was
+    dropped (sent at most once a second)."""
+    MESSAGE_TOO_LARGE = "MESSAGE_TOO_LARGE"
+    """A text frame after Settings was larger than MAX_TEXT_FRAME_BYTES; it was dropped unread (sent at most once a
+    second). The session goes on."""
+    QUEUE_FULL = "QUEUE_FULL"
+    """Warning: a message had to wait behind too many others for the provider (OpenAI not ready or busy); dropped."""
     TOO_MANY_PENDING_CALLS = "TOO_MANY_PENDING_CALLS"
     """Warning: a backend call beyond MAX_PENDING_CALLS was answered with an error instead of run."""
     BACKEND_UNAVAILABLE = "BACKEND_UNAVAILABLE"
@@ -183,9 +189,16 @@ class Agent(_Open):
     think: Think | None = None
 
 
+MAX_SAMPLE_RATE = 192_000
+"""Highest ``sample_rate`` any message may declare (studio audio tops out there). Each upstream accepts a narrower
+range (``gateway.upstream.base.AudioSupport``); this bound only keeps absurd numbers away from every piece of code
+that sizes a buffer from a rate."""
+
+
 class AudioFormat(_Open):
     encoding: str | None = None
-    sample_rate: int | None = None
+    sample_rate: Annotated[StrictInt, Field(ge=1, le=MAX_SAMPLE_RATE)] | None = None
+    """Strict: ``true`` or ``16000.5`` is a client bug, not a rate; zero or negative rates broke resampling."""
 
 
 class Audio(_Open):

@@ -34,10 +34,18 @@ from gateway.openai import translate as tr
 from gateway.openai.audio import OPENAI_RATE, Resampler
 from gateway.upstream.base import Frame
 from shared.envelopes import FunctionSpec
+from shared.protocol import ErrorCode
 
 log = logging.getLogger(__name__)
 
 ACTIVE_RESPONSE = "conversation_already_has_active_response"
+MAX_WAITING = 32
+"""Client messages that may wait for OpenAI at once, per kind (user messages before the session is ready, texts
+to say while a response is active, prompt updates not yet confirmed). A client sending more, faster than OpenAI
+answers, gets a Warning and the extra messages are dropped: they would otherwise wait in memory without end."""
+MAX_PROMPT_CHARS = 1 << 20
+"""Longest prompt UpdatePrompt may grow to (Deepgram appends, so each update makes it longer): the size of the
+largest Settings frame, and every update sends the whole prompt again."""
 
 
 @dataclass
@@ -149,6 +157,13 @@ class Bridge:
         if not isinstance(addition, str):
             out.client.append(tr.warning("INVALID_MESSAGE", "UpdatePrompt needs a string 'prompt'."))
             return
+        if len(self._updates) >= MAX_WAITING:
+            out.client.append(_queue_full("UpdatePrompt", "prompt updates are waiting for OpenAI"))
+            return
+        if len(self._prompt) + len(addition) > MAX_PROMPT_CHARS:
+            description = f"UpdatePrompt dropped: the prompt would exceed {MAX_PROMPT_CHARS} characters."
+            out.client.append(tr.warning("INVALID_MESSAGE", description))
+            return
         self._prompt = f"{self._prompt}\n\n{addition}" if self._prompt else addition  # Deepgram appends
         self._updates.append("prompt")
         out.upstream.append(tr.instructions_update(tr.instructions(self._prompt, self._context)))
@@ -161,6 +176,9 @@ class Bridge:
         item = tr.user_message(content)
         if self.ready:
             out.upstream.append(item)
+        elif len(self._held) >= MAX_WAITING:
+            out.client.append(_queue_full("InjectUserMessage", "messages are waiting for the session to be ready"))
+            return
         else:
             self._held.append(item)
         self._want(None)
@@ -170,6 +188,9 @@ class Bridge:
         text = message.get("message", message.get("content"))  # older clients send "content"
         if not isinstance(text, str):
             out.client.append(tr.warning("INVALID_MESSAGE", "InjectAgentMessage needs a string 'message'."))
+            return
+        if len(self._wanted) >= MAX_WAITING:
+            out.client.append(_queue_full("InjectAgentMessage", "responses are waiting for the active one to end"))
             return
         self._want(text)
         self._pump(out)
@@ -359,6 +380,10 @@ class Bridge:
         if item_id not in self._texted:
             self._texted.add(item_id)
             out.client.append(tr.conversation_text(role, text))
+
+
+def _queue_full(kind: str, waiting: str) -> str:
+    return tr.warning(ErrorCode.QUEUE_FULL, f"{kind} dropped: {MAX_WAITING} {waiting}.")
 
 
 _Handler = Callable[[Bridge, dict[str, Any], Out], None]

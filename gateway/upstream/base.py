@@ -9,12 +9,59 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
     from shared.envelopes import FunctionSpec
+    from shared.protocol import Audio
 
 Frame = str | bytes
+
+
+@dataclass(frozen=True)
+class AudioSupport:
+    """The audio formats an upstream can honour. The session refuses Settings that declare any other before it
+    sends anything upstream: a format an adapter cannot handle would otherwise be garbled, or (an absurd sample
+    rate) make the simulated agent or the OpenAI resampler build huge buffers."""
+
+    input_encodings: frozenset[str]
+    output_encodings: frozenset[str]
+    min_rate: int = 8000
+    max_rate: int = 48000
+
+    def problem(self, audio: Audio | None, provider: str) -> str | None:
+        """Why ``audio`` cannot be honoured, in words a client developer can act on; None when it can.
+        An absent encoding or rate means the provider's default, which is always supported."""
+        if audio is None:
+            return None
+        for direction, fmt, encodings in (
+            ("input", audio.input, self.input_encodings),
+            ("output", audio.output, self.output_encodings),
+        ):
+            if fmt is None:
+                continue
+            if fmt.encoding is not None and fmt.encoding not in encodings:
+                return (
+                    f"audio.{direction}.encoding {fmt.encoding[:40]!r} is not supported with the {provider} upstream; "
+                    f"use one of: {', '.join(sorted(encodings))}."
+                )
+            if fmt.sample_rate is not None and not self.min_rate <= fmt.sample_rate <= self.max_rate:
+                return (
+                    f"audio.{direction}.sample_rate {fmt.sample_rate} is not supported with the {provider} upstream; "
+                    f"use {self.min_rate} to {self.max_rate} Hz."
+                )
+        return None
+
+
+DEEPGRAM_AUDIO = AudioSupport(
+    input_encodings=frozenset(
+        {"linear16", "linear32", "flac", "alaw", "mulaw", "amr-nb", "amr-wb", "opus", "ogg-opus", "speex", "g729"}
+    ),
+    output_encodings=frozenset({"linear16", "mulaw", "alaw", "mp3", "opus", "flac", "aac"}),
+)
+"""What Deepgram's Voice Agent documents. Its docs list common rates rather than a range; 8 to 48 kHz covers
+telephony to studio audio."""
 
 
 class UpstreamUnavailable(Exception):
@@ -35,6 +82,13 @@ class Upstream(ABC):
 
     label: str = "upstream"
     """Short name for logs and health output, e.g. ``"deepgram"`` or ``"simulated"``."""
+    audio_support: ClassVar[AudioSupport] = DEEPGRAM_AUDIO
+    """The formats this adapter honours; the component protocol is Deepgram's, so its formats are the default."""
+
+    def audio_problem(self, audio: Audio | None) -> str | None:
+        """Why this upstream cannot honour the Settings' ``audio`` (None when it can); checked by the session
+        before Settings go upstream and before any audio frame is relayed."""
+        return self.audio_support.problem(audio, self.label)
 
     @abstractmethod
     async def send(self, frame: Frame) -> None:

@@ -10,35 +10,69 @@ out of ``recv`` as component ``FunctionCallRequest`` frames, and its answers go 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from gateway.openai.bridge import Bridge, Out
-from gateway.upstream.base import Frame, Upstream, UpstreamClosed
+from gateway.openai.translate import G711
+from gateway.upstream.base import AudioSupport, Frame, Upstream, UpstreamClosed
 from gateway.upstream.connect import closed_from, connect_provider
 from shared.envelopes import FunctionSpec
+
+if TYPE_CHECKING:
+    from shared.protocol import Audio
 
 __all__ = ["OpenAIUpstream", "open_openai", "realtime_url"]
 
 log = logging.getLogger(__name__)
+
+MAX_QUEUED_FRAMES = 256
+"""Component frames waiting for the session to read them. A client that stops reading fills the queue; then the
+adapter stops reading OpenAI's events (and the client's own frames wait), instead of buffering without end."""
 
 
 class OpenAIUpstream(Upstream):
     """One OpenAI Realtime conversation, translated to and from the component protocol."""
 
     label = "openai"
+    audio_support: ClassVar[AudioSupport] = AudioSupport(
+        input_encodings=frozenset({"linear16", *G711}), output_encodings=frozenset({"linear16", *G711})
+    )
+    """linear16 is resampled to and from 24 kHz; mulaw/alaw pass through at 8 kHz. OpenAI takes nothing else."""
+
+    def audio_problem(self, audio: Audio | None) -> str | None:
+        """Beyond the encodings: OpenAI takes mulaw/alaw only at 8 kHz and only the same encoding both ways (a
+        mixed pair would be relayed as the wrong format and heard as noise)."""
+        problem = super().audio_problem(audio)
+        if problem is not None or audio is None:
+            return problem
+        formats = [f for f in (audio.input, audio.output) if f is not None]
+        source, sink = ((f.encoding if f else None) or "linear16" for f in (audio.input, audio.output))
+        if source not in G711 and sink not in G711:
+            return None
+        if source != sink:
+            return (
+                "With the openai upstream, mulaw/alaw must be the encoding of both audio.input and audio.output "
+                f"(got {source} and {sink})."
+            )
+        if any(f.sample_rate not in (None, 8000) for f in formats):
+            return f"With the openai upstream, {source} audio must be 8000 Hz."
+        return None
 
     def __init__(self, connection: ClientConnection, bridge: Bridge) -> None:
         self._ws = connection
         self._bridge = bridge
-        self._frames: asyncio.Queue[Frame | UpstreamClosed] = asyncio.Queue()
-        """Component frames for ``recv``; an :class:`UpstreamClosed` marks the end. Unbounded: OpenAI sends
-        audio at about real-time pace, and the session drains this queue as fast as the client reads."""
+        self._frames: asyncio.Queue[Frame | UpstreamClosed] = asyncio.Queue(MAX_QUEUED_FRAMES)
+        """Component frames for ``recv``; an :class:`UpstreamClosed` marks the end (when there is room for it:
+        ``recv`` also raises once the queue is empty and ``_closed`` is set). Bounded: the session drains it as
+        fast as the client reads, and a client that reads nothing must not make the gateway buffer without end."""
         self._lock = asyncio.Lock()
         """Held while the bridge decides and its events are written, so the wire order is the decision order
         (a ``function_call_output`` is always on the wire before the ``response.create`` that follows it)."""
@@ -55,9 +89,10 @@ class OpenAIUpstream(Upstream):
             await self._apply(self._bridge.from_component(frame))
 
     async def recv(self) -> Frame:
+        if self._closed is not None and self._frames.empty():
+            raise self._closed  # the end marker was read already, or did not fit in a full queue
         item = await self._frames.get()
         if isinstance(item, UpstreamClosed):
-            self._frames.put_nowait(item)  # for any later call
             raise item
         return item
 
@@ -89,7 +124,7 @@ class OpenAIUpstream(Upstream):
     async def _apply(self, out: Out) -> None:
         """Queue the frames for the session, then send the events upstream, in the bridge's order."""
         for frame in out.client:
-            self._frames.put_nowait(frame)
+            await self._frames.put(frame)  # waits while the client is not reading: backpressure
         try:
             for event in out.upstream:
                 await self._ws.send(json.dumps(event, separators=(",", ":")))
@@ -100,7 +135,8 @@ class OpenAIUpstream(Upstream):
     def _end(self, closed: UpstreamClosed) -> None:
         if self._closed is None:
             self._closed = closed
-            self._frames.put_nowait(closed)
+            with contextlib.suppress(asyncio.QueueFull):  # a full queue has no waiting reader to wake
+                self._frames.put_nowait(closed)
 
 
 def _closed_by(ws: ClientConnection) -> UpstreamClosed:

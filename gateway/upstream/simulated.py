@@ -7,10 +7,12 @@ session sends and queues what it answers, so ``recv`` behaves like reading from 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from typing import ClassVar
 
 from gateway.simulated_agent import FATAL_CLOSE_CODE, SimulatedAgent
-from gateway.upstream.base import Frame, Upstream, UpstreamClosed
+from gateway.upstream.base import DEEPGRAM_AUDIO, AudioSupport, Frame, Upstream, UpstreamClosed
 
 __all__ = ["SimulatedUpstream", "open_simulated"]
 
@@ -21,15 +23,24 @@ _END = object()
 
 _announced = False
 
+MAX_QUEUED_FRAMES = 256
+"""Frames the agent produced that the session has not read yet. One client message yields at most a few dozen;
+a client that stops reading fills the queue, and then ``send`` waits (backpressure) instead of the queue growing
+with every message the client sends."""
+
 
 class SimulatedUpstream(Upstream):
     """An upstream whose provider is a :class:`SimulatedAgent` in memory; its Welcome is queued at once."""
 
     label = "simulated"
+    audio_support: ClassVar[AudioSupport] = AudioSupport(
+        input_encodings=DEEPGRAM_AUDIO.input_encodings, output_encodings=frozenset({"linear16"})
+    )
+    """Input audio is only counted, so any encoding Deepgram takes will do; the agent speaks PCM16 only."""
 
     def __init__(self, agent: SimulatedAgent | None = None) -> None:
         self.agent = agent or SimulatedAgent()
-        self._outgoing: asyncio.Queue[Frame | object] = asyncio.Queue()
+        self._outgoing: asyncio.Queue[Frame | object] = asyncio.Queue(MAX_QUEUED_FRAMES)
         self._closed: tuple[int, str] | None = None
         """(code, reason), set by ``close`` (at once) or once the frames before a fatal error have been read."""
         for frame in self.agent.opening():  # a provider's first frame is its Welcome
@@ -39,16 +50,17 @@ class SimulatedUpstream(Upstream):
         if self._closed or self.agent.closed:
             raise UpstreamClosed(*(self._closed or (FATAL_CLOSE_CODE, self.agent.close_reason)))
         for reply in self.agent.receive(frame):
-            self._outgoing.put_nowait(reply)
+            await self._outgoing.put(reply)  # waits while the session's reader is behind
         if self.agent.closed:  # a fatal Error: the provider closes after sending it
-            self._outgoing.put_nowait(_END)
+            await self._outgoing.put(_END)
 
     async def recv(self) -> Frame:
         if self._closed:
             raise UpstreamClosed(*self._closed)
         item = await self._outgoing.get()
         if item is _END:
-            self._outgoing.put_nowait(_END)  # for any other waiter
+            with contextlib.suppress(asyncio.QueueFull):
+                self._outgoing.put_nowait(_END)  # for any other waiter
             self._closed = self._closed or (FATAL_CLOSE_CODE, self.agent.close_reason)
             raise UpstreamClosed(*self._closed)
         assert isinstance(item, str | bytes)
@@ -57,7 +69,8 @@ class SimulatedUpstream(Upstream):
     async def close(self) -> None:
         if not self._closed:
             self._closed = (1000, "closed by the gateway")
-            self._outgoing.put_nowait(_END)
+            with contextlib.suppress(asyncio.QueueFull):  # a full queue has no waiting reader to wake
+                self._outgoing.put_nowait(_END)
 
 
 async def open_simulated() -> SimulatedUpstream:

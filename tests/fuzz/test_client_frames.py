@@ -32,6 +32,7 @@ from pydantic import ValidationError
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from gateway.upstream.simulated import SimulatedUpstream
 from shared.protocol import MAX_NESTING, ErrorCode, Settings
 from shared.redis_server import RedisServer
 from tests.fuzz.canary import Canary, ask_weather, open_session
@@ -80,9 +81,14 @@ class Tally:
 
 @pytest.fixture(scope="module")
 def fuzz_gateway(fuzz_redis: RedisServer, fuzz_workers: Process, fuzz_logs: Path) -> Iterator[Gateway]:
-    # The message rate limit is tested in tests/integration/test_limits.py; here every frame must reach the
-    # gateway's parser, so none may be dropped for rate.
-    gateway = Gateway(fuzz_redis.url, fuzz_logs / "gw-client-fuzz.log", CLIENT_MESSAGE_RATE="1000000").wait_ready()
+    # The rate and size budgets are tested in tests/integration/test_limits.py; here every frame must reach the
+    # gateway's parser, so none may be dropped for rate, bytes or size (huge strings are the point).
+    budgets = {
+        "CLIENT_MESSAGE_RATE": "1000000",
+        "CLIENT_BYTE_RATE": str(1 << 40),
+        "MAX_TEXT_FRAME_BYTES": str(MAX_FRAME),
+    }
+    gateway = Gateway(fuzz_redis.url, fuzz_logs / "gw-client-fuzz.log", **budgets).wait_ready()
     yield gateway
     assert gateway.stop() == 0, gateway.log()
 
@@ -139,8 +145,10 @@ def expected_first(frame: str | bytes) -> tuple[str | None, int]:
     if data is None or data["type"] != "Settings":
         return ErrorCode.NON_SETTINGS_MESSAGE_BEFORE_SETTINGS, 1008
     try:
-        Settings.model_validate(data)  # the documented schema is the gateway's model of Settings
+        model = Settings.model_validate(data)  # the documented schema is the gateway's model of Settings
     except ValidationError:
+        return ErrorCode.INVALID_SETTINGS, 1008
+    if SimulatedUpstream.audio_support.problem(model.audio, "simulated"):  # formats the upstream cannot honour
         return ErrorCode.INVALID_SETTINGS, 1008
     return None, 0
 

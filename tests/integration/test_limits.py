@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from gateway.client import SETTINGS
 from tests.support.client import AgentClient
 from tests.support.processes import Gateway
 
@@ -82,3 +85,86 @@ async def test_session_limit_refuses_the_handshake_with_503(strict: Gateway):
     again = await AgentClient.connect(strict.url)  # capacity is back once sessions end
     await again.expect("Welcome")
     await again.close()
+
+
+# --- audio formats, frame and byte budgets (issue 12 items 4 and 9) ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def budget(redis_server, workers, logs_dir) -> Iterator[Gateway]:
+    gateway = Gateway(
+        redis_server.url,
+        logs_dir / "gw-budget.log",
+        MAX_FRAME_BYTES="16384",
+        MAX_TEXT_FRAME_BYTES="2048",
+        CLIENT_BYTE_RATE="4096",
+        MAX_SETTINGS_FUNCTIONS="3",
+    ).wait_ready()
+    yield gateway
+    assert gateway.stop() == 0
+
+
+async def refused_settings(gateway: Gateway, settings: dict[str, Any]) -> dict[str, Any]:
+    """Send ``settings`` (then audio) and return the Error; the session must close with 1008."""
+    client = await AgentClient.connect(gateway.url)
+    await client.expect("Welcome")
+    await client.send(settings)
+    with contextlib.suppress(ConnectionClosed):
+        await client.send(b"\0" * 640)
+    error = await client.expect("Error")
+    with pytest.raises(ConnectionClosed):
+        while True:
+            await client.next(timeout=5)
+    assert client.ws.close_code == 1008
+    assert not [m for m in client.messages() if m["type"] == "SettingsApplied"]
+    return error
+
+
+@pytest.mark.parametrize(
+    ("audio", "problem"),
+    [
+        ({"input": {"encoding": "linear16", "sample_rate": 0}}, "audio.input.sample_rate"),
+        ({"input": {"encoding": "linear16", "sample_rate": -48000}}, "audio.input.sample_rate"),
+        ({"output": {"encoding": "linear16", "sample_rate": 10**15}}, "audio.output.sample_rate"),
+        ({"output": {"encoding": "linear16", "sample_rate": 96000}}, "8000 to 48000 Hz"),
+        ({"output": {"encoding": "mulaw", "sample_rate": 8000}}, "audio.output.encoding 'mulaw'"),
+        ({"input": {"encoding": "wav", "sample_rate": 16000}}, "audio.input.encoding 'wav'"),
+    ],
+)
+async def test_unsupported_audio_formats_are_refused(budget: Gateway, audio: dict[str, Any], problem: str):
+    error = await refused_settings(budget, {**SETTINGS, "audio": audio})
+    assert error["code"] == "INVALID_SETTINGS" and problem in error["description"]
+
+
+async def test_too_many_functions_in_settings_are_refused(budget: Gateway):
+    settings = json.loads(json.dumps(SETTINGS))
+    settings["agent"]["think"]["functions"] = [{"name": f"client_fn_{i}"} for i in range(4)]
+    error = await refused_settings(budget, settings)
+    assert error["code"] == "INVALID_SETTINGS" and "at most 3" in error["description"]
+
+
+async def test_a_big_text_frame_after_settings_is_dropped_and_the_session_goes_on(budget: Gateway):
+    client = await AgentClient.connect(budget.url)
+    settings = json.loads(json.dumps(SETTINGS))
+    settings["agent"]["think"]["prompt"] = "Be brief. " * 1000  # 10 kB: Settings may exceed the text cap
+    await client.send(settings)
+    await client.expect("SettingsApplied")
+    await client.say("x" * 3000)
+    error = await client.expect("Error")
+    assert error["code"] == "MESSAGE_TOO_LARGE" and "2048 bytes" in error["description"]
+    await client.say("hello")
+    assert await client.assistant_text() == "You said: hello"
+    user_texts = [m["content"] for m in client.messages() if m.get("role") == "user"]
+    assert user_texts == ["hello"]  # the big one never reached the provider
+    await client.close()
+
+
+async def test_bytes_beyond_client_byte_rate_are_dropped(budget: Gateway):
+    client = await AgentClient.connect(budget.url)
+    await client.start()
+    for _ in range(40):  # 320 kB at once: far beyond 4096 B/s with a burst of 16384 bytes
+        await client.send(b"\0" * 8000)
+    assert (await client.expect("Error"))["code"] == "RATE_LIMITED"
+    stats = await client.stats()
+    assert 0 < stats["audio_bytes"] < 40 * 8000
+    await client.close()

@@ -1,0 +1,140 @@
+"""Audio formats are bounded (the model and each upstream's own list), and per-session queues have a bound."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from gateway.openai.bridge import MAX_WAITING, Bridge
+from gateway.upstream import simulated
+from gateway.upstream.base import UpstreamClosed
+from gateway.upstream.deepgram import WebSocketUpstream
+from gateway.upstream.openai import OpenAIUpstream
+from gateway.upstream.simulated import SimulatedUpstream
+from shared.protocol import Audio, ErrorCode, ProtocolError, Settings, validate
+
+
+def audio(input: dict[str, Any] | None = None, output: dict[str, Any] | None = None) -> Audio:
+    return Audio.model_validate({"input": input, "output": output})
+
+
+@pytest.mark.parametrize("rate", [0, -16000, 10**12, 192_001, True, 16000.5, "16000", [16000]])
+def test_the_model_refuses_absurd_or_non_integer_rates(rate: Any) -> None:
+    data = {"type": "Settings", "audio": {"input": {"encoding": "linear16", "sample_rate": rate}}}
+    with pytest.raises(ProtocolError) as info:
+        validate(Settings, data)
+    assert "audio.input.sample_rate" in info.value.description
+
+
+def test_the_model_keeps_sane_rates() -> None:
+    settings = validate(Settings, {"type": "Settings", "audio": {"output": {"sample_rate": 192_000}}})
+    assert settings.audio.output.sample_rate == 192_000
+
+
+def deepgram_problem(value: Audio) -> str | None:
+    upstream = object.__new__(WebSocketUpstream)  # no connection needed to ask what it supports
+    upstream.label = "deepgram"
+    return upstream.audio_problem(value)
+
+
+def openai_problem(value: Audio) -> str | None:
+    return object.__new__(OpenAIUpstream).audio_problem(value)
+
+
+def test_deepgram_takes_its_documented_encodings_between_8_and_48_khz() -> None:
+    assert deepgram_problem(audio({"encoding": "opus", "sample_rate": 48000}, {"encoding": "mp3"})) is None
+    assert deepgram_problem(audio({"encoding": "mulaw", "sample_rate": 8000}, {"encoding": "aac"})) is None
+    assert "audio.output.encoding 'ogg-opus'" in deepgram_problem(audio(output={"encoding": "ogg-opus"}))
+    assert "audio.input.encoding 'wav'" in deepgram_problem(audio({"encoding": "wav"}))
+    assert "8000 to 48000 Hz" in deepgram_problem(audio({"sample_rate": 96000}))
+    assert "8000 to 48000 Hz" in deepgram_problem(audio(output={"sample_rate": 7999}))
+
+
+def test_the_simulated_agent_speaks_linear16_only() -> None:
+    upstream = SimulatedUpstream()
+    assert upstream.audio_problem(None) is None
+    assert upstream.audio_problem(audio({"encoding": "opus", "sample_rate": 16000}, {"sample_rate": 24000})) is None
+    assert "audio.output.encoding 'mulaw'" in upstream.audio_problem(audio(output={"encoding": "mulaw"}))
+    assert "simulated" in upstream.audio_problem(audio({"sample_rate": 1}))
+
+
+def test_openai_takes_linear16_or_the_same_g711_both_ways_at_8_khz() -> None:
+    assert openai_problem(audio({"encoding": "linear16", "sample_rate": 16000}, {"sample_rate": 48000})) is None
+    assert openai_problem(audio({"encoding": "mulaw", "sample_rate": 8000}, {"encoding": "mulaw"})) is None
+    assert "'opus'" in openai_problem(audio({"encoding": "opus"}))
+    assert "got alaw and linear16" in openai_problem(audio({"encoding": "alaw"}))
+    assert "got mulaw and alaw" in openai_problem(audio({"encoding": "mulaw"}, {"encoding": "alaw"}))
+    assert "8000 Hz" in openai_problem(audio({"encoding": "alaw", "sample_rate": 16000}, {"encoding": "alaw"}))
+    assert "8000 to 48000 Hz" in openai_problem(audio({"sample_rate": 100_000}))
+
+
+# --- queue bounds -------------------------------------------------------------------------------------------
+
+
+async def test_the_simulated_upstream_applies_backpressure_when_nobody_reads(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(simulated, "MAX_QUEUED_FRAMES", 10)
+    upstream = SimulatedUpstream()
+    await upstream.send(json.dumps({"type": "Settings"}))
+    say = json.dumps({"type": "InjectUserMessage", "content": "hello"})  # 14 frames back, with audio
+    sender = asyncio.create_task(upstream.send(say))
+    await asyncio.sleep(0.05)
+    assert not sender.done() and upstream._outgoing.qsize() == 10  # waits instead of growing
+    frames = [await asyncio.wait_for(upstream.recv(), 1) for _ in range(8)]
+    await asyncio.wait_for(sender, 1)  # reading made room
+    assert json.loads(frames[0])["type"] == "Welcome"
+    await upstream.close()
+    with pytest.raises(UpstreamClosed):
+        await upstream.recv()  # the end marker did not fit in the full queue: recv still ends
+
+
+class Events:
+    """Stands in for OpenAI's WebSocket: yields ``count`` events, then ends as a closed connection."""
+
+    close_code = 1000
+    close_reason = "done"
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.produced = 0
+
+    async def __aiter__(self) -> Any:
+        for i in range(self.count):
+            self.produced += 1
+            yield json.dumps({"type": "session.created", "session": {"id": f"s{i}"}})
+
+    async def send(self, text: str) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_the_openai_upstream_stops_reading_while_its_queue_is_full(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr("gateway.upstream.openai.MAX_QUEUED_FRAMES", 16)
+    events = Events(100)
+    upstream = OpenAIUpstream(events, Bridge())  # type: ignore[arg-type]
+    await asyncio.sleep(0.05)
+    assert events.produced <= 17 and upstream._frames.qsize() == 16  # the reader waits for the session
+    welcomes = [json.loads(await asyncio.wait_for(upstream.recv(), 1))["request_id"] for _ in range(100)]
+    assert welcomes == [f"s{i}" for i in range(100)]  # nothing lost, in order
+    with pytest.raises(UpstreamClosed):
+        await asyncio.wait_for(upstream.recv(), 1)
+    await upstream.close()
+
+
+def test_the_openai_bridge_bounds_what_waits_for_the_provider() -> None:
+    bridge = Bridge()
+    bridge.from_component(json.dumps({"type": "Settings"}))  # not confirmed: user messages wait
+    outs = [bridge.from_component(json.dumps({"type": "InjectUserMessage", "content": "hi"})) for _ in range(40)]
+    assert len(bridge._held) == MAX_WAITING
+    warnings = [json.loads(f) for out in outs for f in out.client]
+    assert len(warnings) == 40 - MAX_WAITING and {w["code"] for w in warnings} == {ErrorCode.QUEUE_FULL}
+    for _ in range(40):
+        bridge.from_component(json.dumps({"type": "UpdatePrompt", "prompt": "more"}))
+    assert len(bridge._updates) == MAX_WAITING  # the Settings' update and the prompt updates, none confirmed
+    for _ in range(40):
+        bridge.from_component(json.dumps({"type": "InjectAgentMessage", "message": "say this"}))
+    assert len(bridge._wanted) == MAX_WAITING
