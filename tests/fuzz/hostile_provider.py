@@ -85,6 +85,10 @@ class HostileProvider:
         """Let the connection of ``fuzz_id`` end as its script says."""
         self._loop.call_soon_threadsafe(self._scripts[fuzz_id].finish.set)
 
+    def received(self, fuzz_id: int) -> list[str | bytes]:
+        """Every frame the gateway sent on the connection of ``fuzz_id`` after its Settings, in order."""
+        return list(self._scripts[fuzz_id].received)  # a copy: the provider's thread appends to it
+
     def responses(self, fuzz_id: int) -> list[dict[str, Any]]:
         """The FunctionCallResponse messages the gateway sent on the connection of ``fuzz_id``, in order."""
         found = []
