@@ -64,6 +64,9 @@ class HostileProvider:
 
     def stop(self) -> None:
         if self._server is not None:
+            # A test that failed midway never said finish: its connection would keep the server from closing.
+            for script in list(self._scripts.values()):
+                self._loop.call_soon_threadsafe(script.finish.set)
             asyncio.run_coroutine_threadsafe(self._close(self._server), self._loop).result(15)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)

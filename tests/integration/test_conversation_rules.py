@@ -168,7 +168,7 @@ def test_request_whose_functions_is_not_a_list(gateway: Gateway, provider: Hosti
     with session as ws:
         (window,) = windows(ws, 1)
         provider.finish(fuzz_id)
-    assert [(m["type"], m["code"]) for m in map(json.loads, window)] == [("Warning", "MALFORMED_FUNCTION_CALL")]
+    assert [(m["type"], m.get("code")) for m in map(json.loads, window)] == [("Warning", "MALFORMED_FUNCTION_CALL")]
 
 
 # --- item 6: History ------------------------------------------------------------------------------------------
