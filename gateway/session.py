@@ -3,11 +3,13 @@
 A session owns two loops, one per direction, so each direction keeps its order, plus a keepalive loop.
 Frames are relayed as received; the gateway parses text frames only to find the few types it acts on:
 
-client → provider: ``Settings`` (must come first; backend functions merged in), ``FunctionCallResponse``
-for a backend call (dropped with a Warning), ``FunctionCallRequest`` (only a provider may send it: refused).
+client → provider: ``Settings`` (must come first; backend functions merged in), ``UpdateThink`` (merged
+the same way), ``FunctionCallResponse`` for a backend call (dropped with a Warning), ``FunctionCallRequest``
+(only a provider may send it: refused).
 
-provider → client: ``FunctionCallRequest`` (backend-owned calls go to the workers; the rest to the client),
-``FunctionCallCancelled`` (cancels backend calls; the client sees only its own).
+provider → client: ``FunctionCallRequest`` (backend-owned calls go to the workers; malformed elements are
+answered with an error; the rest to the client), ``FunctionCallCancelled`` (cancels backend calls; the client
+sees only its own), ``History`` (the backend's calls removed unless HISTORY_BACKEND_CALLS=shown).
 
 Every backend call gets exactly one ``FunctionCallResponse`` upstream, result or error, unless the provider
 cancelled it: the dispatcher always returns a result by the call's deadline, and a call is answered only if
@@ -30,7 +32,16 @@ from websockets.exceptions import ConnectionClosed
 
 from gateway.catalog import Catalog
 from gateway.dispatcher import REDIS_ERRORS, Dispatcher
-from gateway.intercept import filter_cancelled, merge_functions, response_frame, split_request
+from gateway.intercept import (
+    MalformedCall,
+    filter_cancelled,
+    filter_history,
+    malformed_response_frame,
+    merge_functions,
+    merge_update_think,
+    response_frame,
+    split_request,
+)
 from gateway.limits import TokenBucket, frame_size, functions_problem
 from gateway.notices import ClientNotices
 from gateway.upstream import Upstream, UpstreamClosed, UpstreamUnavailable
@@ -42,10 +53,10 @@ from shared.protocol import (
     ErrorCode,
     FunctionCall,
     FunctionCallCancelled,
-    FunctionCallRequest,
     FunctionCallResponse,
     ProtocolError,
     Settings,
+    UpdateThink,
     Warning,
     dump,
     parse_json_object,
@@ -89,6 +100,7 @@ class Session:
         self._last_error: dict[str, float] = {}
         """When each throttled Error code was last sent (see ``_throttled_error``)."""
         self.notices = ClientNotices(client, self.id)
+        self._hide_history = config.history_backend_calls == "hidden"
 
     # --- lifecycle ----------------------------------------------------------------------------------------
 
@@ -175,6 +187,8 @@ class Session:
                 )
             elif kind == "FunctionCallResponse":
                 await self._on_client_function_response(frame, data)
+            elif kind == "UpdateThink":
+                await self._on_update_think(frame, data)
             elif kind == "FunctionCallRequest":
                 await self._send_client(
                     Warning(
@@ -202,6 +216,24 @@ class Session:
             )
             return
         await self._send_upstream(frame)
+
+    async def _on_update_think(self, frame: str, data: dict[str, Any]) -> None:
+        """Merge the backend functions into an UpdateThink as into Settings: it replaces the provider's whole
+        think configuration, so relayed as is it could redefine a backend function (an ``endpoint`` of the
+        client's own) or drop it. Every name the backend owns is merged, not only those of Settings."""
+        try:
+            message: UpdateThink = validate(UpdateThink, data)
+        except ProtocolError as exc:
+            await self._send_client(Error(code=exc.code, description=exc.description))
+            return
+        problem = functions_problem(message.think.functions, self.config.max_settings_functions)
+        if problem is not None:
+            await self._send_client(
+                Error(code=ErrorCode.INVALID_MESSAGE, description=f"Invalid UpdateThink: {problem}")
+            )
+            return
+        backend = self.backend_functions
+        await self._send_upstream(dump(merge_update_think(message, backend)) if backend else frame)
 
     async def _apply_settings(self, frame: str, data: dict[str, Any]) -> bool:
         try:
@@ -255,25 +287,28 @@ class Session:
             frame = await self.upstream.recv()
             # A JSON escape can spell the type ("\u0046unctionCallRequest" is a FunctionCallRequest too): such a
             # frame is parsed, not relayed blind, or its backend calls would never be answered (tests/fuzz).
-            if isinstance(frame, str) and ('"FunctionCall' in frame or "\\u" in frame):
+            # Substring tests keep audio and most text frames off the parser.
+            if isinstance(frame, str) and (
+                '"FunctionCall' in frame or "\\u" in frame or (self._hide_history and '"History"' in frame)
+            ):
                 await self._on_function_message(frame)
             else:
                 await self.client.send(frame)
 
     async def _on_function_message(self, frame: str) -> None:
-        try:
+        data: dict[str, Any] = {}
+        with contextlib.suppress(ProtocolError):  # not a message the gateway acts on: relayed as it is
             # Also refuses nesting a rewrite could not serialise (tests/fuzz).
             data = parse_json_object(frame, duplicate_keys=True)
-        except ProtocolError:
-            data = None  # not a message the gateway acts on: relayed as it is
-        kind = data["type"] if data else None
+        kind = data.get("type")
         try:
             if kind == "FunctionCallRequest":
-                split = split_request(validate(FunctionCallRequest, data), frame, self.backend_functions)
-                for call in split.backend:
-                    self._start_call(call)
-                if split.client_frame is not None:
-                    await self.client.send(split.client_frame)
+                await self._on_function_request(frame, data)
+                return
+            if kind == "History" and self._hide_history:
+                rest = filter_history(data, frame, self.backend_functions, self.backend_ids)
+                if rest is not None:
+                    await self.client.send(rest)
                 return
             if kind == "FunctionCallCancelled":
                 ours, rest = filter_cancelled(validate(FunctionCallCancelled, data), frame, self.backend_ids)
@@ -284,6 +319,39 @@ class Session:
         except ProtocolError as exc:
             log.warning("session %s: provider sent a malformed %s: %s", self.id, kind, exc.description)
         await self.client.send(frame)
+
+    async def _on_function_request(self, frame: str, data: dict[str, Any]) -> None:
+        split = split_request(data, frame, self.backend_functions)
+        for call in split.backend:
+            self._start_call(call)
+        if split.client_frame is not None:
+            await self.client.send(split.client_frame)
+        if not split.problems:
+            return
+        # One line per request, the first few problems only: a provider can send any number of elements.
+        log.warning(
+            "session %s: provider sent %d malformed function call(s): %s",
+            self.id, len(split.problems), "; ".join(split.problems[:3]),
+        )  # fmt: skip
+        answered = [bad for bad in split.malformed if await self._answer_malformed(bad)]
+        await self._send_client(
+            Warning(
+                code=ErrorCode.MALFORMED_FUNCTION_CALL,
+                description=f"The provider sent {len(split.problems)} malformed function call(s); they were not "
+                f"relayed, and {len(answered)} were answered with an error.",
+            )
+        )
+
+    async def _answer_malformed(self, call: MalformedCall) -> bool:
+        """Answer a malformed element at once, with an error: the provider would otherwise wait for it forever.
+        Its id joins the backend's, so it is answered once only and the client may not answer it too."""
+        if call.id in self.backend_ids:
+            log.warning("session %s: malformed element repeats a call id the backend took; not answered", self.id)
+            return False
+        self.backend_ids.add(call.id)
+        with contextlib.suppress(UpstreamClosed):
+            await self._send_upstream(malformed_response_frame(call))
+        return True
 
     # --- backend calls ------------------------------------------------------------------------------------
 

@@ -78,6 +78,11 @@ class Config(BaseSettings):
     """Seconds of upstream silence after which the gateway sends KeepAlive while calls are pending."""
     backend_call_notices: bool = True
     """Tell the client about each backend call (``BackendFunctionCall`` messages) for its call panel."""
+    history_backend_calls: Literal["hidden", "shown"] = "hidden"
+    """``hidden``: the backend's function calls (their arguments and results) are removed from the provider's
+    ``History`` messages before the client gets them, as they are from ``FunctionCallRequest``: results may hold
+    data meant for the model only. ``shown`` relays History unchanged (a client that renders a transcript of
+    every call)."""
     catalog_ttl: int = Field(default=15, ge=2)
     """Seconds a worker's catalog lives in Redis unless refreshed (it refreshes every third of that)."""
 

@@ -28,6 +28,7 @@ __all__ = [
     "ProtocolError",
     "Settings",
     "SettingsApplied",
+    "UpdateThink",
     "Warning",
     "Welcome",
     "dump",
@@ -68,6 +69,10 @@ class ErrorCode:
     """A gateway bug ended the session (the details are in the gateway's log, not in the message)."""
     FUNCTION_REQUEST_REFUSED = "FUNCTION_REQUEST_REFUSED"
     """Warning: the client sent a FunctionCallRequest, which only the provider may send."""
+    MALFORMED_FUNCTION_CALL = "MALFORMED_FUNCTION_CALL"
+    """Warning: the provider's FunctionCallRequest had malformed elements (or no list of functions at all). They
+    were not relayed; each one with a string ``id`` was answered upstream with an error result, and the request's
+    well-formed calls were handled as usual."""
 
 
 class ProtocolError(Exception):
@@ -183,6 +188,13 @@ class FunctionDefinition(_Open):
 
 class Think(_Open):
     functions: list[FunctionDefinition] | None = None
+
+
+class UpdateThink(Message):
+    """Client → provider: replaces the whole think configuration, its function list included (Deepgram)."""
+
+    type: Literal["UpdateThink"] = "UpdateThink"
+    think: Think
 
 
 class Agent(_Open):

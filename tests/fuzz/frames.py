@@ -272,6 +272,12 @@ _huge_call = st.builds(
 )
 
 
+_history_entry = st.builds(
+    lambda call, response: {**call, "response": response}, _valid_call, st.sampled_from(['{"ok":1}', "", "secret"])
+)
+"""A History ``function_calls`` entry: a call as the provider requested it, with its response."""
+
+
 def escape_letter(frame: str, index: int) -> str:
     """The frame with one letter of its ``type`` written as a JSON escape: the same message to any JSON parser."""
     kind = json.loads(frame)["type"]
@@ -316,6 +322,12 @@ PROVIDER_KINDS: list[tuple[int, str, st.SearchStrategy[str | bytes]]] = [
     (3, "duplicate keys", duplicate_keys(["type", "functions"], ["FunctionCallRequest", "FunctionCallCancelled"])),
     (3, "FunctionCallRequest with its type written with escapes", st.builds(
         escape_letter, _request(_valid_call), st.integers(0, len("FunctionCallRequest") - 1)
+    )),
+    (5, "FunctionCallRequest mixing well-formed and malformed calls", _request(st.one_of(_valid_call, _loose_call))),
+    (4, "History with function calls, well-formed or not", st.one_of(
+        st.lists(st.one_of(_history_entry, _loose_call, values), max_size=4)
+        .map(lambda fs: dumps({"type": "History", "function_calls": fs})),
+        _fields("History", function_calls=values, role=st.sampled_from(["user", "assistant"])),
     )),
 ]  # fmt: skip
 ENDINGS = ["client", "client", "1000", "1001", "1008", "1011", "4000", "3001", "abort"]

@@ -64,6 +64,9 @@ class HostileProvider:
 
     def stop(self) -> None:
         if self._server is not None:
+            # A test that failed midway never said finish: its connection would keep the server from closing.
+            for script in list(self._scripts.values()):
+                self._loop.call_soon_threadsafe(script.finish.set)
             asyncio.run_coroutine_threadsafe(self._close(self._server), self._loop).result(15)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
@@ -84,6 +87,10 @@ class HostileProvider:
     def finish(self, fuzz_id: int) -> None:
         """Let the connection of ``fuzz_id`` end as its script says."""
         self._loop.call_soon_threadsafe(self._scripts[fuzz_id].finish.set)
+
+    def received(self, fuzz_id: int) -> list[str | bytes]:
+        """Every frame the gateway sent on the connection of ``fuzz_id`` after its Settings, in order."""
+        return list(self._scripts[fuzz_id].received)  # a copy: the provider's thread appends to it
 
     def responses(self, fuzz_id: int) -> list[dict[str, Any]]:
         """The FunctionCallResponse messages the gateway sent on the connection of ``fuzz_id``, in order."""

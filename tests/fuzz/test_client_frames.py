@@ -33,7 +33,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from gateway.upstream.simulated import SimulatedUpstream
-from shared.protocol import MAX_NESTING, ErrorCode, Settings
+from shared.protocol import MAX_NESTING, ErrorCode, Settings, UpdateThink
 from shared.redis_server import RedisServer
 from tests.fuzz.canary import Canary, ask_weather, open_session
 from tests.fuzz.frames import FUZZ_SETTINGS, MAX_FRAME, Hostile, client_frames, deeper_than, first_frames
@@ -129,6 +129,11 @@ def expected_refusal(frame: str | bytes, backend: set[str]) -> str | None:
         return ErrorCode.SETTINGS_ALREADY_APPLIED
     if kind == "FunctionCallRequest":
         return ErrorCode.FUNCTION_REQUEST_REFUSED
+    if kind == "UpdateThink":  # merged with the backend's functions, so it must be well-formed
+        try:
+            UpdateThink.model_validate(data)
+        except ValidationError:
+            return ErrorCode.INVALID_MESSAGE
     if kind == "FunctionCallResponse":
         if not all(isinstance(data.get(k), str) for k in ("id", "name", "content")):
             return ErrorCode.INVALID_MESSAGE

@@ -6,9 +6,14 @@ is; everything the client receives between two markers is what the gateway made 
 model of the protocol (below) says what that must be:
 
 - a frame the gateway does not act on reaches the client byte for byte (binary, non-JSON, other types,
-  malformed function messages);
-- a well-formed ``FunctionCallRequest`` loses its backend-owned calls (the client sees only its own, or nothing);
-  every backend call gets exactly one ``FunctionCallResponse`` upstream, a repeated call id none more;
+  a malformed ``FunctionCallCancelled``);
+- a ``FunctionCallRequest`` loses its backend-owned calls and its malformed elements (the client sees only its
+  own well-formed calls, or nothing, and a Warning MALFORMED_FUNCTION_CALL when an element was malformed; one
+  whose ``functions`` is not a list gives the Warning alone); every backend call, and every malformed element
+  with a string id (unless it says ``client_side: false`` or a well-formed element has its id), gets exactly
+  one ``FunctionCallResponse`` upstream, a repeated call id none more;
+- a ``History`` loses its entries for backend calls (by name, or by an id the backend took), and is not sent
+  at all when none is left;
 - a well-formed ``FunctionCallCancelled`` cancels backend calls (at most one answer, the one that may have been
   on its way) and the client sees only its own ids;
 - the provider's way of ending the connection reaches the client: 1000/1001 as they are, anything else (or a
@@ -37,10 +42,10 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 
 from shared import keys
-from shared.protocol import MAX_NESTING, FunctionCallCancelled, FunctionCallRequest
+from shared.protocol import MAX_NESTING, FunctionCall, FunctionCallCancelled
 from shared.redis_server import RedisServer
 from tests.fuzz.canary import Canary, ask_weather, open_session
-from tests.fuzz.frames import ENDINGS, FUZZ_SETTINGS, Hostile, deeper_than, provider_frames
+from tests.fuzz.frames import ENDINGS, FUZZ_SETTINGS, Hostile, deeper_than, dumps, provider_frames
 from tests.fuzz.hostile_provider import HostileProvider
 from tests.support.client import SETTINGS
 from tests.support.processes import Gateway, Process, http_get
@@ -90,6 +95,10 @@ class Expect:
     """The frame itself, byte for byte."""
     client_ids: list[str] | None = None
     """A rewritten function message carrying only these (client-owned) call ids."""
+    warning: bool = False
+    """A Warning MALFORMED_FUNCTION_CALL comes with it (a malformed element in a FunctionCallRequest)."""
+    history: list[Any] | None = None
+    """A rewritten History carrying only these ``function_calls`` entries."""
 
 
 @dataclass
@@ -115,25 +124,61 @@ class SessionModel:
         if not isinstance(data, dict) or deeper_than(data, MAX_NESTING):
             return Expect(relay=frame)  # not a message to act on (the nesting limit is the protocol's, too)
         kind = data.get("type")
+        if kind == "FunctionCallRequest":
+            return self._request(data, frame)
+        if kind == "History" and "function_calls" in data:
+            return self._history(data["function_calls"], frame)
         try:
-            if kind == "FunctionCallRequest":
-                return self._request(FunctionCallRequest.model_validate(data), frame)
             if kind == "FunctionCallCancelled":
                 return self._cancelled(FunctionCallCancelled.model_validate(data), frame)
         except ValidationError:
             pass  # malformed: relayed as it is
         return Expect(relay=frame)
 
-    def _request(self, request: FunctionCallRequest, frame: str) -> Expect:
-        backend = [f for f in request.functions if f.client_side and f.name in self.owned]
-        rest = [f.id for f in request.functions if not (f.client_side and f.name in self.owned)]
+    def _request(self, data: dict[str, Any], frame: str) -> Expect:
+        elements = data.get("functions")
+        if not isinstance(elements, list):
+            return Expect(warning=True)
+        valid: list[FunctionCall] = []
+        malformed: list[Any] = []
+        for element in elements:
+            try:
+                valid.append(FunctionCall.model_validate(element))
+            except ValidationError:
+                malformed.append(element)
+        backend = [f for f in valid if f.client_side and f.name in self.owned]
+        rest = [f.id for f in valid if not (f.client_side and f.name in self.owned)]
         for call in backend:
-            if call.id not in self.taken:  # a repeated id is the same call: answered once in all
-                self.taken.add(call.id)
-                self.must_answer[call.id] = call.name
-        if not backend:
+            self._owe(call.id, call.name)
+        valid_ids = {f.id for f in valid}
+        for element in malformed:
+            call_id = element.get("id") if isinstance(element, dict) else None
+            if isinstance(call_id, str) and call_id not in valid_ids and element.get("client_side") is not False:
+                name = element.get("name")
+                self._owe(call_id, name if isinstance(name, str) else "")
+        if not backend and not malformed:
             return Expect(relay=frame)
-        return Expect(client_ids=rest or None)
+        return Expect(client_ids=rest or None, warning=bool(malformed))
+
+    def _owe(self, call_id: str, name: str) -> None:
+        if call_id not in self.taken:  # a repeated id is the same call: answered once in all
+            self.taken.add(call_id)
+            self.must_answer[call_id] = name
+
+    def _backend_entry(self, entry: Any) -> bool:
+        """A History entry is the backend's when its name is backend-owned or its id a call the backend took."""
+        if not isinstance(entry, dict):
+            return False
+        name, call_id = entry.get("name"), entry.get("id")
+        return (isinstance(name, str) and name in self.owned) or (isinstance(call_id, str) and call_id in self.taken)
+
+    def _history(self, calls: Any, frame: str) -> Expect:
+        if not isinstance(calls, list):
+            return Expect()  # cannot be sorted: withheld
+        kept = [entry for entry in calls if not self._backend_entry(entry)]
+        if len(kept) == len(calls):
+            return Expect(relay=frame)
+        return Expect(history=kept or None)
 
     def _cancelled(self, message: FunctionCallCancelled, frame: str) -> Expect:
         ours = [f.id for f in message.functions if f.id in self.taken]
@@ -195,7 +240,17 @@ def _kind(frame: str) -> Any:
 
 def check_window(hostile: Hostile, expect: Expect, window: list[Any], tally: Tally) -> None:
     got = relayed(window)
-    if expect.relay is not None:
+    warnings = [f for f in got if isinstance(f, str) and _kind(f) == "MALFORMED_FUNCTION_CALL"]
+    got = [f for f in got if f not in warnings]
+    assert len(warnings) == int(expect.warning), f"{hostile!r}: expected {int(expect.warning)} Warning, got {warnings}"
+    if expect.warning:
+        tally.seen["malformed elements: Warning to the client"] += 1
+    if expect.history is not None:
+        assert len(got) == 1, f"{hostile!r}: expected one rewritten History, got {_short(got)}"
+        # Compared as JSON text: NaN is not equal to itself.
+        assert dumps(json.loads(got[0])["function_calls"]) == dumps(expect.history), (hostile, got[0][:300])
+        tally.seen["History without the backend's calls"] += 1
+    elif expect.relay is not None:
         assert got == [expect.relay], f"{hostile!r} should reach the client as it is; got {_short(got)}"
         tally.seen["relayed byte for byte"] += 1
     elif expect.client_ids is None:

@@ -104,6 +104,16 @@ def test_keepalive_sends_nothing_and_unknown_messages_get_a_warning():
     assert out.upstream == [] and types(out) == ["Warning"]
 
 
+def test_update_think_cannot_change_the_tools():
+    """OpenAI has no UpdateThink translation yet: nothing reaches session.update, so a client function cannot
+    override a backend one there (issue 12, item 5; full support is a later issue)."""
+    bridge = ready_bridge({"get_weather": spec("get_weather")})
+    think = {"functions": [{"name": "get_weather", "description": "mine", "endpoint": {"url": "https://x.example"}}]}
+    out = client(bridge, {"type": "UpdateThink", "think": think})
+    assert out.upstream == []
+    assert [(m["type"], m["code"]) for m in map(json.loads, out.client)] == [("Warning", "UNSUPPORTED_MESSAGE")]
+
+
 def test_unmapped_provider_events_are_not_sent():
     bridge = ready_bridge()
     assert provider(bridge, "rate_limits.updated", rate_limits=[]) == Out()
