@@ -58,13 +58,6 @@ ASYNCHRONOUS = {"BackendFunctionCall", "TOO_MANY_PENDING_CALLS"}
 
 
 @pytest.fixture(scope="module")
-def provider() -> Iterator[HostileProvider]:
-    hostile = HostileProvider().start()
-    yield hostile
-    hostile.stop()
-
-
-@pytest.fixture(scope="module")
 def hostile_gateway(
     fuzz_redis: RedisServer, fuzz_workers: Process, fuzz_logs: Path, provider: HostileProvider
 ) -> Iterator[Gateway]:
