@@ -86,8 +86,9 @@ class HostileProvider:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
 
-    @staticmethod
-    async def _close(server: Server) -> None:
+    async def _close(self, server: Server) -> None:
+        for script in self._scripts.values():  # a failed test leaves its script waiting to be told to finish
+            script.finish.set()
         server.close()  # on the provider's own loop: websockets' server is not thread-safe
         await server.wait_closed()
 
@@ -206,3 +207,15 @@ def function_responses(frames: list[str | bytes]) -> list[dict[str, Any]]:
                 if isinstance(message, dict) and message.get("type") == "FunctionCallResponse":
                     found.append(message)
     return found
+
+
+def check_settings(settings: str | bytes | None, definitions: dict[str, dict[str, Any]]) -> None:
+    """The Settings that reached the provider define every backend function as its worker does."""
+    assert isinstance(settings, str), f"the provider got no text Settings: {settings!r}"
+    message = json.loads(settings)
+    assert message["type"] == "Settings", message
+    functions = {f["name"]: f for f in ((message.get("agent") or {}).get("think") or {}).get("functions") or []}
+    for name, definition in definitions.items():
+        assert name in functions, f"{name} missing from the Settings the provider got: {sorted(functions)}"
+        got = {k: functions[name].get(k) for k in definition}
+        assert got == definition, f"the provider got {name} defined as {got}, its worker says {definition}"

@@ -54,7 +54,7 @@ from tests.fuzz.frames import (
     deeper_than,
     first_frames,
 )
-from tests.fuzz.hostile_provider import HostileProvider, function_responses
+from tests.fuzz.hostile_provider import HostileProvider, check_settings, function_responses
 from tests.support.client import SETTINGS
 from tests.support.processes import Gateway, Process, http_get
 from tests.support.reliability import Entry
@@ -254,18 +254,6 @@ class ProviderSide:
             elif message.get("type") == "FunctionCallCancelled":
                 cancelled.update(f["id"] for f in message["functions"])
         return calls, cancelled
-
-
-def check_settings(settings: str | bytes | None, definitions: dict[str, dict[str, Any]]) -> None:
-    """The Settings that reached the provider define every backend function as its worker does."""
-    assert isinstance(settings, str), f"the provider got no text Settings: {settings!r}"
-    message = json.loads(settings)
-    assert message["type"] == "Settings", message
-    functions = {f["name"]: f for f in ((message.get("agent") or {}).get("think") or {}).get("functions") or []}
-    for name, definition in definitions.items():
-        assert name in functions, f"{name} missing from the Settings the provider got: {sorted(functions)}"
-        got = {k: functions[name].get(k) for k in definition}
-        assert got == definition, f"the provider got {name} defined as {got}, its worker says {definition}"
 
 
 def check_upstream(hostile: Hostile, refusal: str | None, window: list[str | bytes], calls: dict[str, str]) -> str:
