@@ -127,6 +127,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     """Imported by the faults and fuzz conftests: each report also lands in the reliability record."""
     report = yield
     record_outcome(item, report)
+    if report.when == "teardown" and report.failed and item.nodeid in REPORT.entries:
+        # The entry's fixture wrote the file before the fixtures set up ahead of it were torn down (a gateway
+        # that exits non-zero, say): write again, or the page would call a failed test passed.
+        REPORT.write()
     return report
 
 
