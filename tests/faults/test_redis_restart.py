@@ -5,7 +5,9 @@ The test Redis has no persistence, so everything in it is lost: queued jobs, sto
 What must hold: the gateway stays up and keeps every session open, calls pending at the crash are answered
 (result or error) by their deadline, and calls made after Redis returns succeed within 2 s, on sessions opened
 before the crash and on new ones (those need the catalog, which workers republish on their next heartbeat: every
-CATALOG_TTL / 3 s, 1 s here).
+CATALOG_TTL / 3 s, 1 s here). Every probe call is held to it, not only the first success: each call on a session
+open throughout gets a result, and a new session may lack the backend functions only before the catalog is back
+(see ``probe_failures``); /readyz answers 200 again after each return.
 
 The second outage found that an idle worker came back only 4 s after Redis did (RQ's reconnect wait doubles,
 1 s, 2 s, 4 s...), and the first that a session starting just after the restart got no backend functions (the
@@ -79,20 +81,33 @@ class Poller(threading.Thread):
         return next((t - origin for t, _, ready in self.samples if t >= origin and ready == 200), float("inf"))
 
 
-async def answer_of(client: AgentClient, origin: float, timeout: float) -> tuple[bool, float]:
-    """Wait for the agent's answer; return (a backend result, not an error; seconds from ``origin``).
+OK = "ok"
+NO_FUNCTIONS = "no backend functions"
+"""The call went to the client: the session started before the workers republished their catalog."""
+ERROR = "error answer"
 
-    A ``FunctionCallRequest`` reaching the client also ends the wait, as a failure: it means the session
-    started without backend functions (the catalog was not back yet) and the call went to the client.
+
+async def outcome_of(client: AgentClient, origin: float, timeout: float) -> tuple[str, float]:
+    """Wait for the agent's answer; return (:data:`OK`, :data:`ERROR` or :data:`NO_FUNCTIONS`; seconds from
+    ``origin``). No answer within ``timeout`` raises ``TimeoutError``: it fails the test.
+
+    A ``FunctionCallRequest`` reaching the client also ends the wait: it means the session started without
+    backend functions (the catalog was not back yet) and the call went to the client.
     """
     async with asyncio.timeout(timeout):
         while True:
             frame = await client.next(timeout)
             message = json.loads(frame) if isinstance(frame, str) else {}
             if message.get("type") == "FunctionCallRequest":
-                return False, time.monotonic() - origin
+                return NO_FUNCTIONS, time.monotonic() - origin
             if message.get("type") == "ConversationText" and message.get("role") == "assistant":
-                return '"error"' not in message["content"], time.monotonic() - origin
+                return (ERROR if '"error"' in message["content"] else OK), time.monotonic() - origin
+
+
+async def answer_of(client: AgentClient, origin: float, timeout: float) -> tuple[bool, float]:
+    """Wait for the agent's answer as :func:`outcome_of` does; return (a backend result, not an error; seconds)."""
+    outcome, at = await outcome_of(client, origin, timeout)
+    return outcome == OK, at
 
 
 async def timed_answer(client: AgentClient, text: str, origin: float, timeout: float) -> tuple[bool, float]:
@@ -105,11 +120,23 @@ async def timed_answer(client: AgentClient, text: str, origin: float, timeout: f
 class Probe:
     sent_at: float
     """Seconds after Redis returned."""
-    ok: bool
+    outcome: str
+    """:data:`OK`, :data:`ERROR` or :data:`NO_FUNCTIONS`."""
     answered_at: float
+    new_session: bool
+    """Opened at ``sent_at`` (it needs the republished catalog), or open since before the crash."""
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == OK
 
     def figure(self) -> dict[str, object]:
-        return {"sent_at_s": self.sent_at, "ok": self.ok, "answered_at_s": round(self.answered_at, 2)}
+        return {
+            "session": "new" if self.new_session else "open throughout",
+            "sent_at_s": self.sent_at,
+            "outcome": self.outcome,
+            "answered_at_s": round(self.answered_at, 2),
+        }
 
 
 async def probe(client: AgentClient | None, url: str, offset: float, back: float) -> Probe:
@@ -120,10 +147,27 @@ async def probe(client: AgentClient | None, url: str, offset: float, back: float
     if client is None:
         client = await AgentClient.connect(url)
         await client.start()
-    ok, at = await timed_answer(client, call("get_current_time", timezone="UTC"), back, TIME_DEADLINE + 5)
+    await client.say(call("get_current_time", timezone="UTC"))
+    outcome, at = await outcome_of(client, back, TIME_DEADLINE + 5)
     if fresh:
         await client.close()
-    return Probe(offset, ok, at)
+    return Probe(offset, outcome, at, fresh)
+
+
+def probe_failures(old: list[Probe], new: list[Probe]) -> list[dict[str, object]]:
+    """The probes that broke the promise, with generous bounds. Every call on a session open throughout gets a
+    result: it knows the backend functions, and the call's own deadline (3 s) covers the workers' reconnect. A
+    new session may miss the backend functions only while the catalog is not back (a call that reaches the
+    client, never an error or a timeout), only before the recovery bound, and never again once one new session
+    got a result: recovery does not flap."""
+    bad = [p for p in old if not p.ok]
+    recovered = False
+    for p in sorted(new, key=lambda p: p.sent_at):
+        tolerated = p.outcome == NO_FUNCTIONS and p.sent_at < RECOVERY_BOUND + DEADLINE_MARGIN / 2 and not recovered
+        if not p.ok and not tolerated:
+            bad.append(p)
+        recovered = recovered or p.ok
+    return [p.figure() for p in bad]
 
 
 def first_success(probes: list[Probe]) -> float:
@@ -180,13 +224,13 @@ async def test_redis_restart_mid_traffic(logs_dir: Path, reliability: Entry):
         killed, back = await redis_server.crash_and_return(OUTAGE)
         old_results, new_results = await probe_round(old_sessions, gateway.url, back)
         pending_results = await asyncio.gather(*pending)
-        ready_after = poller.ready_since(back)
 
         # 2. Idle workers, longer outage: each worker waits for Redis in RQ's own reconnect loop.
         await asyncio.to_thread(wait_until, lambda: len(live_workers(redis_server.url)) == WORKERS, 15, "workers")
         idle_killed, idle_back = await redis_server.crash_and_return(LONG_OUTAGE)
         idle_old, idle_new = await probe_round(old_sessions, gateway.url, idle_back)
         poller.stop()
+        ready_after = [poller.ready_since(back), poller.ready_since(idle_back)]
 
         still_open = [c.ws.close_code is None for c in in_flight + old_sessions]
         follow_ups = [await timed_answer(c, call("get_current_time", timezone="UTC"), back, 10) for c in in_flight]
@@ -198,6 +242,8 @@ async def test_redis_restart_mid_traffic(logs_dir: Path, reliability: Entry):
             "idle workers, new sessions": first_success(idle_new),
         }
         all_probes = old_results + new_results + idle_old + idle_new
+        broken = probe_failures(old_results, new_results) + probe_failures(idle_old, idle_new)
+        missed = [p for p in all_probes if p.outcome == NO_FUNCTIONS]
         reliability.tried = (
             f"redis-server SIGKILLed and restarted empty on the same port twice: {OUTAGE:g} s down with "
             f"{len(in_flight)} calls running, then {LONG_OUTAGE:g} s down with {WORKERS} idle workers; "
@@ -211,7 +257,17 @@ async def test_redis_restart_mid_traffic(logs_dir: Path, reliability: Entry):
             f"error), slowest {max(at for _, at in pending_results):.2f} s after they started (deadline "
             f"{ECHO_DEADLINE:g} s); first successful new call after Redis returned: "
             + ", ".join(f"{seconds:.2f} s ({case})" for case, seconds in recoveries.items())
-            + f" (bound {RECOVERY_BOUND:g} s)"
+            + f" (bound {RECOVERY_BOUND:g} s); {sum(p.ok for p in all_probes)}/{len(all_probes)} probe calls got a "
+            f"result"
+            + (
+                f", {len(missed)} new sessions started before the catalog was back (at most "
+                f"{max(p.sent_at for p in missed):g} s after Redis returned) had no backend functions"
+                if missed
+                else ""
+            )
+            + f", {len(broken)} broke the promise; /readyz 200 again "
+            + " and ".join(f"{seconds:.2f} s" for seconds in ready_after)
+            + " after each return"
         )
         reliability.figures.update(
             outages_seconds=[round(back - killed, 2), round(idle_back - idle_killed, 2)],
@@ -223,9 +279,10 @@ async def test_redis_restart_mid_traffic(logs_dir: Path, reliability: Entry):
                 for s, (ok, at) in zip(ECHO_SECONDS, pending_results, strict=True)
             ],
             first_success_seconds=recoveries,
-            readyz_200_after_first_return_seconds=ready_after,
+            readyz_200_after_each_return_seconds=ready_after,
             probes_ok=f"{sum(p.ok for p in all_probes)}/{len(all_probes)}",
             failed_probes=[p.figure() for p in all_probes if not p.ok],
+            probes_breaking_the_promise=broken,
         )
 
         assert gateway.popen.poll() is None, "the gateway died"
@@ -233,8 +290,8 @@ async def test_redis_restart_mid_traffic(logs_dir: Path, reliability: Entry):
         assert all(still_open)
         assert all(at <= ECHO_DEADLINE + DEADLINE_MARGIN for _, at in pending_results)
         assert all(seconds <= RECOVERY_BOUND + DEADLINE_MARGIN / 2 for seconds in recoveries.values()), recoveries
-        late = [p for p in all_probes if p.sent_at >= RECOVERY_BOUND + DEADLINE_MARGIN / 2]
-        assert all(p.ok for p in late), [p.figure() for p in late]
+        assert not broken, broken
+        assert all(seconds <= RECOVERY_BOUND + DEADLINE_MARGIN for seconds in ready_after), ready_after
         assert all(ok for ok, _ in follow_ups), "a session open through the outage cannot call any more"
         for client in in_flight + old_sessions:
             await client.close()

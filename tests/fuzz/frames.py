@@ -34,6 +34,10 @@ BACKEND_NAMES = ["get_weather", "get_current_time", "slow_echo", "list_notes"]
 """Backend functions whose calls are quick and harmless, whatever the arguments."""
 CLIENT_NAMES = ["open_door", "client_tool"]
 """Names the backend does not own: calls to them belong to the client."""
+BACKEND_CALL_ID = "<id of the session's backend call>"
+"""Stands for the id of a backend call the provider requested in the session; the test fills it in before
+sending (hypothesis cannot know the id, the provider makes it up). A client answering a backend call under its own
+name must be refused for the id alone."""
 
 
 @dataclass(frozen=True)
@@ -178,6 +182,12 @@ CLIENT_KINDS: list[tuple[int, str, st.SearchStrategy[str | bytes]]] = [
         "FunctionCallResponse", id=st.one_of(odd_text, not_string), name=_names, content=st.one_of(odd_text, not_string)
     )),
     (8, "text that is not JSON", st.one_of(st.text(max_size=200), truncated(VALID_CLIENT_MESSAGES))),
+    (4, "FunctionCallResponse for a backend call's id", st.builds(
+        lambda name, content: dumps({"type": "FunctionCallResponse", "id": BACKEND_CALL_ID, "name": name,
+                                     "content": content}),
+        st.one_of(st.sampled_from(CLIENT_NAMES + BACKEND_NAMES), odd_text),
+        st.one_of(st.just('{"forged": true}'), odd_text),
+    )),
     (6, "JSON that is not an object", values.filter(lambda v: not isinstance(v, dict)).map(dumps)),
     (6, "object without a string type", message(not_string, content=values).map(dumps) | extra_fields.map(dumps)),
     (8, "unknown message type", st.builds(

@@ -1,24 +1,34 @@
-"""Hostile client frames against a real gateway (UPSTREAM=simulated) over WebSockets.
+"""Hostile client frames against a real gateway over WebSockets. Its provider (UPSTREAM=deepgram) is the
+simulated agent served by a recorder in this process (tests/fuzz/hostile_provider.py), so the oracle checks
+what the provider actually received, not only what the client was told.
 
 Each example is one connection. After its Settings, a batch of hypothesis-generated frames is sent one at a
 time, each followed by a marker (``SimulatedAgentStats``, which the simulated provider answers at once).
-Everything the client receives before the marker's answer is the reaction to that frame, so every frame is
-checked on its own:
+Everything the client receives before the marker's answer is the reaction to that frame, and everything the
+provider received before the marker is what the gateway passed on of it, so every frame is checked on its own:
 
+- the Settings that reached the provider carry every backend function's definition;
 - a frame the gateway must refuse (by the protocol rules, computed here independently) gets an Error or Warning
-  with the documented code, and the session goes on;
-- a frame the gateway must relay draws no refusal from the gateway (the provider may answer with its own error);
+  with the documented code, never reaches the provider, and the session goes on;
+- a frame the gateway must relay reaches the provider byte for byte and draws no refusal from the gateway (the
+  provider may answer with its own error);
+- besides the client's frames the provider gets only the gateway's own: a KeepAlive, or the one answer to a
+  backend call it requested (so no client-forged FunctionCallResponse for a backend call ever reaches it);
+- every backend call the provider requested gets exactly one FunctionCallResponse, with its id and name;
 - no reaction anywhere carries an undocumented code, and the gateway never reports an internal error;
 - an oversized frame at the end closes the session with 1009.
 
-A separate test fuzzes the first frame of a connection (anything but a valid Settings is fatal: 1008).
-Meanwhile a canary session on the same gateway keeps asking for the weather, and must keep getting it.
+A separate test fuzzes the first frame of a connection (anything but a valid Settings is fatal: 1008, and then
+nothing reaches the provider). Meanwhile a canary session on the same gateway keeps asking for the weather, and
+must keep getting it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,11 +42,21 @@ from pydantic import ValidationError
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from gateway.upstream.simulated import SimulatedUpstream
+from gateway.upstream.base import DEEPGRAM_AUDIO
 from shared.protocol import MAX_NESTING, ErrorCode, Settings, UpdateThink
 from shared.redis_server import RedisServer
-from tests.fuzz.canary import Canary, ask_weather, open_session
-from tests.fuzz.frames import FUZZ_SETTINGS, MAX_FRAME, Hostile, client_frames, deeper_than, first_frames
+from tests.fuzz.canary import QUESTION, Canary, ask_weather, open_session
+from tests.fuzz.frames import (
+    BACKEND_CALL_ID,
+    FUZZ_SETTINGS,
+    MAX_FRAME,
+    Hostile,
+    client_frames,
+    deeper_than,
+    first_frames,
+)
+from tests.fuzz.hostile_provider import HostileProvider, check_settings, function_responses
+from tests.support.client import SETTINGS
 from tests.support.processes import Gateway, Process, http_get
 from tests.support.reliability import Entry
 
@@ -63,6 +83,10 @@ REFUSALS = {
 even the provider's own SETTINGS_ALREADY_APPLIED)."""
 ASYNCHRONOUS = {ErrorCode.TOO_MANY_PENDING_CALLS, "UNEXPECTED_FUNCTION_CALL_RESPONSE"}
 """Reactions to a call a random message triggered, arriving whenever that call ends, in any window."""
+KEEPALIVE = '{"type":"KeepAlive"}'
+"""What the gateway itself sends the provider while backend calls are pending (in any window)."""
+ANSWER_WAIT = 15.0
+"""Seconds to wait, at the end of a batch, for every backend call the provider requested to be answered."""
 
 
 @dataclass
@@ -73,6 +97,11 @@ class Tally:
     reactions: Counter[str] = field(default_factory=Counter)
     closes: Counter[str] = field(default_factory=Counter)
     connections: int = 0
+    provider_got: Counter[str] = field(default_factory=Counter)
+    """What the provider received of the frames sent: ``relayed byte for byte`` or ``nothing``."""
+    backend_calls: int = 0
+    answered_once: int = 0
+    cancelled: int = 0
 
     @property
     def malformed(self) -> int:
@@ -80,15 +109,21 @@ class Tally:
 
 
 @pytest.fixture(scope="module")
-def fuzz_gateway(fuzz_redis: RedisServer, fuzz_workers: Process, fuzz_logs: Path) -> Iterator[Gateway]:
+def fuzz_gateway(
+    fuzz_redis: RedisServer, fuzz_workers: Process, fuzz_logs: Path, provider: HostileProvider
+) -> Iterator[Gateway]:
     # The rate and size budgets are tested in tests/integration/test_limits.py; here every frame must reach the
     # gateway's parser, so none may be dropped for rate, bytes or size (huge strings are the point).
-    budgets = {
-        "CLIENT_MESSAGE_RATE": "1000000",
-        "CLIENT_BYTE_RATE": str(1 << 40),
-        "MAX_TEXT_FRAME_BYTES": str(MAX_FRAME),
-    }
-    gateway = Gateway(fuzz_redis.url, fuzz_logs / "gw-client-fuzz.log", **budgets).wait_ready()
+    gateway = Gateway(
+        fuzz_redis.url,
+        fuzz_logs / "gw-client-fuzz.log",
+        CLIENT_MESSAGE_RATE="1000000",
+        CLIENT_BYTE_RATE=str(1 << 40),
+        MAX_TEXT_FRAME_BYTES=str(MAX_FRAME),
+        UPSTREAM="deepgram",
+        DEEPGRAM_URL=provider.url,
+        DEEPGRAM_API_KEY="recorder",
+    ).wait_ready()
     yield gateway
     assert gateway.stop() == 0, gateway.log()
 
@@ -117,8 +152,9 @@ def parsed(frame: str) -> dict[str, Any] | None:
     return data
 
 
-def expected_refusal(frame: str | bytes, backend: set[str]) -> str | None:
-    """The code the gateway must refuse this post-Settings frame with, or None when it must relay it."""
+def expected_refusal(frame: str | bytes, backend: set[str], backend_ids: set[str]) -> str | None:
+    """The code the gateway must refuse this post-Settings frame with, or None when it must relay it.
+    ``backend_ids``: the ids of the backend calls the provider has requested in this session so far."""
     if isinstance(frame, bytes):
         return None  # audio
     data = parsed(frame)
@@ -137,9 +173,18 @@ def expected_refusal(frame: str | bytes, backend: set[str]) -> str | None:
     if kind == "FunctionCallResponse":
         if not all(isinstance(data.get(k), str) for k in ("id", "name", "content")):
             return ErrorCode.INVALID_MESSAGE
-        if data["name"] in backend:
+        if data["name"] in backend or data["id"] in backend_ids:
             return ErrorCode.FUNCTION_RESPONSE_REFUSED
     return None
+
+
+def check_merged_think(message: dict[str, Any], definitions: dict[str, dict[str, Any]]) -> None:
+    """An UpdateThink as the provider got it: every backend function once, exactly as its worker defines it
+    (nothing of the client's for that name: no ``endpoint``, ``client_side`` or description of its own)."""
+    functions = (message.get("think") or {}).get("functions") or []
+    for name, definition in definitions.items():
+        mine = [f for f in functions if isinstance(f, dict) and f.get("name") == name]
+        assert mine == [definition], f"UpdateThink reached the provider with {name} as {mine}, not {definition}"
 
 
 def expected_first(frame: str | bytes) -> tuple[str | None, int]:
@@ -153,7 +198,7 @@ def expected_first(frame: str | bytes) -> tuple[str | None, int]:
         model = Settings.model_validate(data)  # the documented schema is the gateway's model of Settings
     except ValidationError:
         return ErrorCode.INVALID_SETTINGS, 1008
-    if SimulatedUpstream.audio_support.problem(model.audio, "simulated"):  # formats the upstream cannot honour
+    if DEEPGRAM_AUDIO.problem(model.audio, "deepgram"):  # formats the upstream cannot honour
         return ErrorCode.INVALID_SETTINGS, 1008
     return None, 0
 
@@ -195,29 +240,157 @@ def close_code(ws: ClientConnection) -> int | None:
     return received.code if received else None
 
 
-def run_batch(url: str, frames: list[Hostile], oversized: int, backend: set[str], tally: Tally) -> None:
-    with open_session(url) as ws:
-        tally.connections += 1
-        for hostile in frames:
-            window = reaction(ws, hostile.frame)
-            codes = codes_in(window)
-            refusal = expected_refusal(hostile.frame, backend)
-            tally.sent[hostile.kind] += 1
-            tally.reactions[f"refused: {refusal}" if refusal else "relayed to the provider"] += 1
-            tally.reactions.update(f"provider answered {c}" for c in codes if not refusal and c not in ASYNCHRONOUS)
-            assert all(c in GATEWAY_CODES | PROVIDER_CODES for c in codes), (hostile, window)
-            assert ErrorCode.INTERNAL_ERROR not in codes, (hostile, window)
-            if refusal:
-                assert refusal in codes, f"expected {refusal} for {hostile!r}, got {window[:5]}"
-            else:
-                assert not set(codes) & REFUSALS, f"refused a frame it must relay: {hostile!r}: {window[:5]}"
-        if oversized:
-            with contextlib.suppress(ConnectionClosed, OSError):  # the gateway may close while it is being sent
-                ws.send(b"\0" * oversized)
-            code = close_code(ws)
-            tally.sent["oversized frame"] += 1
-            tally.closes[str(code)] += 1
-            assert code == 1009, f"an oversized frame ({oversized} bytes) closed the session with {code}"
+@dataclass
+class ProviderSide:
+    """What the recording provider got on one session, read one marker-delimited window at a time."""
+
+    provider: HostileProvider
+    fuzz_id: int
+    backend: set[str]
+    cursor: int = 0
+
+    def window(self) -> list[str | bytes]:
+        """The frames the provider received since the previous marker, without this one. The provider records a
+        frame before answering it, so once the client has the marker's answer the marker is recorded."""
+        received = self.provider.received(self.fuzz_id)
+        try:
+            end = received.index(MARKER, self.cursor)
+        except ValueError:
+            got = _short(received[self.cursor :][:5])
+            raise AssertionError(f"the marker never reached the provider; it got {got}") from None
+        window, self.cursor = received[self.cursor : end], end + 1
+        return window
+
+    def requested(self) -> tuple[dict[str, str], set[str]]:
+        """(backend call id → name, ids it cancelled) for the calls the provider asked for so far."""
+        calls: dict[str, str] = {}
+        cancelled: set[str] = set()
+        for frame in self.provider.sent(self.fuzz_id):
+            message = json.loads(frame)
+            if message.get("type") == "FunctionCallRequest":
+                ours = [f for f in message["functions"] if f.get("client_side") and f["name"] in self.backend]
+                calls.update((f["id"], f["name"]) for f in ours)
+            elif message.get("type") == "FunctionCallCancelled":
+                cancelled.update(f["id"] for f in message["functions"])
+        return calls, cancelled
+
+
+def check_upstream(
+    hostile: Hostile,
+    refusal: str | None,
+    window: list[str | bytes],
+    calls: dict[str, str],
+    definitions: dict[str, dict[str, Any]],
+) -> str:
+    """The frame reached the provider byte for byte (relayed), merged (an UpdateThink), or not at all (refused),
+    and nothing else but the gateway's own frames did. Returns what the provider got, for the tally."""
+    rest = list(window)
+    data = parsed(hostile.frame) if isinstance(hostile.frame, str) else None
+    if refusal is None and data is not None and data["type"] == "UpdateThink":
+        merged = [f for f in rest if isinstance(f, str) and (parsed(f) or {}).get("type") == "UpdateThink"]
+        assert len(merged) == 1, f"{hostile!r} was to be merged and relayed; the provider got {_short(window)}"
+        check_merged_think(json.loads(merged[0]), definitions)
+        rest.remove(merged[0])
+        strays = [f for f in rest if not _gateway_own(f, calls)]
+        assert not strays, f"after {hostile!r} the provider also got {_short(strays)}"
+        return "merged with the backend's functions"
+    if refusal is None:
+        assert hostile.frame in rest, f"{hostile!r} was to be relayed; the provider got {_short(window)}"
+        rest.remove(hostile.frame)
+    else:
+        assert hostile.frame not in rest, f"{hostile!r} was refused ({refusal}), yet it reached the provider"
+    strays = [f for f in rest if not _gateway_own(f, calls)]
+    assert not strays, f"after {hostile!r} the provider also got {_short(strays)}"
+    return "relayed byte for byte" if refusal is None else "nothing"
+
+
+def _gateway_own(frame: str | bytes, calls: dict[str, str]) -> bool:
+    """A frame the gateway sends of its own accord: a KeepAlive, or an answer to a backend call the provider
+    requested (how many of those each call gets is checked at the end of the session)."""
+    if frame == KEEPALIVE:
+        return True
+    responses = function_responses([frame])
+    return len(responses) == 1 and responses[0].get("id") in calls
+
+
+def _short(frames: list[Any]) -> list[Any]:
+    return [f[:200] if isinstance(f, str | bytes) else f for f in frames]
+
+
+def check_answers(side: ProviderSide, tally: Tally) -> None:
+    """Every backend call the provider requested got exactly one FunctionCallResponse, with its id and name; a
+    call the provider cancelled got one at most."""
+    deadline = time.monotonic() + ANSWER_WAIT
+    while True:
+        calls, cancelled = side.requested()
+        answers = Counter(m.get("id") for m in side.provider.responses(side.fuzz_id))
+        owed = {i for i in calls if i not in cancelled}
+        if all(answers[i] for i in owed) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    if calls:
+        time.sleep(0.05)  # room for a second, wrong answer to show up
+    responses = [m for m in side.provider.responses(side.fuzz_id) if m.get("id") in calls]
+    answers = Counter(m["id"] for m in responses)
+    tally.backend_calls += len(calls)
+    tally.answered_once += sum(1 for i in calls if answers[i] == 1)
+    tally.cancelled += len(cancelled & set(calls))
+    for call_id in owed:
+        assert answers[call_id] == 1, f"backend call {call_id} ({calls[call_id]}) answered {answers[call_id]} times"
+    for call_id in cancelled & set(calls):
+        assert answers[call_id] <= 1, f"cancelled backend call {call_id} answered {answers[call_id]} times"
+    for message in responses:
+        assert message.get("name") == calls[message["id"]], f"answer under another name: {message}"
+
+
+def run_batch(
+    url: str,
+    side: ProviderSide,
+    frames: list[Hostile],
+    oversized: int,
+    definitions: dict[str, dict[str, Any]],
+    tally: Tally,
+) -> None:
+    side.provider.record(side.fuzz_id)
+    try:
+        with open_session(url, {**SETTINGS, "fuzz_id": side.fuzz_id}) as ws:
+            tally.connections += 1
+            check_settings(side.provider.settings(side.fuzz_id), definitions)
+            # A real backend call first, so the frames can try to answer it (see frames.BACKEND_CALL_ID).
+            question = Hostile("question", json.dumps({"type": "InjectUserMessage", "content": QUESTION}))
+            reaction(ws, question.frame)
+            check_upstream(question, None, side.window(), {}, definitions)
+            backend_call = next(iter(side.requested()[0]), None)
+            assert backend_call, "the weather question led to no backend call"
+            for hostile in frames:
+                if isinstance(hostile.frame, str) and BACKEND_CALL_ID in hostile.frame:
+                    hostile = Hostile(hostile.kind, hostile.frame.replace(BACKEND_CALL_ID, backend_call))
+                refusal = expected_refusal(hostile.frame, side.backend, set(side.requested()[0]))
+                window = reaction(ws, hostile.frame)
+                codes = codes_in(window)
+                calls = side.requested()[0]  # as of the marker: the gateway took them before relaying its answer
+                tally.sent[hostile.kind] += 1
+                tally.reactions[f"refused: {refusal}" if refusal else "relayed to the provider"] += 1
+                tally.reactions.update(f"provider answered {c}" for c in codes if not refusal and c not in ASYNCHRONOUS)
+                assert all(c in GATEWAY_CODES | PROVIDER_CODES for c in codes), (hostile, window)
+                assert ErrorCode.INTERNAL_ERROR not in codes, (hostile, window)
+                if refusal:
+                    assert refusal in codes, f"expected {refusal} for {hostile!r}, got {window[:5]}"
+                else:
+                    assert not set(codes) & REFUSALS, f"refused a frame it must relay: {hostile!r}: {window[:5]}"
+                tally.provider_got[check_upstream(hostile, refusal, side.window(), calls, definitions)] += 1
+            check_answers(side, tally)
+            if oversized:
+                with contextlib.suppress(ConnectionClosed, OSError):  # the gateway may close while it is being sent
+                    ws.send(b"\0" * oversized)
+                code = close_code(ws)
+                tally.sent["oversized frame"] += 1
+                tally.closes[str(code)] += 1
+                assert code == 1009, f"an oversized frame ({oversized} bytes) closed the session with {code}"
+                big = [f for f in side.provider.received(side.fuzz_id) if len(f) >= oversized]
+                assert not big, "the oversized frame reached the provider"
+    finally:
+        side.provider.forget(side.fuzz_id)
 
 
 def run_first_frame(url: str, hostile: Hostile, tally: Tally) -> None:
@@ -246,9 +419,16 @@ def run_first_frame(url: str, hostile: Hostile, tally: Tally) -> None:
 # --- the tests ----------------------------------------------------------------------------------------------------
 
 
-def test_hostile_client_frames(fuzz_gateway: Gateway, reliability: Entry):
+def test_hostile_client_frames(
+    fuzz_gateway: Gateway,
+    provider: HostileProvider,
+    backend_definitions: dict[str, dict[str, Any]],
+    reliability: Entry,
+):
     """Malformed client frames after Settings, and a canary session on the same gateway"""
     backend = set(json.loads(http_get(fuzz_gateway.http + "/readyz")[1])["functions"])
+    assert backend == set(backend_definitions), "the gateway and the workers' catalogs disagree"
+    fuzz_ids = itertools.count(1)
     tally = Tally()
     canary = Canary(fuzz_gateway.url)
     canary.start()
@@ -259,7 +439,8 @@ def test_hostile_client_frames(fuzz_gateway: Gateway, reliability: Entry):
         st.one_of(st.just(0), st.just(0), st.just(0), st.integers(MAX_FRAME + 1, MAX_FRAME + 100_000)),
     )
     def batch(frames: list[Hostile], oversized: int) -> None:
-        run_batch(fuzz_gateway.url, frames, oversized, backend, tally)
+        side = ProviderSide(provider, next(fuzz_ids), backend)
+        run_batch(fuzz_gateway.url, side, frames, oversized, backend_definitions, tally)
 
     try:
         batch()
@@ -272,9 +453,15 @@ def test_hostile_client_frames(fuzz_gateway: Gateway, reliability: Entry):
     assert tally.malformed >= MIN_MALFORMED, tally.sent
 
 
-def test_hostile_first_frames(fuzz_gateway: Gateway, reliability: Entry):
+def test_hostile_first_frames(
+    fuzz_gateway: Gateway,
+    provider: HostileProvider,
+    backend_definitions: dict[str, dict[str, Any]],
+    reliability: Entry,
+):
     """Malformed first frames (before Settings), and a canary session on the same gateway"""
     tally = Tally()
+    before = len(provider.first_frames)
     canary = Canary(fuzz_gateway.url)
     canary.start()
 
@@ -289,7 +476,14 @@ def test_hostile_first_frames(fuzz_gateway: Gateway, reliability: Entry):
         canary.stop()
     with open_session(fuzz_gateway.url) as ws:
         canary_after = ask_weather(ws)
+    # What reached the provider first, on every connection since the test began: the canary's two sessions and
+    # one per valid Settings, each a Settings defining the backend functions; a refused first frame, nothing.
+    reached = provider.first_frames[before:]
+    tally.provider_got["a valid Settings"] = len(reached)
     _record(reliability, tally, canary, canary_after, fuzz_gateway, "as the first frame")
+    for first in reached:
+        check_settings(first, backend_definitions)
+    assert len(reached) == tally.sent["valid"] + 2, f"{len(reached)} first frames reached the provider"
     _assert_unharmed(tally, canary, canary_after, fuzz_gateway)
     assert tally.connections == FIRST_FRAMES
 
@@ -308,6 +502,17 @@ def _record(entry: Entry, tally: Tally, canary: Canary, after: bool, gateway: Ga
             if tally.closes
             else ""
         )
+        + (
+            ". The provider got: " + ", ".join(f"{n} {what}" for what, n in tally.provider_got.most_common())
+            if tally.provider_got
+            else ""
+        )
+        + (
+            f"; {tally.backend_calls} backend calls it requested: {tally.answered_once} answered exactly once, "
+            f"{tally.cancelled} cancelled by the provider (barge-in), none answered twice"
+            if tally.backend_calls
+            else ""
+        )
         + f". Gateway alive: {gateway.popen.poll() is None}, tracebacks in its log: {log.count('Traceback')}. "
         f"Canary: {canary.completed} weather calls answered during the fuzzing, {len(canary.failures)} failures, "
         f"one more after it: {'ok' if after else 'FAILED'}"
@@ -318,6 +523,10 @@ def _record(entry: Entry, tally: Tally, canary: Canary, after: bool, gateway: Ga
         frames_by_kind=dict(tally.sent.most_common()),
         reactions=dict(tally.reactions.most_common()),
         close_codes=dict(tally.closes.most_common()),
+        provider_got=dict(tally.provider_got.most_common()),
+        backend_calls=tally.backend_calls,
+        backend_calls_answered_once=tally.answered_once,
+        backend_calls_cancelled=tally.cancelled,
         canary_calls=canary.completed,
         canary_failures=canary.failures,
         canary_slowest_seconds=canary.slowest,

@@ -11,7 +11,9 @@ model of the protocol (below) says what that must be:
   own well-formed calls, or nothing, and a Warning MALFORMED_FUNCTION_CALL when an element was malformed; one
   whose ``functions`` is not a list gives the Warning alone); every backend call, and every malformed element
   with a string id (unless it says ``client_side: false`` or a well-formed element has its id), gets exactly
-  one ``FunctionCallResponse`` upstream, a repeated call id none more;
+  one ``FunctionCallResponse`` upstream, a repeated call id none more, and that answer is its own (it fits the
+  call's function and arguments: nothing wipes Redis between scripts, whose ids repeat across sessions, so
+  another session's result would show);
 - a ``History`` loses its entries for backend calls (by name, or by an id the backend took), and is not sent
   at all when none is left;
 - a well-formed ``FunctionCallCancelled`` cancels backend calls (at most one answer, the one that may have been
@@ -19,8 +21,9 @@ model of the protocol (below) says what that must be:
 - the provider's way of ending the connection reaches the client: 1000/1001 as they are, anything else (or a
   cut connection) as an ``Error`` UPSTREAM_CLOSED and close code 1011.
 
-The gateway must not crash or log a traceback, and a canary session on the same gateway (served by a
-well-behaved provider) keeps getting weather answers throughout.
+What the provider received is what it recorded: the Settings it got define every backend function, and after them
+it gets only the gateway's answers and KeepAlives. The gateway must not crash or log a traceback, and a canary
+session on the same gateway (served by a well-behaved provider) keeps getting weather answers throughout.
 """
 
 from __future__ import annotations
@@ -34,19 +37,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 
-from shared import keys
 from shared.protocol import MAX_NESTING, FunctionCall, FunctionCallCancelled
 from shared.redis_server import RedisServer
 from tests.fuzz.canary import Canary, ask_weather, open_session
 from tests.fuzz.frames import ENDINGS, FUZZ_SETTINGS, Hostile, deeper_than, dumps, provider_frames
-from tests.fuzz.hostile_provider import HostileProvider
+from tests.fuzz.hostile_provider import HostileProvider, check_settings, function_responses
 from tests.support.client import SETTINGS
 from tests.support.processes import Gateway, Process, http_get
 from tests.support.reliability import Entry
@@ -58,15 +59,10 @@ SCRIPT_SIZE = (10, 30)
 MIN_FRAMES = 2_500
 ANSWER_WAIT = 10.0
 """Seconds to wait for every backend call of a script to be answered (the slowest function here takes 5)."""
+KEEPALIVE = '{"type":"KeepAlive"}'
+"""What the gateway itself sends the provider while backend calls are pending."""
 ASYNCHRONOUS = {"BackendFunctionCall", "TOO_MANY_PENDING_CALLS"}
 """What the gateway itself sends the client while calls run (a notice type, a Warning code): in any window."""
-
-
-@pytest.fixture(scope="module")
-def provider() -> Iterator[HostileProvider]:
-    hostile = HostileProvider().start()
-    yield hostile
-    hostile.stop()
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +107,10 @@ class SessionModel:
     """Every call id the backend took in this session."""
     must_answer: dict[str, str] = field(default_factory=dict)
     """Backend calls owed exactly one answer: id → function name."""
+    arguments: dict[str, str] = field(default_factory=dict)
+    """The arguments each backend call was taken with: id → the arguments string."""
+    malformed: set[str] = field(default_factory=set)
+    """Ids of malformed elements: the gateway answers them with its own "malformed" error, not a worker's."""
     may_answer: set[str] = field(default_factory=set)
     """Backend calls cancelled after they started: an answer already on its way may still arrive, one at most."""
 
@@ -149,21 +149,25 @@ class SessionModel:
         backend = [f for f in valid if f.client_side and f.name in self.owned]
         rest = [f.id for f in valid if not (f.client_side and f.name in self.owned)]
         for call in backend:
-            self._owe(call.id, call.name)
+            self._owe(call.id, call.name, call.arguments)
         valid_ids = {f.id for f in valid}
         for element in malformed:
             call_id = element.get("id") if isinstance(element, dict) else None
             if isinstance(call_id, str) and call_id not in valid_ids and element.get("client_side") is not False:
                 name = element.get("name")
+                if call_id not in self.taken:
+                    self.malformed.add(call_id)
                 self._owe(call_id, name if isinstance(name, str) else "")
         if not backend and not malformed:
             return Expect(relay=frame)
         return Expect(client_ids=rest or None, warning=bool(malformed))
 
-    def _owe(self, call_id: str, name: str) -> None:
+    def _owe(self, call_id: str, name: str, arguments: str | None = None) -> None:
         if call_id not in self.taken:  # a repeated id is the same call: answered once in all
             self.taken.add(call_id)
             self.must_answer[call_id] = name
+            if arguments is not None:
+                self.arguments[call_id] = arguments
 
     def _backend_entry(self, entry: Any) -> bool:
         """A History entry is the backend's when its name is backend-owned or its id a call the backend took."""
@@ -203,6 +207,7 @@ class Tally:
     answered_once: int = 0
     cancelled_calls: int = 0
     cancelled_answered: int = 0
+    answers_checked: int = 0
     sessions: int = 0
 
     @property
@@ -274,28 +279,54 @@ def expected_close(ending: str) -> tuple[int, bool]:
     return 1011, True
 
 
-def forget_calls(redis_url: str) -> None:
-    """Delete every call's claim, result and cancel marker: each script starts with a backend that has never seen
-    its call ids. Scripts draw ids from a small pool, and the gateway keys backend state by call id alone, so a
-    later session reusing an id would meet an earlier session's state (test_call_id_reused_in_another_session)."""
-    client = redis.Redis.from_url(redis_url)
+def fits(name: str, arguments: str, content: str) -> bool:
+    """Whether ``content`` can be the answer to this very call: an error that names the function (every error the
+    gateway or a worker writes does), or a result that echoes the call's own arguments.
+
+    Scripts draw call ids from a small pool and nothing wipes Redis between them, so a later session reuses the
+    ids of earlier ones. An answer that is really another session's result under the same id (a stored result or
+    claim keyed by the provider's id alone) is, for another function or other arguments, one that does not fit.
+    """
     try:
-        for pattern in (keys.claim("*"), keys.result("*"), keys.cancelled("*")):
-            stale = list(client.scan_iter(pattern, count=1000))
-            if stale:
-                client.delete(*stale)
-    finally:
-        client.close()
+        data = json.loads(content)
+    except ValueError:
+        return False
+    if not isinstance(data, dict):
+        return False
+    if "error" in data:
+        return name in str(data["error"])
+    try:
+        args = json.loads(arguments) if arguments.strip() else {}
+    except (ValueError, RecursionError):
+        return False  # arguments that are not JSON can only get an error
+    if not isinstance(args, dict):
+        return False
+    if name == "get_weather":
+        return data.get("location") == args.get("location")
+    if name == "get_current_time":
+        return data.get("timezone") == args.get("timezone", "UTC")
+    if name == "slow_echo":
+        return data.get("echo") == args.get("text")
+    if name == "list_notes":
+        return isinstance(data.get("notes"), list)
+    return False
 
 
 def run_script(
-    provider: HostileProvider, url: str, fuzz_id: int, frames: list[Hostile], ending: str, owned: set[str], tally: Tally
+    provider: HostileProvider,
+    url: str,
+    fuzz_id: int,
+    frames: list[Hostile],
+    ending: str,
+    definitions: dict[str, dict[str, Any]],
+    tally: Tally,
 ) -> None:
     provider.add(fuzz_id, [h.frame for h in frames], ending)
-    model = SessionModel(owned)
+    model = SessionModel(set(definitions))
     expectations = [model.feed(h.frame) for h in frames]
     with open_session(url, {**SETTINGS, "fuzz_id": fuzz_id}) as ws:
         tally.sessions += 1
+        check_settings(provider.settings(fuzz_id), definitions)
         windows = read_windows(ws, len(frames))
         for hostile, expect, window in zip(frames, expectations, windows, strict=True):
             tally.sent[hostile.kind] += 1
@@ -312,13 +343,28 @@ def run_script(
         tally.answered_once += sum(1 for i in model.must_answer if answers[i] == 1)
         tally.cancelled_calls += len(model.may_answer)
         tally.cancelled_answered += sum(1 for i in model.may_answer if answers[i])
+        contents = {message["id"]: message["content"] for message in provider.responses(fuzz_id)}
         for call_id, name in model.must_answer.items():
             assert answers[call_id] == 1, f"call {call_id[:40]!r} ({name}) answered {answers[call_id]} times"
             assert names[call_id] == name
+            if call_id in model.malformed:
+                assert "malformed" in contents[call_id], (
+                    f"malformed element {call_id[:40]!r}: {contents[call_id][:200]}"
+                )
+                continue
+            arguments = model.arguments[call_id]
+            assert fits(name, arguments, contents[call_id]), (
+                f"call {call_id[:40]!r} {name}({arguments[:80]}) got an answer that is not its own: "
+                f"{contents[call_id][:200]}"
+            )
+        tally.answers_checked += len(model.must_answer)
         for call_id in model.may_answer:
             assert answers[call_id] <= 1, f"cancelled call {call_id[:40]!r} answered {answers[call_id]} times"
         strays = set(answers) - set(model.must_answer) - model.may_answer
         assert not strays, f"answers for calls the backend never took: {[s[:40] for s in strays]}"
+        # The client sent nothing after its Settings: the provider got only the gateway's answers and KeepAlives.
+        others = [f for f in provider.received(fuzz_id) if f != KEEPALIVE and not function_responses([f])]
+        assert not others, f"the provider got frames nobody should have sent it: {_short(others)}"
 
         provider.finish(fuzz_id)
         if ending == "client":
@@ -343,10 +389,14 @@ def run_script(
 
 
 def test_hostile_provider_frames(
-    hostile_gateway: Gateway, provider: HostileProvider, fuzz_redis: RedisServer, reliability: Entry
+    hostile_gateway: Gateway,
+    provider: HostileProvider,
+    backend_definitions: dict[str, dict[str, Any]],
+    reliability: Entry,
 ):
     """Malformed and hostile provider frames, and a canary session on the same gateway"""
     owned = set(json.loads(http_get(hostile_gateway.http + "/readyz")[1])["functions"])
+    assert owned == set(backend_definitions), "the gateway and the workers' catalogs disagree"
     tally = Tally()
     scripts = iter(range(1_000_000))
     canary = Canary(hostile_gateway.url)
@@ -355,8 +405,8 @@ def test_hostile_provider_frames(
     @settings(FUZZ_SETTINGS, max_examples=SCRIPTS)
     @given(st.lists(provider_frames(), min_size=SCRIPT_SIZE[0], max_size=SCRIPT_SIZE[1]), st.sampled_from(ENDINGS))
     def script(frames: list[Hostile], ending: str) -> None:
-        forget_calls(fuzz_redis.url)
-        run_script(provider, hostile_gateway.url, next(scripts), frames, ending, owned, tally)
+        # Nothing is wiped between scripts: call ids repeat across sessions, and each answer must still be its own.
+        run_script(provider, hostile_gateway.url, next(scripts), frames, ending, backend_definitions, tally)
 
     try:
         script()
@@ -374,7 +424,8 @@ def test_hostile_provider_frames(
     )
     reliability.happened = (
         "; ".join(f"{n} {what}" for what, n in tally.seen.most_common())
-        + f". {tally.backend_calls} backend calls started: {tally.answered_once} answered exactly once, "
+        + f". {tally.backend_calls} backend calls started: {tally.answered_once} answered exactly once "
+        f"({tally.answers_checked} answers checked to fit their own call, with nothing wiped between sessions), "
         f"{tally.cancelled_calls} cancelled by the provider ({tally.cancelled_answered} of them had an answer "
         f"already on its way), none answered twice. Gateway alive: {hostile_gateway.popen.poll() is None}, "
         f"tracebacks in its log: {log.count('Traceback')}. Canary: {canary.completed} weather calls answered "
@@ -388,6 +439,7 @@ def test_hostile_provider_frames(
         endings=dict(tally.endings.most_common()),
         backend_calls=tally.backend_calls,
         answered_exactly_once=tally.answered_once,
+        answers_fitting_their_call=tally.answers_checked,
         cancelled=tally.cancelled_calls,
         cancelled_but_answered=tally.cancelled_answered,
         canary_calls=canary.completed,
