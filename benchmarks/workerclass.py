@@ -26,6 +26,8 @@ from shared import keys
 from shared.envelopes import JOB_FUNCTION, Job
 
 CHANNEL = keys.reply_channel("bench-workerclass")
+GATEWAY = keys.gateway_ref("bench-workerclass")
+"""The driver's jobs name a gateway, as the gateway's do, so the worker's claim checks its liveness key."""
 
 
 def run_worker(url: str, kind: str) -> None:
@@ -45,6 +47,7 @@ def _calls(url: str, count: int, pause: float) -> list[float]:
     pubsub = connection.pubsub()
     pubsub.subscribe(CHANNEL)
     pubsub.get_message(timeout=1)
+    connection.set(keys.gateway_alive(GATEWAY), "1", ex=3600)  # the gateway's heartbeat, once for the whole run
     samples = []
     for i in range(count):
         job = Job(
@@ -57,7 +60,12 @@ def _calls(url: str, count: int, pause: float) -> list[float]:
         started = time.perf_counter()
         with connection.pipeline() as pipe:
             queue.enqueue_call(
-                JOB_FUNCTION, args=(job.to_json(),), job_id=keys.job_id(job.call_id), timeout=5, ttl=30, pipeline=pipe
+                JOB_FUNCTION,
+                args=(job.to_json(),),
+                job_id=keys.job_id(job.call_id, gateway=GATEWAY),
+                timeout=5,
+                ttl=30,
+                pipeline=pipe,
             )
             pipe.execute()
         while (message := pubsub.get_message(timeout=5)) is not None and message["type"] != "message":

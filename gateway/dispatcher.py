@@ -7,6 +7,9 @@ One :class:`Dispatcher` per gateway process. It owns:
 - the futures of the calls in flight, keyed by call id;
 - the per-call deadline: when it passes, the caller gets an error result and the job is cancelled.
 
+While it runs it keeps a liveness key (``keys.gateway_alive``) with a short TTL: its jobs' ids name it, and a
+worker does not start a call whose gateway is gone (killed outright, so nobody would receive the result).
+
 Results arrive twice over: published on the reply channel and stored under ``keys.result(call_id)`` with a TTL.
 After a reconnect the dispatcher re-reads the stored results of every pending call, so a result published
 while the subscription was down is not lost. Enqueueing retries through a Redis outage until the deadline.
@@ -54,6 +57,18 @@ REDIS_CONNECTIONS = 100
 """Redis connections one gateway process opens at most (one per command in flight; pub/sub holds one)."""
 MAX_RETRIES = 2
 """Extra runs of an idempotent call whose workers keep dying."""
+ALIVE_TTL = 5
+"""Seconds this process's liveness key outlives its last refresh: how long after a SIGKILL workers stop starting its
+calls. Long enough to ride out a stalled event loop or a slow Redis, short next to calls' deadlines."""
+ALIVE_EVERY = 1.0
+"""Seconds between refreshes of the liveness key."""
+UNCLAIMED_LOOK_AFTER = 1.0
+"""Seconds a call may stay unclaimed after its enqueue before the watcher looks for it in its queue (a call is
+normally claimed within milliseconds of leaving the queue; the look costs an ``LPOS`` per call)."""
+DEQUEUED_GRACE = 0.5
+"""Seconds a call must be seen out of its queue and still unclaimed before it is queued again: its worker took it
+and died before claiming it. Rerunning is safe even when a slow worker still claims it: all attempts share the
+claim key, so at most one runs."""
 
 
 @dataclass
@@ -65,6 +80,13 @@ class _Pending:
     future: asyncio.Future[Result]
     enqueued: bool = False
     attempts: int = 0
+    job_attempt: int = 0
+    """The attempt number in the id of the call's latest RQ job (``keys.job_id``): raised by every re-enqueue,
+    whatever its reason, so no two of a call's jobs share an id."""
+    queued_at: float = 0.0
+    """``time.monotonic()`` of the latest enqueue."""
+    dequeued_at: float | None = None
+    """When the watcher first saw the latest job out of its queue with the call unclaimed."""
 
 
 class Dispatcher:
@@ -80,6 +102,8 @@ class Dispatcher:
         self.config = config
         self.gateway_id = gateway_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.channel = keys.reply_channel(self.gateway_id)
+        self.gateway_ref = keys.gateway_ref(self.gateway_id)
+        self._alive_key = keys.gateway_alive(self.gateway_ref)
         self.redis = async_redis or aioredis.Redis(connection_pool=_redis_pool(config.redis_url))
         self._sync = sync_redis or redis.Redis.from_url(config.redis_url, socket_connect_timeout=2, socket_timeout=5)
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="enqueue")
@@ -88,6 +112,7 @@ class Dispatcher:
         self._subscribed = asyncio.Event()
         self._listener: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._keepalive: asyncio.Task[None] | None = None
         # Delete the claim only if the dead worker still holds it, atomically.
         self._release_claim = self.redis.register_script(
             "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
@@ -100,12 +125,17 @@ class Dispatcher:
         """Start listening. Returns at once: calls wait for the subscription themselves (Redis may be down)."""
         self._listener = asyncio.create_task(self._listen(), name="dispatcher-listener")
         self._watcher = asyncio.create_task(self._watch_workers(), name="dispatcher-watcher")
+        self._keepalive = asyncio.create_task(self._keep_alive(), name="dispatcher-keepalive")
 
     async def stop(self) -> None:
-        for task in (self._listener, self._watcher):
+        for task in (self._listener, self._watcher, self._keepalive):
             if task:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+        # Calls still queued are nobody's now: workers skip them rather than run them.
+        with contextlib.suppress(*REDIS_ERRORS, TimeoutError):
+            async with asyncio.timeout(1):
+                await self.redis.delete(self._alive_key)
         if self._background:
             await asyncio.wait(self._background, timeout=2)
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -147,7 +177,7 @@ class Dispatcher:
             async with asyncio.timeout(spec.timeout):
                 await self._subscribed.wait()
                 await self._enqueue(job, spec)
-                pending.enqueued = True
+                pending.enqueued, pending.queued_at = True, time.monotonic()
                 return await asyncio.shield(pending.future)
         except TimeoutError:
             if pending.future.done():
@@ -194,6 +224,9 @@ class Dispatcher:
                 async with self.redis.pipeline(transaction=True) as pipe:
                     for args, options in self._enqueue_commands(queue, job, spec, attempt):
                         pipe.execute_command(*args, **options)
+                    # The liveness key too, in the same round trip: a worker must not find the job before it
+                    # (a Redis that restarted empty, or the first call before the first refresh).
+                    pipe.set(self._alive_key, "1", ex=ALIVE_TTL)
                     await pipe.execute()
                 return
             except REDIS_ERRORS as exc:
@@ -214,7 +247,7 @@ class Dispatcher:
         queue.enqueue_call(
             JOB_FUNCTION,
             args=(job.to_json(),),
-            job_id=keys.job_id(job.call_id, attempt),
+            job_id=keys.job_id(job.call_id, attempt, self.gateway_ref),
             timeout=seconds,  # RQ kills the function here, freeing the worker (1 s granularity)
             ttl=seconds + 1,  # a job still queued after its deadline is useless
             result_ttl=self.config.result_ttl,
@@ -253,7 +286,7 @@ class Dispatcher:
 
     def _cancel_rq_job(self, call_id: str) -> None:
         try:
-            job = RQJob.fetch(keys.job_id(call_id), connection=self._sync)
+            job = RQJob.fetch(keys.job_id(call_id, gateway=self.gateway_ref), connection=self._sync)
             if job.get_status() in (JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED):
                 job.cancel()
         except (NoSuchJobError, InvalidJobOperation):
@@ -266,6 +299,18 @@ class Dispatcher:
         except (*REDIS_ERRORS, TimeoutError):
             return None
         return _parse_result(raw) if raw else None
+
+    async def _keep_alive(self) -> None:
+        """Refresh this process's liveness key every :data:`ALIVE_EVERY` seconds while it runs.
+
+        One key per process, not per call: no round trip is added to any call. Redis trouble is waited out;
+        if the key expires meanwhile, calls taken in that gap are skipped and the watcher queues them again.
+        """
+        while True:
+            with contextlib.suppress(*REDIS_ERRORS, TimeoutError):
+                async with asyncio.timeout(ALIVE_TTL):
+                    await self.redis.set(self._alive_key, "1", ex=ALIVE_TTL)
+            await asyncio.sleep(ALIVE_EVERY)
 
     # --- results ------------------------------------------------------------------------------------------
 
@@ -328,6 +373,7 @@ class Dispatcher:
                 continue
             try:
                 claims = await self.redis.mget([keys.claim(p.job.call_id) for p in watched])
+                await self._requeue_taken_unclaimed([p for p, c in zip(watched, claims, strict=True) if not c])
                 owners = sorted({c.decode() for c in claims if c})
                 if not owners:
                     continue
@@ -350,7 +396,7 @@ class Dispatcher:
             if await self._release_claim(keys=[keys.claim(job.call_id)], args=[worker_id]):
                 pending.attempts += 1
                 log.warning("call %s: worker %s died; running %s again (idempotent)", job.call_id, worker_id, job.name)
-                await self._enqueue(job, spec, attempt=pending.attempts)
+                await self._requeue(pending)
         else:
             log.warning("call %s: worker %s died running %s; not retried", job.call_id, worker_id, job.name)
             reason = "it is not marked idempotent" if not spec.idempotent else f"it failed {MAX_RETRIES + 1} times"
@@ -362,6 +408,46 @@ class Dispatcher:
                     worker_id=worker_id,
                 )
             )
+
+    async def _requeue_taken_unclaimed(self, unclaimed: list[_Pending]) -> None:
+        """Queue again a call whose job a worker took from the queue but never claimed: the worker died between
+        its ``BLMOVE`` and the fetch+claim round trip (or skipped it as orphaned while this process's liveness key
+        had lapsed). The call never ran, so running it is safe even for a function that is not idempotent.
+
+        Looks only at calls unclaimed :data:`UNCLAIMED_LOOK_AFTER` after their enqueue (one ``LPOS`` and one
+        ``EXISTS`` each, in one round trip). A job missing altogether is left to the deadline: Redis lost its
+        data (a restart), and with it perhaps the claim of a call that runs right now.
+        """
+        now = time.monotonic()
+        looked = [p for p in unclaimed if now - p.queued_at >= UNCLAIMED_LOOK_AFTER]
+        if not looked:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for pending in looked:
+                job_id = keys.job_id(pending.job.call_id, pending.job_attempt, self.gateway_ref)
+                pipe.lpos((await self._queue(pending.spec.queue)).key, job_id)
+                pipe.exists(RQJob.key_for(job_id))
+            replies = await pipe.execute()
+        for pending, position, exists in zip(looked, replies[::2], replies[1::2], strict=True):
+            if position is not None or not exists or pending.future.done():
+                pending.dequeued_at = None
+            elif pending.dequeued_at is None:
+                pending.dequeued_at = now
+            elif now - pending.dequeued_at >= DEQUEUED_GRACE:
+                job = pending.job
+                log.warning(
+                    "call %s: %s was taken by a worker that died before claiming it; queued again",
+                    job.call_id,
+                    job.name,
+                )
+                await self._requeue(pending)
+
+    async def _requeue(self, pending: _Pending) -> None:
+        """Enqueue the call again under its next attempt's job id (the claim key stays the call's)."""
+        pending.job_attempt += 1
+        pending.dequeued_at = None
+        await self._enqueue(pending.job, pending.spec, attempt=pending.job_attempt)
+        pending.queued_at = time.monotonic()
 
 
 def _redis_pool(url: str) -> aioredis.BlockingConnectionPool:

@@ -11,6 +11,9 @@ import re
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 _CALL_JOB_ID = re.compile(r"^fc[0-9]*-([A-Za-z0-9_-]{1,100})$")
+_GATEWAY_CALL_JOB_ID = re.compile(r"^fcg[0-9]*-([0-9a-f]{12})-([A-Za-z0-9_-]{1,100})$")
+GATEWAY_REF_LENGTH = 12
+"""Hex digits of a gateway ref (:func:`gateway_ref`): fixed, so a job id splits into gateway and call unambiguously."""
 
 PREFIX = "vfg"
 """Namespace for everything we store, so the project can share a Redis with other applications."""
@@ -53,16 +56,39 @@ def call_ref(call_id: str) -> str:
     return "h" + hashlib.sha256(call_id.encode()).hexdigest()[:40]
 
 
-def job_id(call_id: str, attempt: int = 0) -> str:
-    """RQ job id for a call: ``fc-<ref>``, or ``fc<n>-<ref>`` for its n-th rerun after a worker died.
+def gateway_ref(gateway_id: str) -> str:
+    """A gateway process's short, fixed-length name inside its jobs' ids (RQ ids are short and allow few
+    characters, while a gateway id holds a host name): a hash of the gateway id."""
+    return hashlib.sha256(gateway_id.encode()).hexdigest()[:GATEWAY_REF_LENGTH]
+
+
+def gateway_alive(ref: str) -> str:
+    """String key with a short TTL that a gateway process refreshes while it lives (``ref``: :func:`gateway_ref`).
+    A worker does not start a call whose gateway's key is gone: nobody would receive its result."""
+    return f"{PREFIX}:gateway:{ref}"
+
+
+def job_id(call_id: str, attempt: int = 0, gateway: str | None = None) -> str:
+    """RQ job id for a call: ``fcg-<gateway>-<ref>`` (``gateway``: the enqueuing gateway's :func:`gateway_ref`),
+    ``fcg<n>-<gateway>-<ref>`` for its n-th re-enqueue; ``fc-<ref>`` / ``fc<n>-<ref>`` without a gateway (jobs
+    enqueued by older gateways, benchmarks, tests).
 
     Derived from the call id, so a duplicated request maps to the same job, and a worker that has only the
-    job id can name the call's claim and cancel keys (:func:`claim_of_job`) before it has read the job.
+    job id can name the call's claim and cancel keys (:func:`claim_of_job`) and its gateway's liveness key
+    (:func:`gateway_alive_of_job`) before it has read the job. The two forms differ in their first word
+    (``fcg`` / ``fc``), not only in the number of parts: a call id may itself look like ``<12 hex>-<rest>``.
     """
-    return f"fc-{call_ref(call_id)}" if attempt == 0 else f"fc{attempt}-{call_ref(call_id)}"
+    if gateway is None:
+        return f"fc-{call_ref(call_id)}" if attempt == 0 else f"fc{attempt}-{call_ref(call_id)}"
+    if len(gateway) != GATEWAY_REF_LENGTH or gateway.strip("0123456789abcdef"):
+        raise ValueError(f"not a gateway ref: {gateway!r}")
+    return f"fcg{attempt or ''}-{gateway}-{call_ref(call_id)}"
 
 
 def _ref_of_job(rq_job_id: str) -> str | None:
+    match = _GATEWAY_CALL_JOB_ID.match(rq_job_id)
+    if match:
+        return match.group(2)
     match = _CALL_JOB_ID.match(rq_job_id)
     return match.group(1) if match else None
 
@@ -77,6 +103,13 @@ def cancelled_of_job(rq_job_id: str) -> str | None:
     """:func:`cancelled` of the call an RQ job runs, from the job id alone; None for a job that is not a call."""
     ref = _ref_of_job(rq_job_id)
     return f"{PREFIX}:cancelled:{ref}" if ref else None
+
+
+def gateway_alive_of_job(rq_job_id: str) -> str | None:
+    """:func:`gateway_alive` of the gateway that enqueued a call, from the job id alone; None for a job without a
+    gateway ref (older gateways' jobs and jobs that are not calls: they run whatever became of the gateway)."""
+    match = _GATEWAY_CALL_JOB_ID.match(rq_job_id)
+    return gateway_alive(match.group(1)) if match else None
 
 
 def queue_name(queue: str) -> str:

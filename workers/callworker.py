@@ -6,7 +6,9 @@ info``, the registries, ``Job.fetch(id).return_value()`` all keep working) but o
 so that, after the dequeue (``BLMOVE``), the caller waits for two round trips:
 
 1. fetch: the job hash (``HGETALL``) and our claim of the call (a Lua script), in one pipeline. The claim
-   keys derive from the job id (:func:`shared.keys.claim_of_job`), so they need not wait for the job's data.
+   keys, and the liveness key of the gateway that enqueued the call, derive from the job id
+   (:func:`shared.keys.claim_of_job`, :func:`shared.keys.gateway_alive_of_job`), so they need not wait for the
+   job's data.
 2. the function runs; its result is stored and published: the caller has its answer.
 3. RQ's records, in one transaction: the start (execution record, worker busy, job started, ``PERSIST``) and
    the success (job finished, result stream, finished registry, worker counters, execution removed, worker
@@ -22,6 +24,8 @@ suspend`` happen at most once a second instead of once per job.
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 import threading
 import time
@@ -55,6 +59,11 @@ SUSPENSION_CHECK_EVERY = 1.0
 """Seconds between checks for ``rq suspend``."""
 HEARTBEAT_EVERY = 1.0
 """Seconds between a worker's own heartbeats; RQ lets the worker key live ``worker_ttl + 60`` s (8 minutes)."""
+TEST_PAUSE_ENV = "VFG_TEST_PAUSE_BEFORE_CLAIM"
+"""Test-only (tests/faults): seconds a worker sleeps between taking a job from its queue and claiming it, so a
+test can kill it in that window. Never set it in production."""
+
+log = logging.getLogger(__name__)
 
 
 class ClaimingJob(RQJob):
@@ -62,11 +71,13 @@ class ClaimingJob(RQJob):
 
     :meth:`CallWorker.__init__` makes a subclass naming the worker (``claimant``), since RQ's dequeue creates
     jobs through a class method. ``claimed`` is the claim's outcome (:data:`workers.execute.CLAIMED`,
-    ``TAKEN`` or ``CANCELLED``), or None for a job that is not a call.
+    ``TAKEN``, ``CANCELLED`` or ``ORPHANED``), or None for a job that is not a call.
     """
 
     claimant: ClassVar[str] = ""
     claim_ttl: ClassVar[int] = 300
+    pause_before_claim: ClassVar[float] = 0.0
+    """Test-only: see :data:`TEST_PAUSE_ENV`."""
     claimed: int | None = None
 
     @classmethod
@@ -74,10 +85,13 @@ class ClaimingJob(RQJob):
         claim_key, cancelled_key = keys.claim_of_job(id), keys.cancelled_of_job(id)
         if not cls.claimant or connection is None or claim_key is None or cancelled_key is None:
             return super().fetch(id, connection=connection, serializer=serializer)
+        if cls.pause_before_claim:
+            log.warning("test-only pause of %g s before claiming %s", cls.pause_before_claim, id)
+            time.sleep(cls.pause_before_claim)
         job = cls(id, connection=connection, serializer=serializer)
         with connection.pipeline(transaction=False) as pipe:
             pipe.hgetall(job.key)
-            claim(pipe, cancelled_key, claim_key, cls.claimant, cls.claim_ttl)
+            claim(pipe, cancelled_key, claim_key, cls.claimant, cls.claim_ttl, keys.gateway_alive_of_job(id))
             data, claimed = pipe.execute()
         if not data:
             raise NoSuchJobError(f"No such job: {job.key}")
@@ -162,7 +176,9 @@ class CallWorker(SimpleWorker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.job_class = type(
-            "ClaimingJob", (ClaimingJob,), {"claimant": self.name, "claim_ttl": get_config().result_ttl}
+            "ClaimingJob",
+            (ClaimingJob,),
+            {"claimant": self.name, "claim_ttl": get_config().result_ttl, "pause_before_claim": _test_pause()},
         )
 
     def execute_job(self, job: RQJob, queue: Queue) -> None:
@@ -318,3 +334,11 @@ def _call_of(job: RQJob) -> Job | None:
     if job.func_name != JOB_FUNCTION or job.kwargs or len(job.args) != 1 or not isinstance(job.args[0], str):
         return None
     return decode_call(job.args[0])
+
+
+def _test_pause() -> float:
+    """:data:`TEST_PAUSE_ENV` as seconds (0, the default, when unset or unreadable)."""
+    try:
+        return max(0.0, float(os.environ.get(TEST_PAUSE_ENV) or 0))
+    except ValueError:
+        return 0.0

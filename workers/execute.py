@@ -146,13 +146,16 @@ def run_call(job_json: str) -> str:
     rq_job = get_current_job()
     if rq_job is None:
         raise RuntimeError("run_call must run inside an RQ worker; use run_call_with outside one")
-    return run_call_with(job_json, rq_job.connection, rq_job.worker_name or "rq-worker")
+    alive_key = keys.gateway_alive_of_job(rq_job.id)
+    return run_call_with(job_json, rq_job.connection, rq_job.worker_name or "rq-worker", alive_key)
 
 
-def run_call_with(job_json: str, connection: redis.Redis, worker_id: str) -> str:
-    """Skip, deduplicate, execute, then store and publish the result in one round trip.
+def run_call_with(job_json: str, connection: redis.Redis, worker_id: str, alive_key: str | None = None) -> str:
+    """Skip, deduplicate, execute, then store and publish the result in one round trip. ``alive_key``: the
+    enqueuing gateway's liveness key (:func:`shared.keys.gateway_alive_of_job`), None to skip that check.
 
-    Returns ``"invalid"``, ``"skipped"``, ``"duplicate"``, ``"republished"``, ``"ok"`` or ``"failed"``.
+    Returns ``"invalid"``, ``"skipped"``, ``"orphaned"``, ``"duplicate"``, ``"republished"``, ``"ok"`` or
+    ``"failed"``.
     """
     job = decode_call(job_json)
     if job is None:
@@ -160,7 +163,7 @@ def run_call_with(job_json: str, connection: redis.Redis, worker_id: str) -> str
     if is_late(job):
         return "skipped"
     ttl = get_config().result_ttl
-    claimed = int(claim(connection, keys.cancelled(job.call_id), keys.claim(job.call_id), worker_id, ttl))
+    claimed = int(claim(connection, keys.cancelled(job.call_id), keys.claim(job.call_id), worker_id, ttl, alive_key))
     return run_claimed(job, claimed, connection, worker_id, ttl)
 
 
@@ -186,6 +189,11 @@ def run_claimed(job: Job, claimed: int, connection: redis.Redis, worker_id: str,
     if claimed == CANCELLED:
         log.info("call %s: %s skipped, cancelled", job.call_id, job.name)
         return "skipped"
+    if claimed == ORPHANED:
+        # Its gateway died (its liveness key expired): nobody would receive the result, and for a function with
+        # side effects the user never learns it ran. Not running it is the only outcome anyone can rely on.
+        log.warning("call %s: %s skipped, the gateway that enqueued it is gone", job.call_id, job.name)
+        return "orphaned"
     if claimed == TAKEN:
         # Another job with this call id ran (or runs): never execute twice; share its answer if there is one.
         stored = connection.get(keys.result(job.call_id))
@@ -212,22 +220,34 @@ def run_claimed(job: Job, claimed: int, connection: redis.Redis, worker_id: str,
     return "ok" if result.ok else "failed"
 
 
-CLAIMED, TAKEN, CANCELLED = 1, 0, -1
+CLAIMED, TAKEN, CANCELLED, ORPHANED = 1, 0, -1, -2
 CLAIM_SCRIPT = """
 if redis.call('exists', KEYS[1]) == 1 then return -1 end
+if #KEYS > 2 and redis.call('exists', KEYS[3]) == 0 then return -2 end
 if redis.call('set', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end
 return 0
 """
 
 
-def claim(client: redis.Redis | Pipeline, cancelled_key: str, claim_key: str, worker_id: str, ttl: int) -> Any:
-    """Unless the call is cancelled, claim it with ``SET NX``: :data:`CLAIMED`, :data:`TAKEN` (another worker
-    claimed it) or :data:`CANCELLED`, at once from a client, or as a pipeline's reply.
+def claim(
+    client: redis.Redis | Pipeline,
+    cancelled_key: str,
+    claim_key: str,
+    worker_id: str,
+    ttl: int,
+    alive_key: str | None = None,
+) -> Any:
+    """Unless the call is cancelled, or its gateway is gone (``alive_key`` given and missing), claim it with
+    ``SET NX``: :data:`CLAIMED`, :data:`TAKEN` (another worker claimed it), :data:`CANCELLED` or
+    :data:`ORPHANED`, at once from a client, or as a pipeline's reply.
 
-    A script, so the check and the claim are one step; sent with ``EVAL`` (not ``EVALSHA``): on a pipeline
-    (the worker's job fetch) redis-py would add a ``SCRIPT EXISTS`` round trip for a registered script.
+    A script, so the checks and the claim are one step: a gateway cannot be seen alive and then the call be
+    claimed after its key expired. Sent with ``EVAL`` (not ``EVALSHA``): on a pipeline (the worker's job fetch)
+    redis-py would add a ``SCRIPT EXISTS`` round trip for a registered script.
     """
-    return client.eval(CLAIM_SCRIPT, 2, cancelled_key, claim_key, worker_id, ttl)
+    if alive_key is None:
+        return client.eval(CLAIM_SCRIPT, 2, cancelled_key, claim_key, worker_id, ttl)
+    return client.eval(CLAIM_SCRIPT, 3, cancelled_key, claim_key, alive_key, worker_id, ttl)
 
 
 def _store_and_publish(connection: redis.Redis, job: Job, result: Result, ttl: int) -> None:

@@ -85,7 +85,7 @@ def backend_keys(client: redis.Redis, provider_ids: list[str]) -> dict[str, str]
 
     wanted = set(provider_ids)
     found: dict[str, str] = {}
-    for key in client.scan_iter("rq:job:fc-*"):
+    for key in client.scan_iter("rq:job:fc*"):
         try:
             envelope = Job.from_json(RQJob.fetch(key.decode().removeprefix("rq:job:"), connection=client).args[0])
         except Exception:  # a job expiring under our feet

@@ -4,6 +4,11 @@ The promise under test (``gateway/dispatcher.py``, ``_watch_workers``): every ba
 deadline and exactly once; an idempotent call whose worker dies may run again elsewhere, a call that is not
 idempotent never starts twice. The provider's own bookkeeping (the simulated agent's stats) says what reached
 it; Redis counters written by ``slow_write`` say how often each non-idempotent call really started.
+
+Besides the random kills, every :data:`WINDOW_EVERY`-th kill deliberately lands between a worker's dequeue
+(``BLMOVE``) and its claim: one extra worker pauses there (the test-only ``VFG_TEST_PAUSE_BEFORE_CLAIM``), and the
+killer strikes while it holds an unclaimed call, which the gateway must queue again rather than leave to the
+deadline.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import signal
 import time
 from dataclasses import dataclass, field
@@ -28,8 +34,9 @@ from shared import keys
 from shared.redis_server import RedisServer
 from tests.faults.helpers import DEADLINE_MARGIN, backend_keys, call, notices, stop_all
 from tests.support.client import AgentClient
-from tests.support.processes import Gateway, start_workers
+from tests.support.processes import Gateway, live_workers, start_workers, wait_until
 from tests.support.reliability import Entry
+from workers.callworker import TEST_PAUSE_ENV
 
 pytestmark = pytest.mark.faults
 
@@ -48,6 +55,13 @@ KILL_EVERY = (0.3, 0.8)
 """Seconds between kills, drawn at random: often enough to hit many calls mid-flight, rarely enough that the
 supervisor's restart backoff (it doubles for a worker that keeps dying) leaves some capacity."""
 SEED = 20240605
+WINDOW_EVERY = 3
+"""Every third kill targets the slow claimer in its dequeue→claim window (when it is in it)."""
+WINDOW_TRIES = 4
+"""Ticks a window turn waits for the slow claimer to be in its window before a random kill takes the turn."""
+PAUSE = 0.25
+"""Seconds the slow claimer pauses between taking a call and claiming it: wide enough to aim a kill at."""
+_PAUSE_LINE = re.compile(r"\.(\d+)\.\d+ WARNING workers\.callworker: test-only pause of \S+ s before claiming (\S+)$")
 
 
 @dataclass
@@ -88,29 +102,76 @@ async def drive(run: SessionRun) -> None:
         run.round_seconds.append(time.monotonic() - started)
 
 
-def pick_victim(client: redis.Redis, rng: random.Random) -> tuple[int, bool] | None:
-    """(pid, running a job?) of a live worker, preferably one running a job; None while too few are alive."""
-    alive = [w for w in Worker.all(connection=client) if w.pid and _alive(w.pid)]
+def pick_victim(client: redis.Redis, rng: random.Random, slow: set[int]) -> tuple[int, bool] | None:
+    """(pid, running a job?) of a live worker, preferably one running a job; None while too few are alive. The slow
+    claimer (pids ``slow``) is left to :func:`in_window`."""
+    alive = [w for w in Worker.all(connection=client) if w.pid and w.pid not in slow and _alive(w.pid)]
     if len(alive) <= MIN_ALIVE:
         return None
     busy = [w for w in alive if w.get_state() == "busy"]
     return rng.choice(busy or alive).pid, bool(busy)
 
 
-async def kill_workers(redis_url: str, rng: random.Random, stop: asyncio.Event, kills: list[bool]) -> None:
-    """Kill a worker now and then until ``stop``; ``kills`` gets one entry per kill: was the worker busy?"""
+def in_window(client: redis.Redis, slow_log: Path) -> tuple[int, str] | None:
+    """(pid, job id) when the slow claimer's latest log line says it paused before claiming a call that is still
+    unclaimed: it sits between its dequeue and its claim."""
+    lines = slow_log.read_text(errors="replace").splitlines()
+    match = _PAUSE_LINE.search(lines[-1]) if lines else None
+    if match is None:
+        return None
+    pid, job_id = int(match.group(1)), match.group(2)
+    claim = keys.claim_of_job(job_id)
+    if claim is None or client.exists(claim) or not _alive(pid):
+        return None
+    return pid, job_id
+
+
+def slow_pids(slow_log: Path) -> set[int]:
+    """Pids of the slow claimer's processes (its log is its own), so random kills leave it to the window kills."""
+    found = re.findall(r"\.(\d+)\.\d+ (?:INFO|WARNING)", slow_log.read_text(errors="replace"))
+    return {int(pid) for pid in found}
+
+
+async def kill_workers(
+    redis_url: str, rng: random.Random, stop: asyncio.Event, kills: list[bool], slow_log: Path, window: list[str]
+) -> None:
+    """Kill a worker now and then until ``stop``; ``kills`` gets one entry per kill: was the worker busy? Every
+    :data:`WINDOW_EVERY`-th kill goes to the slow claimer if it is in its window; ``window`` gets the job id of
+    each such kill that, checked once the process was dead, had indeed not been claimed."""
     client = redis.Redis.from_url(redis_url)
+    missed = 0  # window turns without the slow claimer in its window (it may be restarting): a few, then move on
     try:
         while not stop.is_set():
             try:
                 await asyncio.wait_for(stop.wait(), rng.uniform(*KILL_EVERY))
             except TimeoutError:
-                victim = await asyncio.to_thread(pick_victim, client, rng)
+                if len(kills) % WINDOW_EVERY == WINDOW_EVERY - 1 and missed < WINDOW_TRIES:
+                    target = await asyncio.to_thread(in_window, client, slow_log)
+                    if target is None:
+                        missed += 1
+                        continue
+                    missed = 0
+                    os.kill(target[0], signal.SIGKILL)
+                    kills.append(False)  # not running a job: it has not even claimed one
+                    await asyncio.to_thread(_wait_dead, target[0])
+                    if not client.exists(keys.claim_of_job(target[1])):  # type: ignore[arg-type]
+                        window.append(target[1])
+                    continue
+                missed = 0
+                slow = await asyncio.to_thread(slow_pids, slow_log)
+                victim = await asyncio.to_thread(pick_victim, client, rng, slow)
                 if victim is not None:
                     os.kill(victim[0], signal.SIGKILL)
                     kills.append(victim[1])
     finally:
         client.close()
+
+
+def _wait_dead(pid: int) -> None:
+    for _ in range(200):
+        if not _alive(pid):
+            return
+        time.sleep(0.01)
 
 
 def classify(content: str) -> str:
@@ -126,13 +187,13 @@ def classify(content: str) -> str:
     return "ok"
 
 
-def why_at_deadline(client: redis.Redis, call_id: str) -> str:
+def why_at_deadline(client: redis.Redis, call_id: str, gateway: str) -> str:
     """Why a call was answered at its deadline: still queued (no worker free in time), taken by a worker that
-    died before claiming it (the dispatcher watches claimed calls only), or claimed."""
+    died before claiming it (and not queued again in time), or claimed."""
     if client.exists(keys.claim(call_id)):
         return "claimed"
     try:
-        status = RQJob.fetch(keys.job_id(call_id), connection=client).get_status()
+        status = RQJob.fetch(keys.job_id(call_id, gateway=gateway), connection=client).get_status()
     except NoSuchJobError:
         return "expired in the queue"
     return {"canceled": "still queued", "started": "taken by a worker that died before claiming it"}.get(
@@ -152,14 +213,17 @@ async def test_random_worker_kills_under_load(redis_server: RedisServer, logs_di
     """Workers SIGKILLed at random while 540 calls flow"""
     rng = random.Random(SEED)
     workers = start_workers(redis_server.url, logs_dir / "kill-workers.log", processes=WORKERS)
+    slow_log = logs_dir / "kill-slow-claimer.log"
+    slow = start_workers(redis_server.url, slow_log, processes=1, **{TEST_PAUSE_ENV: str(PAUSE)})
+    wait_until(lambda: len(live_workers(redis_server.url)) > WORKERS, 30, "the slow claimer")
     gateway = Gateway(redis_server.url, logs_dir / "kill-gateway.log").wait_ready()
     counters = redis.Redis.from_url(redis_server.url)
     try:
         runs = [SessionRun(await AgentClient.connect(gateway.url), plan_rounds(rng, s)) for s in range(SESSIONS)]
         for run in runs:
             await run.client.start()  # before any kill: a session learns the backend functions at Settings
-        stop, kills = asyncio.Event(), list[bool]()
-        killer = asyncio.create_task(kill_workers(redis_server.url, rng, stop, kills))
+        stop, kills, window = asyncio.Event(), list[bool](), list[str]()
+        killer = asyncio.create_task(kill_workers(redis_server.url, rng, stop, kills, slow_log, window))
         began = time.monotonic()
         await asyncio.gather(*(drive(run) for run in runs))
         stop.set()
@@ -190,24 +254,28 @@ async def test_random_worker_kills_under_load(redis_server: RedisServer, logs_di
         }
         arguments = {n["id"]: json.loads(n["arguments"]) for run in runs for n in notices(run.client, "started")}
         retried = gateway.log().count("again (idempotent)")
+        requeued = gateway.log().count("died before claiming it; queued again")
+        [gateway_ref] = [k.decode().rsplit(":", 1)[1] for k in counters.keys(keys.gateway_alive("*"))]
         at_deadline: dict[str, int] = {}
         late = [r["id"] for r in responses if classify(r["content"]) == "deadline"]
         keys_of = backend_keys(counters, late)
         for response in responses:
             if classify(response["content"]) == "deadline":
-                why = why_at_deadline(counters, keys_of.get(response["id"], response["id"]))
+                why = why_at_deadline(counters, keys_of.get(response["id"], response["id"]), gateway_ref)
                 at_deadline[why] = at_deadline.get(why, 0) + 1
 
         reliability.tried = (
             f"{len(planned)} calls ({len(planned) - len(writes)} idempotent `slow_echo`, {len(writes)} "
             f"non-idempotent `slow_write`) on {SESSIONS} sessions over {traffic_seconds:.0f} s; "
             f"{len(kills)} worker processes SIGKILLed at random, {sum(kills)} of them while running a job "
-            f"({WORKERS} workers, restarted by the supervisor)"
+            f"({WORKERS} workers, restarted by the supervisor), {len(window)} of them aimed between a worker's "
+            f"dequeue and its claim (a sixth, slow-claiming worker)"
         )
         reliability.happened = (
             f"{len(responses)} of {requested} calls answered, each once ({unexpected} duplicate answers); "
             f"slowest {slowest_ms / 1000:.2f} s against a {DEADLINE:g} s deadline. {outcomes.get('ok', 0)} ok "
-            f"({retried} re-run after their worker died), {outcomes.get('interrupted', 0)} non-idempotent answered "
+            f"({retried} re-run after their worker died, {requeued} queued again after their worker died before "
+            f"claiming them), {outcomes.get('interrupted', 0)} non-idempotent answered "
             f"'interrupted' at once, {outcomes.get('deadline', 0)} answered at the deadline; no `slow_write` started "
             f"twice (max starts per call: {max(starts.values())})"
         )
@@ -222,6 +290,8 @@ async def test_random_worker_kills_under_load(redis_server: RedisServer, logs_di
             duplicate_answers=unexpected,
             outcomes=outcomes,
             idempotent_reruns=retried,
+            kills_between_dequeue_and_claim=len(window),
+            requeued_unclaimed=requeued,
             answered_at_deadline_because=at_deadline,
             slowest_call_seconds=slowest_ms / 1000,
             slowest_round_seconds=slowest_round,
@@ -239,6 +309,8 @@ async def test_random_worker_kills_under_load(redis_server: RedisServer, logs_di
         assert slowest_ms <= (DEADLINE + DEADLINE_MARGIN) * 1000
         assert slowest_round <= DEADLINE + 2 * DEADLINE_MARGIN  # the client's view, including the relay
         assert len(kills) >= 5, "too few kills to mean anything"
+        assert window, "no kill landed between a dequeue and its claim"
+        assert requeued >= 1, "no call taken by a worker that died before claiming it was queued again"
         assert len(responses) - outcomes.get("ok", 0) + retried >= 1, "no kill hit a call"
         assert all(n <= 1 for n in starts.values()), {t: n for t, n in starts.items() if n > 1}
         for response in responses:  # a successful slow_write started once and counted one finish
@@ -249,4 +321,4 @@ async def test_random_worker_kills_under_load(redis_server: RedisServer, logs_di
             await run.client.close()
     finally:
         counters.close()
-        await stop_all(gateway, workers)
+        await stop_all(gateway, workers, slow)

@@ -30,7 +30,7 @@ def call(name: str, **arguments: object) -> str:
 
 def rq_job_with(redis_client: redis.Redis, marker: str) -> str:
     """Call id of the RQ job whose arguments contain ``marker`` (the test cannot see backend call ids)."""
-    for key in redis_client.scan_iter("rq:job:fc-*"):
+    for key in redis_client.scan_iter("rq:job:fc*"):
         job_id = key.decode().removeprefix("rq:job:")
         try:
             envelope = Job.fetch(job_id, connection=redis_client).args[0]
@@ -255,7 +255,7 @@ def worker_running(redis_client: redis.Redis, marker: str) -> Worker | None:
     call_id = rq_job_with(redis_client, marker)
     for worker in Worker.all(connection=redis_client):
         current = worker.get_current_job_id() or ""
-        if call_id and current.startswith(keys.job_id(call_id)):
+        if call_id and keys.claim_of_job(current) == keys.claim(call_id):  # any attempt of the call
             return worker
     return None
 

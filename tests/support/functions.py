@@ -70,3 +70,23 @@ class SlowCallArgs(BaseModel):
 def slow_call(args: SlowCallArgs) -> dict[str, float]:
     time.sleep(args.seconds)
     return {"slept": args.seconds}
+
+
+@function(
+    description="Count executions under a tag, with a long deadline (test helper; not idempotent)",
+    timeout=20.0,
+    side_effects=True,
+)
+def patient_count(args: CountArgs, ctx: CallContext) -> int:
+    """``count_calls`` with room for a fault test to kill and restart processes before the deadline answers."""
+    return int(ctx.redis.incr(keys.test_counter(args.tag)))
+
+
+@function(description="Hold a worker until the test releases it (test helper)", timeout=60.0, idempotent=True)
+def wait_for_release(args: CountArgs, ctx: CallContext) -> str:
+    """Counts its start under ``<tag>.started``, then waits until the test sets ``<tag>.released``: a worker busy
+    exactly as long as the test needs, without guessing durations."""
+    ctx.redis.incr(keys.test_counter(args.tag + ".started"))
+    while not ctx.redis.exists(keys.test_counter(args.tag + ".released")):
+        time.sleep(0.05)
+    return "released"

@@ -23,7 +23,7 @@ from rq.worker import WorkerStatus
 from shared import keys
 from shared.envelopes import Job, Result
 from workers import CallContext, function
-from workers.callworker import HEARTBEAT_EVERY, START_AFTER, CallWorker, _StartWriter
+from workers.callworker import HEARTBEAT_EVERY, START_AFTER, TEST_PAUSE_ENV, CallWorker, _StartWriter
 
 RUNS: list[str] = []
 
@@ -68,9 +68,16 @@ def restore_signals() -> Iterator[None]:
         signal.signal(sig, handler)
 
 
-def enqueue(queue: Queue, call_id: str, attempt: int = 0, name: str = "cw_echo", arguments: str = "{}") -> None:
+def enqueue(
+    queue: Queue,
+    call_id: str,
+    attempt: int = 0,
+    name: str = "cw_echo",
+    arguments: str = "{}",
+    gateway: str | None = None,
+) -> None:
     job = Job(call_id=call_id, name=name, arguments=arguments, reply_channel="vfg:reply:t", deadline=time.time() + 30)
-    job_id = keys.job_id(call_id, attempt)
+    job_id = keys.job_id(call_id, attempt, gateway)
     queue.enqueue_call("workers.execute.run_call", args=(job.to_json(),), job_id=job_id, timeout=5, result_ttl=300)
 
 
@@ -165,6 +172,46 @@ def test_a_rerun_claims_the_same_call(fake: fakeredis.FakeRedis, restore_signals
     CallWorker([queue], connection=fake, name="cw-6").work(burst=True)
     assert fake.get(keys.claim("again")) == b"cw-6"
     assert Result.from_json(fake.get(keys.result("again"))).content == "hi"  # type: ignore[arg-type]
+
+
+GATEWAY = keys.gateway_ref("gw-cw")
+
+
+@pytest.mark.parametrize("attempt", [0, 1])
+def test_a_call_whose_gateway_is_gone_is_not_run(
+    fake: fakeredis.FakeRedis, restore_signals: None, attempt: int
+) -> None:
+    """Its gateway's liveness key expired (the gateway was killed): the claim says ORPHANED and nothing runs."""
+    queue = Queue(keys.queue_name("default"), connection=fake)
+    enqueue(queue, "orphan", attempt=attempt, gateway=GATEWAY)
+    RUNS.clear()
+    CallWorker([queue], connection=fake, name="cw-11").work(burst=True)
+    assert RUNS == [] and fake.get(keys.result("orphan")) is None and fake.get(keys.claim("orphan")) is None
+    rq_job = queue.fetch_job(keys.job_id("orphan", attempt, GATEWAY))
+    assert rq_job is not None and rq_job.return_value() == "orphaned"
+
+
+def test_a_call_whose_gateway_lives_is_run(fake: fakeredis.FakeRedis, restore_signals: None) -> None:
+    queue = Queue(keys.queue_name("default"), connection=fake)
+    fake.set(keys.gateway_alive(GATEWAY), "1", ex=5)
+    enqueue(queue, "kept", gateway=GATEWAY)
+    RUNS.clear()
+    CallWorker([queue], connection=fake, name="cw-12").work(burst=True)
+    assert RUNS == ["cw_echo"] and fake.get(keys.claim("kept")) == b"cw-12"
+    assert Result.from_json(fake.get(keys.result("kept"))).content == "hi"  # type: ignore[arg-type]
+
+
+def test_the_test_pause_before_claim_is_off_by_default(
+    fake: fakeredis.FakeRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The test-only hook (tests/faults) is read once per worker; unset or unreadable, it never sleeps."""
+    queue = Queue("q", connection=fake)
+    monkeypatch.delenv(TEST_PAUSE_ENV, raising=False)
+    assert CallWorker([queue], connection=fake, name="cw-13").job_class.pause_before_claim == 0
+    monkeypatch.setenv(TEST_PAUSE_ENV, "soon")
+    assert CallWorker([queue], connection=fake, name="cw-14").job_class.pause_before_claim == 0
+    monkeypatch.setenv(TEST_PAUSE_ENV, "2.5")
+    assert CallWorker([queue], connection=fake, name="cw-15").job_class.pause_before_claim == 2.5
 
 
 def test_other_jobs_run_the_rq_way(fake: fakeredis.FakeRedis, restore_signals: None) -> None:

@@ -13,7 +13,8 @@ from rq import Queue
 from rq.job import Job as RQJob
 from rq.job import JobStatus
 
-from gateway.dispatcher import REDIS_CONNECTIONS, CPacking, Dispatcher
+from gateway import dispatcher as dispatcher_module
+from gateway.dispatcher import ALIVE_TTL, REDIS_CONNECTIONS, CPacking, Dispatcher
 from shared import keys
 from shared.config import Config
 from shared.envelopes import JOB_FUNCTION, FunctionSpec, Job, Result
@@ -57,7 +58,7 @@ async def publish(d: Dispatcher, result: Result, store: bool = True) -> None:
 async def test_call_enqueues_rq_job_and_returns_published_result(dispatcher: Dispatcher):
     task = asyncio.create_task(dispatcher.call("c1", "echo", '{"text":"hi"}', SPEC, session_id="s1"))
     [rq_job] = await wait_for_job(dispatcher)
-    assert rq_job.id == keys.job_id("c1")
+    assert rq_job.id == keys.job_id("c1", gateway=keys.gateway_ref("gw-test"))
     assert rq_job.func_name == JOB_FUNCTION
     job = Job.from_json(rq_job.args[0])
     assert (job.call_id, job.name, job.arguments, job.session_id) == ("c1", "echo", '{"text":"hi"}', "s1")
@@ -89,7 +90,8 @@ async def test_deadline_gives_error_result_and_cancels_job(dispatcher: Dispatche
     assert json.loads(result.content) == {"error": "echo did not finish within 0.3 s."}
     await asyncio.sleep(0.1)  # the cancellation runs in the background
     assert await dispatcher.redis.get(keys.cancelled("slow")) == b"1"
-    assert RQJob.fetch(keys.job_id("slow"), connection=dispatcher._sync).get_status() == JobStatus.CANCELED
+    job_id = keys.job_id("slow", gateway=dispatcher.gateway_ref)
+    assert RQJob.fetch(job_id, connection=dispatcher._sync).get_status() == JobStatus.CANCELED
     assert dispatcher.pending == 0
 
 
@@ -178,6 +180,88 @@ async def test_call_waits_for_the_subscription_before_enqueueing():
     assert not result.ok
     assert Queue(keys.queue_name("default"), connection=d._sync).count == 0
     await d.stop()
+
+
+# --- liveness and calls taken but never claimed ----------------------------------------------------------
+
+
+async def test_the_liveness_key_lives_while_the_dispatcher_runs():
+    server = fakeredis.FakeServer()
+    d = Dispatcher(
+        Config(),
+        gateway_id="gw-alive",
+        async_redis=fakeredis.aioredis.FakeRedis(server=server),
+        sync_redis=fakeredis.FakeRedis(server=server),
+    )
+    check = fakeredis.FakeRedis(server=server)
+    alive = keys.gateway_alive(keys.gateway_ref("gw-alive"))
+    await d.start()
+    for _ in range(100):
+        if check.exists(alive):
+            break
+        await asyncio.sleep(0.01)
+    assert 0 < check.ttl(alive) <= ALIVE_TTL
+    await d.stop()
+    assert not check.exists(alive)  # queued calls are skipped at once, not after the TTL
+
+
+async def test_the_enqueue_itself_renews_the_liveness_key(dispatcher: Dispatcher):
+    """A Redis restarted empty, with the refresh a second away: the job must not reach a worker before the key."""
+    assert dispatcher._keepalive is not None
+    dispatcher._keepalive.cancel()
+    alive = keys.gateway_alive(dispatcher.gateway_ref)
+    await dispatcher.redis.delete(alive)
+    task = asyncio.create_task(dispatcher.call("c5", "echo", "{}", SPEC))
+    await wait_for_job(dispatcher)
+    assert 0 < await dispatcher.redis.ttl(alive) <= ALIVE_TTL
+    task.cancel()
+
+
+@pytest.fixture
+def quick_watch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Look for unclaimed calls after 0.1 s rather than a second, so the tests take less time."""
+    monkeypatch.setattr(dispatcher_module, "UNCLAIMED_LOOK_AFTER", 0.1, raising=False)
+    monkeypatch.setattr(dispatcher_module, "DEQUEUED_GRACE", 0.1, raising=False)
+
+
+def take_job(d: Dispatcher) -> str:
+    """What a worker's dequeue does (``BLMOVE`` to RQ's intermediate queue); the worker then dies, say."""
+    queue = Queue(keys.queue_name("default"), connection=d._sync)
+    return d._sync.lmove(queue.key, queue.intermediate_queue_key).decode()  # type: ignore[union-attr]
+
+
+async def test_a_call_taken_but_never_claimed_is_queued_again(dispatcher: Dispatcher, quick_watch: None):
+    spec = SPEC.model_copy(update={"timeout": 10.0})
+    task = asyncio.create_task(dispatcher.call("c6", "echo", '{"x":1}', spec))
+    try:
+        [first] = await wait_for_job(dispatcher)
+        assert take_job(dispatcher) == first.id
+        [again] = await wait_for_job(dispatcher)  # the watcher ticks every 0.25 s
+        assert (first.id, again.id) == tuple(keys.job_id("c6", a, dispatcher.gateway_ref) for a in (0, 1))
+        assert Job.from_json(again.args[0]) == Job.from_json(first.args[0])
+        assert keys.claim_of_job(again.id) == keys.claim_of_job(first.id)  # a late claim of either runs it once
+        await publish(dispatcher, Result(call_id="c6", ok=True, content="ran"))
+        assert (await asyncio.wait_for(task, 1)).content == "ran"
+    finally:
+        task.cancel()
+
+
+@pytest.mark.parametrize("state", ["still queued", "claimed", "job lost with Redis data"])
+async def test_a_call_is_not_queued_again_otherwise(dispatcher: Dispatcher, quick_watch: None, state: str):
+    task = asyncio.create_task(dispatcher.call("c7", "echo", "{}", SPEC))
+    try:
+        [job] = await wait_for_job(dispatcher)
+        if state != "still queued":
+            take_job(dispatcher)
+        if state == "claimed":  # by a live worker: it holds a catalog key
+            await dispatcher.redis.set(keys.catalog("w-live"), "{}")
+            await dispatcher.redis.set(keys.claim("c7"), "w-live")
+        if state == "job lost with Redis data":  # a claim may have been lost with it: the deadline decides
+            await dispatcher.redis.delete(RQJob.key_for(job.id))
+        await asyncio.sleep(1.0)
+        assert [j.id for j in queued_jobs(dispatcher)] == ([job.id] if state == "still queued" else [])
+    finally:
+        task.cancel()
 
 
 async def test_redis_connections_are_waited_for_not_refused() -> None:

@@ -325,6 +325,15 @@ def test_duplicate_while_the_first_still_runs_does_nothing(fake: fakeredis.FakeR
     assert CALLS == [] and published(subscriber) == []
 
 
+def test_a_call_whose_gateway_is_gone_is_not_run(fake: fakeredis.FakeRedis, subscriber):
+    alive = keys.gateway_alive(keys.gateway_ref("gw1"))
+    assert run_call_with(make_job("t_echo").to_json(), fake, "w1", alive) == "orphaned"
+    assert CALLS == [] and published(subscriber) == [] and fake.get(keys.claim("c1")) is None
+    fake.set(alive, "1")
+    assert run_call_with(make_job("t_echo").to_json(), fake, "w1", alive) == "ok"
+    assert CALLS == ["c1"]
+
+
 def test_unreadable_job_is_dropped(fake: fakeredis.FakeRedis):
     assert run_call_with('{"call_id": "x"}', fake, "w1") == "invalid"
 
@@ -359,3 +368,19 @@ def test_rq_simple_worker_runs_the_job_by_its_string_path(fake: fakeredis.FakeRe
     assert json.loads(result.content)["echo"] == "via rq"
     rq_job.refresh()
     assert rq_job.get_status() == "finished" and rq_job.return_value() == "ok"
+
+
+def test_rq_simple_worker_checks_the_gateway_named_in_the_job_id(fake: fakeredis.FakeRedis, subscriber):
+    """RQ's own worker (or an older CallWorker, which leaves ``fcg-`` jobs to RQ) claims the same keys."""
+    job = make_job("t_echo", call_id="rq-2")
+    queue = Queue(keys.queue_name("default"), connection=fake)
+    job_id = keys.job_id("rq-2", gateway=keys.gateway_ref("gone"))
+    rq_job = queue.enqueue_call("workers.execute.run_call", args=(job.to_json(),), job_id=job_id, timeout=5)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        SimpleWorker([queue], connection=fake, name="unit-worker").work(burst=True)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    rq_job.refresh()
+    assert rq_job.return_value() == "orphaned" and CALLS == [] and published(subscriber) == []
