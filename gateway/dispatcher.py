@@ -25,6 +25,7 @@ import contextlib
 import logging
 import math
 import os
+import random
 import socket
 import time
 import uuid
@@ -65,6 +66,10 @@ ALIVE_EVERY = 1.0
 UNCLAIMED_LOOK_AFTER = 1.0
 """Seconds a call may stay unclaimed after its enqueue before the watcher looks for it in its queue (a call is
 normally claimed within milliseconds of leaving the queue; the look costs an ``LPOS`` per call)."""
+UNCLAIMED_LOOKS = 64
+"""Most unclaimed calls looked for in their queues per watcher tick: under a backlog every queued call is
+unclaimed, and an ``LPOS`` for a job no longer queued scans the whole queue. A random sample each tick keeps the
+cost bounded while every call still gets looked at, on average, within a few ticks."""
 DEQUEUED_GRACE = 0.5
 """Seconds a call must be seen out of its queue and still unclaimed before it is queued again: its worker took it
 and died before claiming it. Rerunning is safe even when a slow worker still claims it: all attempts share the
@@ -422,6 +427,8 @@ class Dispatcher:
         looked = [p for p in unclaimed if now - p.queued_at >= UNCLAIMED_LOOK_AFTER]
         if not looked:
             return
+        if len(looked) > UNCLAIMED_LOOKS:
+            looked = random.sample(looked, UNCLAIMED_LOOKS)
         async with self.redis.pipeline(transaction=False) as pipe:
             for pending in looked:
                 job_id = keys.job_id(pending.job.call_id, pending.job_attempt, self.gateway_ref)
