@@ -23,7 +23,7 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from gateway import routes
-from gateway.auth import AccessPolicy, check_bind
+from gateway.auth import AccessPolicy, check_bind, subprotocol_scheme, weak_secret_warning
 from gateway.catalog import Catalog
 from gateway.dispatcher import REDIS_ERRORS, Dispatcher
 from gateway.http import HttpRequest, HttpResponse, connection_class
@@ -136,9 +136,11 @@ def _body(
 
 
 def _select_subprotocol(connection: ServerConnection, offered: Sequence[Subprotocol]) -> Subprotocol | None:
-    """Browsers authenticate with subprotocols ``["token", <credential>]``; the handshake must then echo
-    ``token`` or the browser drops the connection. Clients that offer none connect without one."""
-    return Subprotocol("token") if "token" in offered else None
+    """Browsers authenticate with subprotocols ``["token", <credential>]`` or ``["bearer", <credential>]``; the
+    handshake must then echo that scheme exactly as offered or the browser drops the connection. Clients that
+    offer none connect without one."""
+    scheme = subprotocol_scheme(offered)
+    return Subprotocol(scheme) if scheme is not None else None
 
 
 @asynccontextmanager
@@ -178,6 +180,9 @@ async def serve_forever(config: Config, reuse_port: bool = False) -> None:
         logging.getLogger("gateway").warning(
             "no credentials configured (GATEWAY_TOKENS / TOKEN_SECRET): anyone who reaches %s may connect", config.host
         )
+    weak = weak_secret_warning(config)
+    if weak:
+        logging.getLogger("gateway").warning(weak)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
