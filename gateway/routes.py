@@ -36,7 +36,9 @@ def static_file(path: str) -> tuple[bytes, str] | None:
     return file.read_bytes(), content_type
 
 
-async def function_call(request: HttpRequest, dispatcher: Dispatcher, catalog: Catalog) -> HttpResponse:
+async def function_call(
+    request: HttpRequest, dispatcher: Dispatcher, catalog: Catalog, principal: str = ""
+) -> HttpResponse:
     if request.path != FUNCTION_CALL_PATH:
         return HttpResponse.json(HTTPStatus.NOT_FOUND, {"error": "Not found."})
     if request.method != "POST":
@@ -56,7 +58,9 @@ async def function_call(request: HttpRequest, dispatcher: Dispatcher, catalog: C
         return HttpResponse.json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "Backend unavailable."})
     if spec is None:
         return HttpResponse.json(HTTPStatus.OK, {"error": f"Unknown function: {data['name']}"})
-    result = await dispatcher.call(HTTP_CALL_PREFIX + data["id"], data["name"], data["arguments"], spec, "http")
+    result = await dispatcher.call(
+        HTTP_CALL_PREFIX + data["id"], data["name"], data["arguments"], spec, "http", principal
+    )
     return HttpResponse.json(HTTPStatus.OK, {"content": result.content} if result.ok else {"error": result.error})
 
 

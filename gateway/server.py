@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import signal
+import weakref
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from email.utils import formatdate
@@ -48,9 +49,15 @@ class Gateway:
         self.catalog = Catalog(self.dispatcher.redis)
         self.sessions: set[Session] = set()
         self.policy = AccessPolicy(config)
+        self._principals: weakref.WeakKeyDictionary[ServerConnection, str] = weakref.WeakKeyDictionary()
+        """The caller each accepted handshake verified, until its session starts (weak: a handshake that
+        fails after the check leaves nothing behind)."""
 
     async def handle(self, connection: ServerConnection) -> None:
-        session = Session(connection, lambda: open_upstream(self.config), self.dispatcher, self.catalog, self.config)
+        principal = self._principals.pop(connection, "")
+        session = Session(
+            connection, lambda: open_upstream(self.config), self.dispatcher, self.catalog, self.config, principal
+        )
         self.sessions.add(session)
         try:
             await session.run()
@@ -72,6 +79,7 @@ class Gateway:
                 return _json(connection, HTTPStatus(verdict.status), {"error": verdict.reason})
             if len(self.sessions) >= self.config.max_sessions:
                 return _json(connection, HTTPStatus.SERVICE_UNAVAILABLE, {"error": "Too many sessions; retry later."})
+            self._principals[connection] = verdict.principal
             return None
         if path == routes.FUNCTION_CALL_PATH:
             refusal = routes.method_not_allowed()
@@ -88,7 +96,7 @@ class Gateway:
         verdict = self.policy.check(request.headers, request.path)
         if not verdict.allowed:
             return HttpResponse.json(verdict.status, {"error": verdict.reason})
-        return await routes.function_call(request, self.dispatcher, self.catalog)
+        return await routes.function_call(request, self.dispatcher, self.catalog, verdict.principal)
 
     async def readiness(self) -> tuple[bool, dict[str, object]]:
         try:

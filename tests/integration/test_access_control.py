@@ -15,10 +15,12 @@ from collections.abc import Iterator
 
 import jwt
 import pytest
+import redis
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from gateway.auth import mint_token
+from shared import keys
 from tests.support.client import AgentClient
 from tests.support.processes import ROOT, Gateway, http_get
 
@@ -61,6 +63,16 @@ async def converse(client: AgentClient) -> None:
     await client.say("What's the weather in Paris?")
     assert "Paris" in await client.assistant_text()
     await client.close()
+
+
+async def caller_seen_by_the_worker(client: AgentClient) -> str:
+    """What ``ctx.principal`` was in the worker that ran a call of this conversation."""
+    await client.start()
+    await client.say("call who_is_calling")
+    await client.assistant_text()
+    [response] = (await client.stats())["function_responses"]
+    await client.close()
+    return json.loads(response["content"])["principal"]
 
 
 def raw_exchange(port: int, request: bytes) -> bytes:
@@ -161,10 +173,42 @@ async def test_bearer_subprotocol_is_accepted_and_echoed(locked: Gateway):
     assert await refused_status(locked.url, subprotocols=["bearer", "wrong"]) == 401
 
 
-def test_http_function_call_needs_a_token(locked: Gateway):
+# --- the caller reaches the function ----------------------------------------------------------------------
+
+
+async def test_the_verified_caller_reaches_the_worker(locked: Gateway):
+    sub = f"user-{time.time_ns()}"
+    by_subprotocol = await AgentClient.connect(locked.url, subprotocols=["bearer", signed(sub)])
+    assert await caller_seen_by_the_worker(by_subprotocol) == sub
+    by_header = await AgentClient.connect(locked.url, additional_headers={"Authorization": f"Bearer {signed(sub)}"})
+    assert await caller_seen_by_the_worker(by_header) == sub
+    by_static = await AgentClient.connect(locked.url, additional_headers={"Authorization": f"Token {TOKEN}"})
+    assert await caller_seen_by_the_worker(by_static) == TOKEN_NAME
+
+
+async def test_notes_belong_to_the_verified_caller(locked: Gateway, redis_client: redis.Redis):
+    alice, mallory = f"alice-{time.time_ns()}", f"mallory-{time.time_ns()}"
+    client = await AgentClient.connect(locked.url, subprotocols=["bearer", signed(alice)])
+    await client.start()
+    await client.say('call add_note {"text": "buy milk"}')
+    await client.assistant_text()
+    await client.close()
+    assert redis_client.llen(keys.notes(alice)) == 1
+    intruder = await AgentClient.connect(locked.url, subprotocols=["bearer", signed(mallory)])
+    await intruder.start()
+    await intruder.say(f'call list_notes {{"owner": "{alice}"}}')  # the LLM cannot choose whose notes
+    assert "buy milk" not in await intruder.assistant_text()
+    await intruder.close()
+
+
+def test_http_function_call_needs_a_token_and_carries_the_caller(locked: Gateway):
     assert post(locked, {})[0] == 401
     assert post(locked, {"Authorization": "Bearer nope"})[0] == 401
     assert post(locked, {"Authorization": f"Bearer {TOKEN}"})[0] == 200
+    sub = f"http-{time.time_ns()}"
+    who = {"id": f"who-{time.time_ns()}", "name": "who_is_calling", "arguments": "{}"}
+    status, body = post(locked, {"Authorization": f"Bearer {signed(sub)}"}, who)
+    assert status == 200 and json.loads(body["content"]) == {"principal": sub}
     assert http_get(locked.http + "/healthz")[0] == 200  # health checks stay open for the platform
 
 

@@ -60,3 +60,8 @@ def slow_write(args: SlowWriteArgs, ctx: CallContext) -> int:
     ctx.redis.incr(keys.test_counter(args.tag + ".started"))
     time.sleep(args.seconds)
     return int(ctx.redis.incr(keys.test_counter(args.tag)))
+
+
+@function(description="Who is calling, as the gateway verified it (test helper)", timeout=3.0, idempotent=True)
+def who_is_calling(ctx: CallContext) -> dict[str, str]:
+    return {"principal": ctx.principal}
