@@ -33,7 +33,7 @@ class Config(BaseSettings):
     token_secret: SecretStr | None = None
     """HMAC key (HS256) of signed tokens: JWTs with ``exp``, ``aud`` and ``sub`` (the caller), minted by an app
     backend or ``python -m gateway.auth mint --sub NAME``. Use at least 32 random bytes."""
-    token_audience: str = "voice-function-gateway"
+    token_audience: str = Field(default="voice-function-gateway", min_length=1)
     """The ``aud`` a signed token must carry, so a token minted for another service with the same key is refused."""
     allowed_origins: str = ""
     """Comma-separated browser origins allowed besides the gateway's own (e.g. ``https://app.example.com``).
