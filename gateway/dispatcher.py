@@ -157,7 +157,9 @@ class Dispatcher:
 
     # --- calls --------------------------------------------------------------------------------------------
 
-    async def call(self, call_id: str, name: str, arguments: str, spec: FunctionSpec, session_id: str = "") -> Result:
+    async def call(
+        self, call_id: str, name: str, arguments: str, spec: FunctionSpec, session_id: str = "", principal: str = ""
+    ) -> Result:
         """Run one call on a worker and return its result, or an error result at the deadline.
 
         Never raises for backend trouble (Redis down, worker dead, bad arguments): every outcome is a
@@ -174,6 +176,7 @@ class Dispatcher:
             reply_channel=self.channel,
             deadline=time.time() + spec.timeout,
             session_id=session_id,
+            principal=principal,
             enqueued_at=time.time(),
         )
         pending = _Pending(job, spec, asyncio.get_running_loop().create_future())

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from http import HTTPStatus
 from pathlib import Path
 
+from gateway.auth import allowed_origins, normal_origin
 from gateway.catalog import Catalog
 from gateway.dispatcher import REDIS_ERRORS, Dispatcher
 from gateway.http import HttpRequest, HttpResponse
@@ -53,11 +54,6 @@ def static_file(path: str) -> tuple[bytes, str] | None:
     if content_type.startswith("text/") or content_type in ("application/javascript", "text/javascript"):
         content_type += "; charset=utf-8"
     return file.read_bytes(), content_type
-
-
-def allowed_origins(config: Config) -> frozenset[str]:
-    """ALLOWED_ORIGINS as a set, normalised as ``gateway.auth`` normalises it (no trailing slash)."""
-    return frozenset(o.strip().rstrip("/") for o in config.allowed_origins.split(",") if o.strip())
 
 
 def is_json(headers: dict[str, str]) -> bool:
@@ -106,7 +102,7 @@ class FunctionCallEndpoint:
     def preflight(self, request: HttpRequest) -> HttpResponse:
         """Answer a CORS preflight: a grant for a configured origin, 403 without CORS headers otherwise."""
         origin = request.headers.get("origin", "")
-        if origin.rstrip("/") not in self.origins:
+        if normal_origin(origin) not in self.origins:
             return HttpResponse.json(HTTPStatus.FORBIDDEN, {"error": "Origin not allowed."})
         return HttpResponse(
             HTTPStatus.NO_CONTENT,
@@ -122,12 +118,13 @@ class FunctionCallEndpoint:
     def with_cors(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
         """Let a browser on a configured origin read the answer; any other origin's page cannot."""
         origin = request.headers.get("origin", "")
-        if origin and origin.rstrip("/") in self.origins:
+        if origin and normal_origin(origin) in self.origins:
             response.headers.update({"Access-Control-Allow-Origin": origin, "Vary": "Origin"})
         return response
 
-    async def handle(self, request: HttpRequest) -> HttpResponse:
-        """Everything but the credentials (``gateway.server`` checks those first, as for a WebSocket)."""
+    async def handle(self, request: HttpRequest, principal: str = "") -> HttpResponse:
+        """Everything but the credentials (``gateway.server`` checks those first, as for a WebSocket, and passes
+        the caller they name: ``principal``, which the function reads as ``ctx.principal``)."""
         if request.path != FUNCTION_CALL_PATH:
             return HttpResponse.json(HTTPStatus.NOT_FOUND, {"error": "Not found."})
         if request.method != "POST":
@@ -154,12 +151,12 @@ class FunctionCallEndpoint:
             return _refused(refusal)
         self.in_flight += 1
         try:
-            return await self._run(*parsed)
+            return await self._run(*parsed, principal)
         finally:
             self.in_flight -= 1
             self.limits.release(request.remote)
 
-    async def _run(self, client_id: str, name: str, arguments: str) -> HttpResponse:
+    async def _run(self, client_id: str, name: str, arguments: str, principal: str) -> HttpResponse:
         try:
             async with asyncio.timeout(CATALOG_TIMEOUT):
                 spec = (await self.catalog.functions()).get(name)
@@ -167,7 +164,7 @@ class FunctionCallEndpoint:
             return HttpResponse.json(HTTPStatus.SERVICE_UNAVAILABLE, {"id": client_id, "error": "Backend unavailable."})
         if spec is None:
             return HttpResponse.json(HTTPStatus.OK, {"id": client_id, "error": f"Unknown function: {name}"})
-        result = await self.dispatcher.call(new_call_id(), name, arguments, spec, "http")
+        result = await self.dispatcher.call(new_call_id(), name, arguments, spec, "http", principal)
         answer = {"content": result.content} if result.ok else {"error": result.error}
         return HttpResponse.json(HTTPStatus.OK, {"id": client_id, **answer})
 

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import signal
+import weakref
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from email.utils import formatdate
@@ -23,7 +24,7 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from gateway import routes
-from gateway.auth import AccessPolicy, check_bind
+from gateway.auth import AccessPolicy, check_bind, subprotocol_scheme, weak_secret_warning
 from gateway.catalog import Catalog
 from gateway.dispatcher import REDIS_ERRORS, Dispatcher
 from gateway.http import HttpRequest, HttpResponse, connection_class
@@ -52,9 +53,15 @@ class Gateway:
         self.function_calls = routes.FunctionCallEndpoint(
             config, self.dispatcher, self.catalog, lambda: len(self.sessions)
         )
+        self._principals: weakref.WeakKeyDictionary[ServerConnection, str] = weakref.WeakKeyDictionary()
+        """The caller each accepted handshake verified, until its session starts (weak: a handshake that
+        fails after the check leaves nothing behind)."""
 
     async def handle(self, connection: ServerConnection) -> None:
-        session = Session(connection, lambda: open_upstream(self.config), self.dispatcher, self.catalog, self.config)
+        principal = self._principals.pop(connection, "")
+        session = Session(
+            connection, lambda: open_upstream(self.config), self.dispatcher, self.catalog, self.config, principal
+        )
         self.sessions.add(session)
         try:
             await session.run()
@@ -72,6 +79,7 @@ class Gateway:
             # HTTP calls in flight count too: each holds a connection and a call, as a session does.
             if len(self.sessions) + self.function_calls.in_flight >= self.config.max_sessions:
                 return _json(connection, HTTPStatus.SERVICE_UNAVAILABLE, {"error": "Too many sessions; retry later."})
+            self._principals[connection] = verdict.principal
             return None
         return _body(connection, *await self.plain_route(path))
 
@@ -105,7 +113,7 @@ class Gateway:
         verdict = self.policy.check(request.headers, request.path)
         if not verdict.allowed:
             return self.function_calls.with_cors(request, HttpResponse.json(verdict.status, {"error": verdict.reason}))
-        return self.function_calls.with_cors(request, await self.function_calls.handle(request))
+        return self.function_calls.with_cors(request, await self.function_calls.handle(request, verdict.principal))
 
     async def readiness(self) -> tuple[bool, dict[str, object]]:
         try:
@@ -149,9 +157,11 @@ def _body(
 
 
 def _select_subprotocol(connection: ServerConnection, offered: Sequence[Subprotocol]) -> Subprotocol | None:
-    """Browsers authenticate with subprotocols ``["token", <credential>]``; the handshake must then echo
-    ``token`` or the browser drops the connection. Clients that offer none connect without one."""
-    return Subprotocol("token") if "token" in offered else None
+    """Browsers authenticate with subprotocols ``["token", <credential>]`` or ``["bearer", <credential>]``; the
+    handshake must then echo that scheme exactly as offered or the browser drops the connection. Clients that
+    offer none connect without one."""
+    scheme = subprotocol_scheme(offered)
+    return Subprotocol(scheme) if scheme is not None else None
 
 
 @asynccontextmanager
@@ -192,6 +202,9 @@ async def serve_forever(config: Config, reuse_port: bool = False) -> None:
         logging.getLogger("gateway").warning(
             "no credentials configured (GATEWAY_TOKENS / TOKEN_SECRET): anyone who reaches %s may connect", config.host
         )
+    weak = weak_secret_warning(config)
+    if weak:
+        logging.getLogger("gateway").warning(weak)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

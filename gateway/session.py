@@ -78,8 +78,11 @@ class Session:
         dispatcher: Dispatcher,
         catalog: Catalog,
         config: Config,
+        principal: str = "",
     ) -> None:
         self.id = uuid.uuid4().hex[:12]
+        self.principal = principal
+        """The caller the handshake verified (``""`` without credentials configured); every call carries it."""
         self.client = client
         self._open_upstream = open_upstream
         self.dispatcher = dispatcher
@@ -412,7 +415,9 @@ class Session:
             return Result.failure(call.id, f"{call.name} was not run: too many calls are pending. Try again shortly.")
         spec = self.owned[call.name] if call.name in self.owned else self.catalog.ever_owned[call.name]
         try:
-            return await self.dispatcher.call(self.backend_key(call.id), call.name, call.arguments, spec, self.id)
+            return await self.dispatcher.call(
+                self.backend_key(call.id), call.name, call.arguments, spec, self.id, self.principal
+            )
         except Exception:
             # A bug must not hang the conversation: the provider still gets an answer.
             log.exception("session %s: call %s failed inside the gateway", self.id, call.id)

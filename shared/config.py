@@ -27,12 +27,20 @@ class Config(BaseSettings):
     the name is the one PaaS platforms set for the web process."""
 
     gateway_tokens: SecretStr | None = None
-    """Comma-separated static tokens clients may present. With none (and no TOKEN_SECRET) anyone may connect,
-    so the gateway then binds loopback only unless ALLOW_PUBLIC_WITHOUT_AUTH is set."""
+    """Comma-separated static tokens clients may present, each ``name:token`` (the caller is ``name``) or a bare
+    ``token`` (the caller is ``token-<fingerprint>``). With none (and no TOKEN_SECRET) anyone may connect, so
+    the gateway then binds loopback only unless ALLOW_PUBLIC_WITHOUT_AUTH is set."""
     token_secret: SecretStr | None = None
-    """HMAC key for short-lived signed tokens (``python -m gateway.auth mint``)."""
+    """HMAC key (HS256) of signed tokens: JWTs with ``exp``, ``aud`` and ``sub`` (the caller), minted by an app
+    backend or ``python -m gateway.auth mint --sub NAME``. Use at least 32 random bytes."""
+    token_audience: str = Field(default="voice-function-gateway", min_length=1)
+    """The ``aud`` a signed token must carry, so a token minted for another service with the same key is refused."""
     allowed_origins: str = ""
-    """Comma-separated browser origins allowed to connect (e.g. ``https://app.example.com``); empty: any."""
+    """Comma-separated browser origins allowed besides the gateway's own (e.g. ``https://app.example.com``).
+    Requests without Origin (SDKs, servers) are not affected; any other browser origin is refused."""
+    allowed_hosts: str = ""
+    """Comma-separated host names the Host header may carry besides loopback ones (``*``: any). Refusing other
+    names stops DNS rebinding; empty with credentials configured: any (the deploy's domain needs no listing)."""
     allow_public_without_auth: bool = False
     """Explicit opt-in to listen on a non-loopback address with no credentials configured."""
 

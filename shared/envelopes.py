@@ -71,6 +71,9 @@ class Job(_Envelope):
     """Unix time after which nobody waits for the result: a worker that picks the job later skips it."""
     session_id: str = ""
     enqueued_at: float = 0.0
+    principal: str = ""
+    """The caller the gateway verified (a signed token's ``sub``, a static token's name); ``""`` when the
+    gateway requires no credentials. Functions read it as ``ctx.principal`` to key a caller's data."""
 
 
 class Result(_Envelope):

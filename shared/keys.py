@@ -117,9 +117,9 @@ def queue_name(queue: str) -> str:
     return f"{PREFIX}-{queue}"
 
 
-def notes(owner: str) -> str:
-    """List key: notes kept by the example data-store function ``add_note`` / ``list_notes``."""
-    return f"{PREFIX}:data:notes:{owner}"
+def notes(principal: str) -> str:
+    """List key: one caller's notes, kept by the example data-store functions ``add_note`` / ``list_notes``."""
+    return f"{PREFIX}:data:notes:{principal}"
 
 
 def test_counter(tag: str) -> str:

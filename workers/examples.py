@@ -4,7 +4,8 @@ They show the three kinds of work a backend function does that a browser must no
 
 - ``get_current_time``: plain computation;
 - ``get_weather``: a call to a third-party API with a key only the worker holds (``WEATHER_API_KEY``);
-- ``add_note`` / ``list_notes``: reads and writes in the backend's own data store (Redis here).
+- ``add_note`` / ``list_notes``: reads and writes in the backend's own data store (Redis here), per caller
+  (``ctx.principal``, the identity the gateway verified).
 """
 
 from __future__ import annotations
@@ -106,31 +107,37 @@ def _openweather(args: WeatherArgs, key: str) -> dict[str, Any]:
 # --- notes (the backend's own data store) -----------------------------------------------------------------
 
 MAX_NOTES = 1000
-"""Notes kept per owner; older ones are dropped so a chatty agent cannot grow the list without bound."""
+"""Notes kept per caller; older ones are dropped so a chatty agent cannot grow the list without bound."""
+ANONYMOUS = "anonymous"
+"""Whose notes they are when the gateway requires no credentials (``ctx.principal`` is empty): everyone's."""
 
 
 class AddNoteArgs(BaseModel):
     text: str = Field(min_length=1, max_length=500, description="The note to save")
-    owner: str = Field(default="default", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Whose notes")
 
 
 class ListNotesArgs(BaseModel):
-    owner: str = Field(default="default", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Whose notes")
     limit: int = Field(default=10, ge=1, le=100, description="How many of the latest notes to return")
+
+
+def notes_key(ctx: CallContext) -> str:
+    """The caller's notes, keyed by who the gateway verified. Not an argument: the LLM (and so whoever talks to
+    it) could name anybody's notes."""
+    return keys.notes(ctx.principal or ANONYMOUS)
 
 
 @function(description="Save a short note for later", timeout=3.0, side_effects=True)
 def add_note(args: AddNoteArgs, ctx: CallContext) -> dict[str, Any]:
     note = json.dumps({"text": args.text, "added_at": datetime.now().astimezone().isoformat(timespec="seconds")})
     with ctx.redis.pipeline(transaction=False) as pipe:
-        pipe.rpush(keys.notes(args.owner), note)
-        pipe.ltrim(keys.notes(args.owner), -MAX_NOTES, -1)
+        pipe.rpush(notes_key(ctx), note)
+        pipe.ltrim(notes_key(ctx), -MAX_NOTES, -1)
         count, _ = pipe.execute()
     return {"saved": True, "count": min(count, MAX_NOTES)}
 
 
 @function(description="List the latest saved notes", timeout=3.0, idempotent=True)
 def list_notes(args: ListNotesArgs, ctx: CallContext) -> dict[str, Any]:
-    raw = ctx.redis.lrange(keys.notes(args.owner), -args.limit, -1)
+    raw = ctx.redis.lrange(notes_key(ctx), -args.limit, -1)
     notes = [json.loads(item) for item in raw]
-    return {"owner": args.owner, "notes": notes, "count": len(notes)}
+    return {"notes": notes, "count": len(notes)}

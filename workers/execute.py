@@ -64,7 +64,7 @@ def execute(job: Job, ctx_redis: redis.Redis, worker_id: str) -> Result:
         log.info("call %s: invalid arguments for %s", job.call_id, job.name)
         return fail(f"Invalid arguments for {job.name}: {exc}")
 
-    ctx = CallContext(job.call_id, job.session_id, job.deadline, worker_id, ctx_redis)
+    ctx = CallContext(job.call_id, job.session_id, job.deadline, worker_id, ctx_redis, job.principal)
     try:
         value = _call(entry, args, ctx)
     except JobTimeoutException:

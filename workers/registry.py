@@ -44,6 +44,9 @@ class CallContext:
     worker_id: str
     redis: Any
     """A synchronous ``redis.Redis`` for the function's data (notes, orders...). Never the gateway's view."""
+    principal: str = ""
+    """Who is calling, as the gateway verified it: a signed token's ``sub`` or a static token's name; ``""``
+    when the gateway requires no credentials. Key a caller's data by this, never by an argument the LLM picks."""
 
 
 class FunctionError(Exception):

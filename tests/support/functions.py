@@ -90,3 +90,8 @@ def wait_for_release(args: CountArgs, ctx: CallContext) -> str:
     while not ctx.redis.exists(keys.test_counter(args.tag + ".released")):
         time.sleep(0.05)
     return "released"
+
+
+@function(description="Who is calling, as the gateway verified it (test helper)", timeout=3.0, idempotent=True)
+def who_is_calling(ctx: CallContext) -> dict[str, str]:
+    return {"principal": ctx.principal}

@@ -56,13 +56,14 @@ async def publish(d: Dispatcher, result: Result, store: bool = True) -> None:
 
 
 async def test_call_enqueues_rq_job_and_returns_published_result(dispatcher: Dispatcher):
-    task = asyncio.create_task(dispatcher.call("c1", "echo", '{"text":"hi"}', SPEC, session_id="s1"))
+    task = asyncio.create_task(dispatcher.call("c1", "echo", '{"text":"hi"}', SPEC, session_id="s1", principal="alice"))
     [rq_job] = await wait_for_job(dispatcher)
     assert rq_job.id == keys.job_id("c1", gateway=keys.gateway_ref("gw-test"))
     assert rq_job.func_name == JOB_FUNCTION
     job = Job.from_json(rq_job.args[0])
     assert (job.call_id, job.name, job.arguments, job.session_id) == ("c1", "echo", '{"text":"hi"}', "s1")
     assert job.reply_channel == keys.reply_channel("gw-test")
+    assert job.principal == "alice"  # the verified caller travels to the worker's CallContext
     assert job.deadline == pytest.approx(time.time() + SPEC.timeout, abs=0.5)
     await publish(dispatcher, Result(call_id="c1", ok=True, content='{"echo":"hi"}', worker_id="w1"))
     result = await asyncio.wait_for(task, 1)

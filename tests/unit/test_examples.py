@@ -33,13 +33,14 @@ def fake() -> fakeredis.FakeRedis:
     return fakeredis.FakeRedis()
 
 
-def call(name: str, redis: Any = None, **arguments: Any) -> Result:
+def call(name: str, redis: Any = None, principal: str = "", **arguments: Any) -> Result:
     job = Job(
         call_id="c1",
         name=name,
         arguments=json.dumps(arguments),
         reply_channel=keys.reply_channel("gw"),
         deadline=time.time() + 10,
+        principal=principal,
     )
     return execute(job, redis, "w-test")
 
@@ -159,27 +160,35 @@ def test_weather_api_failures_never_show_the_url(monkeypatch: pytest.MonkeyPatch
 # --- notes (data store) -----------------------------------------------------------------------------------
 
 
-def test_notes_round_trip(fake: fakeredis.FakeRedis):
-    assert content(call("add_note", fake, text="buy milk", owner="alice")) == {"saved": True, "count": 1}
-    assert content(call("add_note", fake, text="call mum", owner="alice")) == {"saved": True, "count": 2}
-    content(call("add_note", fake, text="someone else's", owner="bob"))
-    listed = content(call("list_notes", fake, owner="alice"))
+def test_notes_round_trip_per_caller(fake: fakeredis.FakeRedis):
+    assert content(call("add_note", fake, "alice", text="buy milk")) == {"saved": True, "count": 1}
+    assert content(call("add_note", fake, "alice", text="call mum")) == {"saved": True, "count": 2}
+    content(call("add_note", fake, "bob", text="someone else's"))
+    listed = content(call("list_notes", fake, "alice"))
     assert [n["text"] for n in listed["notes"]] == ["buy milk", "call mum"] and listed["count"] == 2
-    assert [n["text"] for n in content(call("list_notes", fake, owner="alice", limit=1))["notes"]] == ["call mum"]
+    assert [n["text"] for n in content(call("list_notes", fake, "alice", limit=1))["notes"]] == ["call mum"]
     assert fake.llen(keys.notes("alice")) == 2
-    assert content(call("list_notes", fake, owner="nobody")) == {"owner": "nobody", "notes": [], "count": 0}
+    assert content(call("list_notes", fake, "nobody")) == {"notes": [], "count": 0}
 
 
-def test_notes_default_owner(fake: fakeredis.FakeRedis):
+def test_notes_are_keyed_by_the_verified_caller_not_by_an_argument(fake: fakeredis.FakeRedis):
+    content(call("add_note", fake, "alice", text="private"))
+    # An LLM talked into naming another owner reads and writes only its own caller's notes.
+    assert content(call("list_notes", fake, "mallory", owner="alice")) == {"notes": [], "count": 0}
+    content(call("add_note", fake, "mallory", text="planted", owner="alice"))
+    assert [json.loads(n)["text"] for n in fake.lrange(keys.notes("alice"), 0, -1)] == ["private"]
+    assert "owner" not in json.dumps(examples.AddNoteArgs.model_json_schema())
+    assert "owner" not in json.dumps(examples.ListNotesArgs.model_json_schema())
+
+
+def test_notes_without_a_verified_caller_are_anonymous(fake: fakeredis.FakeRedis):
     content(call("add_note", fake, text="x"))
-    assert fake.llen(keys.notes("default")) == 1
+    assert fake.llen(keys.notes(examples.ANONYMOUS)) == 1
 
 
-@pytest.mark.parametrize(
-    "arguments", [{"text": ""}, {"text": "x" * 501}, {"text": "ok", "owner": "a:b"}, {"text": "ok", "owner": ""}]
-)
+@pytest.mark.parametrize("arguments", [{"text": ""}, {"text": "x" * 501}, {}])
 def test_bad_notes_are_refused(fake: fakeredis.FakeRedis, arguments: dict[str, str]):
-    result = call("add_note", fake, **arguments)
+    result = call("add_note", fake, "alice", **arguments)
     assert result.error is not None and result.error.startswith("Invalid arguments for add_note")
     assert fake.keys("*") == []
 
