@@ -98,7 +98,10 @@ def status_of(response: bytes) -> int:
 def post(gateway: Gateway, headers: dict[str, str], body: dict | None = None) -> tuple[int, dict]:
     data = json.dumps(body or {"id": f"auth-{time.time_ns()}", "name": "get_current_time", "arguments": "{}"})
     request = urllib.request.Request(
-        gateway.http + "/function-call", data=data.encode(), method="POST", headers=headers
+        gateway.http + "/function-call",
+        data=data.encode(),
+        method="POST",
+        headers={"Content-Type": "application/json", **headers},
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:

@@ -53,7 +53,9 @@ class Dispatcher:
     def __init__(self) -> None:
         self.calls: list[tuple[str, FunctionSpec]] = []
 
-    async def call(self, call_id: str, name: str, arguments: str, spec: FunctionSpec, session_id: str) -> Result:
+    async def call(
+        self, call_id: str, name: str, arguments: str, spec: FunctionSpec, session_id: str, principal: str = ""
+    ) -> Result:
         self.calls.append((name, spec))
         return Result(call_id=call_id, ok=True, content='{"ok": true}', worker_id="w1")
 
