@@ -2,7 +2,8 @@
 
 Paths: ``/v1/agent/converse`` (the provider's own path, so a Deepgram SDK switches by base URL alone) and
 ``/`` serve agent sessions; ``GET /healthz`` answers while the process is alive; ``GET /readyz`` answers 200
-only when Redis is reachable and at least one worker is alive.
+only when Redis is reachable, the result subscription is alive (answered a PING lately) and at least one worker is
+alive.
 """
 
 from __future__ import annotations
