@@ -84,7 +84,6 @@ async def _enqueue(url: str, count: int, recorder: Recorder) -> list[list[str]]:
         before = len(recorder.trips)
         await dispatcher._enqueue(job, SPEC)
     trips = recorder.trips[before:]
-    dispatcher._pool.shutdown(wait=True)
     await async_redis.aclose()
     sync_redis.close()
     return trips

@@ -13,7 +13,7 @@ import sys
 
 from gateway.auth import AccessPolicy, check_bind
 from gateway.server import run_gateway_process, serve_forever, setup_logging
-from shared.config import get_config
+from shared.config import get_config, result_ttl_refusal
 from shared.supervisor import EXIT_BAD_CONFIG, Supervisor
 
 
@@ -23,7 +23,9 @@ def main() -> int:
     if config.web_concurrency == 1:
         asyncio.run(serve_forever(config))
         return 0
-    refusal = check_bind(config, AccessPolicy(config))
+    refusal = check_bind(config, AccessPolicy(config)) or result_ttl_refusal(
+        config, config.function_timeout, "FUNCTION_TIMEOUT"
+    )
     if refusal:  # said once here, rather than by every process
         logging.getLogger("gateway").error(refusal)
         return EXIT_BAD_CONFIG

@@ -12,7 +12,12 @@ worker does not start a call whose gateway is gone (killed outright, so nobody w
 
 Results arrive twice over: published on the reply channel and stored under ``keys.result(call_id)`` with a TTL.
 After a reconnect the dispatcher re-reads the stored results of every pending call, so a result published
-while the subscription was down is not lost. Enqueueing retries through a Redis outage until the deadline.
+while the subscription was down is not lost, and the watcher re-reads them every tick, so a lost message costs
+at most one tick. The subscription is pinged: a half-open connection (no error, no data) is noticed within
+:data:`SILENCE_LIMIT` seconds, and :attr:`Dispatcher.subscribed` (``/readyz``) is false meanwhile. Enqueueing
+retries through a Redis outage until the deadline.
+
+Deadlines are in the Redis server's time (:mod:`shared.clock`), so gateway and worker clocks need not agree.
 
 The enqueue itself is RQ's (so ``rq info`` and RQ's registries keep working), sent in one pipelined round
 trip by the async client (see :meth:`Dispatcher._enqueue_commands`).
@@ -29,7 +34,6 @@ import random
 import socket
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,11 +44,10 @@ from pydantic import ValidationError
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from rq import Queue
-from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job as RQJob
-from rq.job import JobStatus
 
 from shared import keys
+from shared.clock import REFRESH_EVERY, RedisClock
 from shared.config import Config
 from shared.envelopes import JOB_FUNCTION, FunctionSpec, Job, Result
 
@@ -74,6 +77,18 @@ DEQUEUED_GRACE = 0.5
 """Seconds a call must be seen out of its queue and still unclaimed before it is queued again: its worker took it
 and died before claiming it. Rerunning is safe even when a slow worker still claims it: all attempts share the
 claim key, so at most one runs."""
+COMMAND_TIMEOUT = 5.0
+"""Seconds a Redis command may wait for its reply before its connection counts as dead (a half-open socket
+would otherwise hold a command until the call's deadline, and a readiness check forever)."""
+HEALTH_CHECK_INTERVAL = 30
+"""Seconds a pooled connection may sit idle before it is PINGed ahead of its next command."""
+LISTEN_TICK = 0.5
+"""Longest wait (s) for a pub/sub message before the listener looks at the subscription's liveness."""
+PING_EVERY = 1.0
+"""Seconds between PINGs on the subscription connection (its PONG proves the connection still delivers)."""
+SILENCE_LIMIT = 3.0
+"""Seconds without anything (a PONG, a message) on the subscription after which it counts as lost: it is
+reopened, and pending calls' stored results re-read."""
 
 
 @dataclass
@@ -111,13 +126,24 @@ class Dispatcher:
         self._alive_key = keys.gateway_alive(self.gateway_ref)
         self.redis = async_redis or aioredis.Redis(connection_pool=_redis_pool(config.redis_url))
         self._sync = sync_redis or redis.Redis.from_url(config.redis_url, socket_connect_timeout=2, socket_timeout=5)
-        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="enqueue")
         self._queues: dict[str, Queue] = {}
         self._waiters: dict[str, _Pending] = {}
         self._subscribed = asyncio.Event()
         self._listener: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._keepalive: asyncio.Task[None] | None = None
+        self._clock_keeper: asyncio.Task[None] | None = None
+        self.clock = RedisClock()
+        """The Redis server's clock, in which job deadlines are written."""
+        self._heard = 0.0
+        """time.monotonic() when the subscription last delivered anything."""
+        self._ttl_warned: set[str] = set()
+        # Remove a cancelled job from its queue, and its hash, only if no worker took it yet: nothing is left
+        # behind (RQ's job.cancel() kept every one in the canceled registry), and a job a worker already took
+        # is left to it (the cancel marker makes it skip the call).
+        self._drop_queued_job = self.redis.register_script(
+            "if redis.call('lrem', KEYS[1], 0, ARGV[1]) > 0 then return redis.call('del', KEYS[2]) end return 0"
+        )
         # Delete the claim only if the dead worker still holds it, atomically.
         self._release_claim = self.redis.register_script(
             "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
@@ -131,9 +157,10 @@ class Dispatcher:
         self._listener = asyncio.create_task(self._listen(), name="dispatcher-listener")
         self._watcher = asyncio.create_task(self._watch_workers(), name="dispatcher-watcher")
         self._keepalive = asyncio.create_task(self._keep_alive(), name="dispatcher-keepalive")
+        self._clock_keeper = asyncio.create_task(self._keep_clock(), name="dispatcher-clock")
 
     async def stop(self) -> None:
-        for task in (self._listener, self._watcher, self._keepalive):
+        for task in (self._listener, self._watcher, self._keepalive, self._clock_keeper):
             if task:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
@@ -143,13 +170,14 @@ class Dispatcher:
                 await self.redis.delete(self._alive_key)
         if self._background:
             await asyncio.wait(self._background, timeout=2)
-        self._pool.shutdown(wait=False, cancel_futures=True)
         await self.redis.aclose(close_connection_pool=True)
         self._sync.close()
 
     @property
     def subscribed(self) -> bool:
-        return self._subscribed.is_set()
+        """True while the subscription is confirmed and has shown life within :data:`SILENCE_LIMIT` seconds (a
+        half-open connection keeps "subscribed" yet delivers nothing)."""
+        return self._subscribed.is_set() and time.monotonic() - self._heard <= SILENCE_LIMIT
 
     @property
     def pending(self) -> int:
@@ -174,13 +202,17 @@ class Dispatcher:
             name=name,
             arguments=arguments,
             reply_channel=self.channel,
-            deadline=time.time() + spec.timeout,
+            deadline=self.clock.now() + spec.timeout,  # Redis time: the worker's clock may disagree with ours
             session_id=session_id,
             principal=principal,
             enqueued_at=time.time(),
         )
         pending = _Pending(job, spec, asyncio.get_running_loop().create_future())
         self._waiters[call_id] = pending
+        if spec.timeout > self.config.result_ttl and name not in self._ttl_warned:
+            # A worker with a longer RESULT_TTL advertises this: our cancel markers outlive the deadline anyway.
+            self._ttl_warned.add(name)
+            log.warning("%s's timeout (%g s) exceeds RESULT_TTL (%d s)", name, spec.timeout, self.config.result_ttl)
         try:
             async with asyncio.timeout(spec.timeout):
                 await self._subscribed.wait()
@@ -192,13 +224,13 @@ class Dispatcher:
                 return pending.future.result()
             stored = await self._stored_result(call_id)
             if stored is None:
-                self._cancel_in_background(call_id)
+                self._cancel_in_background(pending)
                 stored = Result.failure(call_id, f"{name} did not finish within {spec.timeout:g} s.")
             if not pending.future.done():
                 pending.future.set_result(stored)  # callers that joined this call get the same answer now
             return stored
         except asyncio.CancelledError:
-            self._cancel_in_background(call_id)
+            self._cancel_in_background(pending)
             pending.future.cancel()
             raise
         finally:
@@ -279,26 +311,23 @@ class Dispatcher:
             self._queues[name] = queue
         return queue
 
-    def _cancel_in_background(self, call_id: str) -> None:
-        task = asyncio.create_task(self._cancel(call_id))
+    def _cancel_in_background(self, pending: _Pending) -> None:
+        task = asyncio.create_task(self._cancel(pending))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _cancel(self, call_id: str) -> None:
-        """Mark the call cancelled (a worker that picks it up skips it) and cancel the RQ job if still queued."""
+    async def _cancel(self, pending: _Pending) -> None:
+        """Mark the call cancelled (a worker that takes it skips it) and delete its RQ job if still queued."""
+        call_id = pending.job.call_id
+        job_id = keys.job_id(call_id, pending.job_attempt, self.gateway_ref)
+        # The marker must outlive the job's own TTL (deadline + 1 s) even if RESULT_TTL is shorter.
+        ttl = max(self.config.result_ttl, math.ceil(pending.spec.timeout) + 1)
         try:
-            await self.redis.set(keys.cancelled(call_id), "1", ex=self.config.result_ttl)
-            await asyncio.get_running_loop().run_in_executor(self._pool, self._cancel_rq_job, call_id)
+            await self.redis.set(keys.cancelled(call_id), "1", ex=ttl)
+            queue_key = Queue.redis_queue_namespace_prefix + keys.queue_name(pending.spec.queue)
+            await self._drop_queued_job(keys=[queue_key, RQJob.redis_job_namespace_prefix + job_id], args=[job_id])
         except REDIS_ERRORS as exc:
             log.info("could not cancel %s (%s); the worker will skip it past its deadline", call_id, exc)
-
-    def _cancel_rq_job(self, call_id: str) -> None:
-        try:
-            job = RQJob.fetch(keys.job_id(call_id, gateway=self.gateway_ref), connection=self._sync)
-            if job.get_status() in (JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED):
-                job.cancel()
-        except (NoSuchJobError, InvalidJobOperation):
-            pass
 
     async def _stored_result(self, call_id: str) -> Result | None:
         try:
@@ -323,33 +352,72 @@ class Dispatcher:
     # --- results ------------------------------------------------------------------------------------------
 
     async def _listen(self) -> None:
-        """Hold the subscription; after every (re)connect, re-read stored results of pending calls."""
+        """Hold the subscription; after every (re)connect, re-read stored results of pending calls.
+
+        A connection can go half-open (a NAT or load balancer forgets it, a peer vanishes without a FIN): no
+        error, no data, and reading would wait forever while every call waits for its deadline. So the listener
+        reads with a timeout, PINGs the subscription every :data:`PING_EVERY` seconds and gives it up after
+        :data:`SILENCE_LIMIT` seconds without a PONG or a message (the confirmation of a new subscription
+        included).
+        """
         delay = 0.05
         while True:
             pubsub = self.redis.pubsub()
+            silent = False
             try:
                 await pubsub.subscribe(self.channel)
-                async for message in pubsub.listen():
-                    if message["type"] == "subscribe":
-                        self._subscribed.set()
-                        delay = 0.05
-                        log.info("subscribed to %s", self.channel)
-                        await self._reread_pending()
-                    elif message["type"] == "message":
-                        self._deliver(_parse_result(message["data"]))
+                self._heard = pinged = time.monotonic()
+                while True:
+                    message = await pubsub.get_message(timeout=LISTEN_TICK)
+                    now = time.monotonic()
+                    if message is not None:
+                        self._heard = now
+                        if message["type"] == "message":
+                            self._deliver(_parse_result(message["data"]))
+                        elif message["type"] == "subscribe":
+                            self._subscribed.set()
+                            delay = 0.05
+                            log.info("subscribed to %s", self.channel)
+                            await self._reread_pending()
+                    if now - self._heard > SILENCE_LIMIT:
+                        silent = True
+                        raise redis.TimeoutError(f"nothing on the subscription for {SILENCE_LIMIT:g} s")
+                    if now - pinged >= PING_EVERY:
+                        await pubsub.ping()
+                        pinged = now
             except REDIS_ERRORS as exc:
                 if self._subscribed.is_set():
-                    log.warning("lost the result subscription (%s); reconnecting", type(exc).__name__)
+                    log.warning("lost the result subscription (%s: %s); reconnecting", type(exc).__name__, exc)
                 self._subscribed.clear()
+                if silent:
+                    # The path to Redis went quiet: idle pooled connections are likely half-open too, and each
+                    # would hold a command for COMMAND_TIMEOUT. Open new ones instead.
+                    with contextlib.suppress(*REDIS_ERRORS, TimeoutError):
+                        async with asyncio.timeout(1):
+                            await self.redis.connection_pool.disconnect(inuse_connections=False)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
             finally:
                 self._subscribed.clear()
-                with contextlib.suppress(REDIS_ERRORS):
-                    await pubsub.aclose()
+                # Bounded: closing a half-open connection must not hold up the reconnect.
+                with contextlib.suppress(*REDIS_ERRORS, TimeoutError):
+                    async with asyncio.timeout(1):
+                        await pubsub.aclose()
 
-    async def _reread_pending(self) -> None:
-        call_ids = list(self._waiters)
+    async def _keep_clock(self) -> None:
+        """Measure the offset to the Redis server's clock now and every :data:`REFRESH_EVERY` seconds (every
+        second until the first measurement succeeds: Redis may be down at start)."""
+        while True:
+            try:
+                async with asyncio.timeout(COMMAND_TIMEOUT):
+                    measured = await self.clock.ameasure(self.redis)
+            except TimeoutError:
+                measured = False
+            await asyncio.sleep(REFRESH_EVERY if measured or self.clock.measured else 1.0)
+
+    async def _reread_pending(self, call_ids: list[str] | None = None) -> None:
+        """Deliver the stored results of ``call_ids`` (default: every pending call), in one ``MGET``."""
+        call_ids = list(self._waiters) if call_ids is None else call_ids
         if not call_ids:
             return
         stored = await self.redis.mget([keys.result(c) for c in call_ids])
@@ -380,6 +448,11 @@ class Dispatcher:
             if not watched:
                 continue
             try:
+                # A result whose pub/sub message was lost (a half-open subscription) is answered within a tick.
+                await self._reread_pending([p.job.call_id for p in watched])
+                watched = [p for p in watched if not p.future.done()]
+                if not watched:
+                    continue
                 claims = await self.redis.mget([keys.claim(p.job.call_id) for p in watched])
                 await self._requeue_taken_unclaimed([p for p, c in zip(watched, claims, strict=True) if not c])
                 owners = sorted({c.decode() for c in claims if c})
@@ -472,6 +545,8 @@ def _redis_pool(url: str) -> aioredis.BlockingConnectionPool:
         max_connections=REDIS_CONNECTIONS,
         timeout=None,
         socket_connect_timeout=2,
+        socket_timeout=COMMAND_TIMEOUT,  # the pub/sub listener reads with its own, shorter timeout
+        health_check_interval=HEALTH_CHECK_INTERVAL,
         socket_keepalive=True,
         # One immediate retry: after a Redis restart every pooled connection is dead, and without it the first
         # command on each failed (a session starting then got no backend functions: tests/faults).

@@ -2,7 +2,8 @@
 
 Paths: ``/v1/agent/converse`` (the provider's own path, so a Deepgram SDK switches by base URL alone) and
 ``/`` serve agent sessions; ``GET /healthz`` answers while the process is alive; ``GET /readyz`` answers 200
-only when Redis is reachable and at least one worker is alive. ``HEAD`` answers as ``GET`` without a body.
+only when Redis is reachable, the result subscription is alive (answered a PING lately) and at least one worker is
+alive. ``HEAD`` answers as ``GET`` without a body.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from gateway.dispatcher import REDIS_ERRORS, Dispatcher
 from gateway.http import HttpRequest, HttpResponse, connection_class
 from gateway.session import Session
 from gateway.upstream.factory import open_upstream
-from shared.config import Config
+from shared.config import Config, result_ttl_refusal
 from shared.redis_server import redacted
 
 log = logging.getLogger(__name__)
@@ -192,9 +193,9 @@ async def run_gateway(config: Config, reuse_port: bool = False) -> AsyncIterator
 
 async def serve_forever(config: Config, reuse_port: bool = False) -> None:
     """Serve until SIGTERM or SIGINT, then close every session (1001) and stop. Exits with code 2 when the
-    settings refuse to bind (no credentials on a public address)."""
+    settings refuse to bind (no credentials on a public address) or RESULT_TTL is shorter than FUNCTION_TIMEOUT."""
     policy = AccessPolicy(config)
-    refusal = check_bind(config, policy)
+    refusal = check_bind(config, policy) or result_ttl_refusal(config, config.function_timeout, "FUNCTION_TIMEOUT")
     if refusal:
         logging.getLogger("gateway").error(refusal)
         raise SystemExit(2)

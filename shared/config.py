@@ -7,6 +7,7 @@ own settings (``workers.examples``), so the gateway process never even reads the
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from typing import Literal
 
@@ -81,7 +82,9 @@ class Config(BaseSettings):
     function_timeout: float = Field(default=10.0, gt=0)
     """Deadline in seconds for a backend function that declares none."""
     result_ttl: int = Field(default=300, ge=1)
-    """Seconds a stored result stays readable (re-reads after a pub/sub reconnect)."""
+    """Seconds a stored result, a call's claim and its cancel marker live. Must cover the longest function
+    deadline (gateways and workers refuse to start otherwise): a claim expiring while its call still runs would
+    let a duplicate job run it again, and a result must outlive the wait for it."""
     keepalive_interval: float = Field(default=5.0, gt=0)
     """Seconds of upstream silence after which the gateway sends KeepAlive while calls are pending."""
     backend_call_notices: bool = True
@@ -116,6 +119,18 @@ class Config(BaseSettings):
     @property
     def modules(self) -> list[str]:
         return [m.strip() for m in self.worker_modules.split(",") if m.strip()]
+
+
+def result_ttl_refusal(config: Config, longest_timeout: float, what: str) -> str | None:
+    """A reason to refuse to start when RESULT_TTL is shorter than ``longest_timeout`` (the deadline of
+    ``what``), or None. Checked at start so a bad setting is a clear message, not a rare double execution."""
+    if config.result_ttl >= longest_timeout:
+        return None
+    return (
+        f"Refusing to start: RESULT_TTL={config.result_ttl} s is shorter than {what} ({longest_timeout:g} s). "
+        "Results, claims and cancel markers would expire while calls may still run or be waited for; "
+        f"set RESULT_TTL to at least {math.ceil(longest_timeout)}."
+    )
 
 
 @lru_cache(maxsize=1)

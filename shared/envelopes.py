@@ -68,9 +68,11 @@ class Job(_Envelope):
     reply_channel: str
     """Pub/sub channel of the gateway process waiting for the result."""
     deadline: float
-    """Unix time after which nobody waits for the result: a worker that picks the job later skips it."""
+    """Unix time on the Redis server's clock (``shared.clock``) after which nobody waits for the result: a worker
+    that picks the job later skips it. Redis time, so gateway and worker clocks need not agree."""
     session_id: str = ""
     enqueued_at: float = 0.0
+    """When the gateway built the job, on its own clock (``time.time()``): for latency breakdowns only."""
     principal: str = ""
     """The caller the gateway verified (a signed token's ``sub``, a static token's name); ``""`` when the
     gateway requires no credentials. Functions read it as ``ctx.principal`` to key a caller's data."""

@@ -23,7 +23,7 @@ from shared import keys
 from shared.config import Config, get_config
 from shared.supervisor import EXIT_BAD_CONFIG, Supervisor
 from workers.registry import load_modules
-from workers.worker import run_supervised_worker, setup_logging, wait_for_redis, worker_id_for
+from workers.worker import run_supervised_worker, setup_logging, ttl_refusal, wait_for_redis, worker_id_for
 
 log = logging.getLogger("workers.supervisor")
 
@@ -65,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         load_modules(config.modules)  # fail fast, before starting processes that would fail the same way
     except ImportError as exc:
         log.error("%s", exc)
+        return EXIT_BAD_CONFIG
+    refusal = ttl_refusal(config)
+    if refusal:
+        log.error("%s", refusal)
         return EXIT_BAD_CONFIG
     log.info("starting %d workers on queues %s", config.worker_processes, ", ".join(config.queues))
     supervisor = Supervisor(

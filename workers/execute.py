@@ -30,6 +30,7 @@ from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
 from shared import keys
+from shared.clock import CLOCK
 from shared.config import get_config
 from shared.envelopes import Job, Result
 from workers import registry
@@ -64,7 +65,8 @@ def execute(job: Job, ctx_redis: redis.Redis, worker_id: str) -> Result:
         log.info("call %s: invalid arguments for %s", job.call_id, job.name)
         return fail(f"Invalid arguments for {job.name}: {exc}")
 
-    ctx = CallContext(job.call_id, job.session_id, job.deadline, worker_id, ctx_redis, job.principal)
+    # The deadline is in Redis time (shared/clock.py); the function sees it on this machine's clock.
+    ctx = CallContext(job.call_id, job.session_id, CLOCK.to_local(job.deadline), worker_id, ctx_redis, job.principal)
     try:
         value = _call(entry, args, ctx)
     except JobTimeoutException:
@@ -177,8 +179,12 @@ def decode_call(job_json: str) -> Job | None:
 
 
 def is_late(job: Job) -> bool:
-    """True (logged) when nobody waits for this call any more: its gateway answered it with an error."""
-    if time.time() > job.deadline:
+    """True (logged) when nobody waits for this call any more: its gateway answered it with an error.
+
+    The deadline is Redis-server time, compared with this worker's estimate of it (no round trip): a worker
+    whose own clock is off by seconds still runs a call in time and skips a late one.
+    """
+    if CLOCK.now() > job.deadline:
         log.info("call %s: %s skipped, past its deadline", job.call_id, job.name)
         return True
     return False

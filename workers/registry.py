@@ -19,6 +19,7 @@ import copy
 import importlib
 import inspect
 import re
+import time
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,13 +41,18 @@ class CallContext:
     call_id: str
     session_id: str
     deadline: float
-    """Unix time after which nobody waits for the answer: long work can check it and stop early."""
+    """Unix time (this worker's ``time.time()``) after which nobody waits for the answer: long work can check it
+    and stop early. Converted from the job's Redis-time deadline, so it holds even if clocks disagree."""
     worker_id: str
     redis: Any
     """A synchronous ``redis.Redis`` for the function's data (notes, orders...). Never the gateway's view."""
     principal: str = ""
     """Who is calling, as the gateway verified it: a signed token's ``sub`` or a static token's name; ``""``
     when the gateway requires no credentials. Key a caller's data by this, never by an argument the LLM picks."""
+
+    def time_left(self) -> float:
+        """Seconds until the deadline (0 once past it): e.g. the timeout to give an HTTP request."""
+        return max(0.0, self.deadline - time.time())
 
 
 class FunctionError(Exception):

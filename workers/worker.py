@@ -22,7 +22,8 @@ import redis
 from rq import Queue
 
 from shared import keys
-from shared.config import Config
+from shared.clock import CLOCK
+from shared.config import Config, result_ttl_refusal
 from shared.envelopes import WorkerCatalog
 from shared.supervisor import EXIT_BAD_CONFIG
 from workers.callworker import CallWorker
@@ -107,7 +108,18 @@ class CatalogHeartbeat(threading.Thread):
         with self.redis.pipeline(transaction=False) as pipe:
             pipe.set(keys.catalog(self.worker_id), entry.to_json(), ex=self.ttl)
             pipe.sadd(keys.CATALOG_INDEX, self.worker_id)
-            pipe.execute()
+            # The Redis clock rides along (no round trip of its own): deadlines are in Redis time.
+            pipe.time()
+            sent = time.time()
+            *writes, server_time = pipe.execute(raise_on_error=False)
+            received = time.time()
+        for reply in writes:
+            if isinstance(reply, Exception):
+                raise reply
+        if isinstance(server_time, Exception):  # no TIME (a proxy or fake server): keep the last offset
+            log.debug("no Redis TIME in the heartbeat (%s)", server_time)
+        else:
+            CLOCK.update(server_time, sent, received)
 
     def run(self) -> None:
         while not self._stop_event.is_set():
@@ -135,6 +147,16 @@ class CatalogHeartbeat(threading.Thread):
         self.redis.close()
 
 
+def ttl_refusal(config: Config) -> str | None:
+    """Why this worker must not start with RESULT_TTL shorter than a deadline of its functions, or None: its
+    claims live RESULT_TTL, and one expiring while its call still runs would let a duplicate job run it twice."""
+    specs = catalog(config.queues)
+    if not specs:
+        return None
+    longest = max(specs, key=lambda spec: spec.timeout)
+    return result_ttl_refusal(config, longest.timeout, f"the timeout of function {longest.name}")
+
+
 def worker_id_for(pid: int, index: int) -> str:
     """A worker's id (also its RQ name): unique per process, and the supervisor can rebuild it from the pid."""
     return f"{socket.gethostname()}.{pid}.{index}"
@@ -150,6 +172,11 @@ def run_worker(config: Config, index: int) -> None:
     except ImportError:
         log.exception("cannot start")
         sys.exit(EXIT_BAD_CONFIG)
+    refusal = ttl_refusal(config)
+    if refusal:
+        log.error("%s", refusal)
+        sys.exit(EXIT_BAD_CONFIG)
+    CLOCK.measure(connection)  # deadlines are in Redis time (shared/clock.py); refreshed by the heartbeat
 
     heartbeat = CatalogHeartbeat(config, worker_id)
     heartbeat.start()

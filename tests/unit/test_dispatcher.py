@@ -12,12 +12,15 @@ import redis.asyncio
 from rq import Queue
 from rq.job import Job as RQJob
 from rq.job import JobStatus
+from rq.registry import CanceledJobRegistry
 
 from gateway import dispatcher as dispatcher_module
-from gateway.dispatcher import ALIVE_TTL, REDIS_CONNECTIONS, CPacking, Dispatcher
+from gateway.dispatcher import ALIVE_TTL, REDIS_CONNECTIONS, SILENCE_LIMIT, CPacking, Dispatcher
 from shared import keys
 from shared.config import Config
 from shared.envelopes import JOB_FUNCTION, FunctionSpec, Job, Result
+from workers.callworker import CallWorker
+from workers.execute import CANCELLED, claim
 
 SPEC = FunctionSpec(name="echo", description="echo", parameters={"type": "object"}, timeout=2.0)
 
@@ -92,7 +95,7 @@ async def test_deadline_gives_error_result_and_cancels_job(dispatcher: Dispatche
     await asyncio.sleep(0.1)  # the cancellation runs in the background
     assert await dispatcher.redis.get(keys.cancelled("slow")) == b"1"
     job_id = keys.job_id("slow", gateway=dispatcher.gateway_ref)
-    assert RQJob.fetch(job_id, connection=dispatcher._sync).get_status() == JobStatus.CANCELED
+    assert not await dispatcher.redis.exists(RQJob.key_for(job_id))  # deleted, not left CANCELED
     assert dispatcher.pending == 0
 
 
@@ -294,3 +297,81 @@ def test_commands_are_packed_as_redis_py_packs_them(command: tuple) -> None:
 def test_a_value_redis_cannot_take_is_refused_as_redis_py_refuses_it() -> None:
     with pytest.raises(redis.DataError):
         CPacking().pack_command("SET", "k", None)
+
+
+async def test_cancelled_queued_jobs_leave_nothing_in_rq(dispatcher: Dispatcher):
+    """RQ's job.cancel() kept every cancelled job in the canceled registry (and its hash): at one abandoned call
+    a second that piled up for good. Now the queued job is removed entirely; the cancel marker stays."""
+    tasks = [asyncio.create_task(dispatcher.call(f"gone{i}", "echo", "{}", SPEC)) for i in range(3)]
+    await wait_for_job(dispatcher, 3)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.wait(dispatcher._background, timeout=5)
+    queue = Queue(keys.queue_name("default"), connection=dispatcher._sync)
+    assert queue.count == 0
+    assert CanceledJobRegistry(queue=queue).count == 0
+    for i in range(3):
+        assert not dispatcher._sync.exists(RQJob.key_for(keys.job_id(f"gone{i}")))
+        assert dispatcher._sync.get(keys.cancelled(f"gone{i}")) == b"1"
+    # A worker finds nothing to do and nothing to trip over.
+    worker = CallWorker([queue], connection=dispatcher._sync, name="w-after-cancel")
+    assert worker.work(burst=True) is False
+    assert CanceledJobRegistry(queue=queue).count == 0
+
+
+async def test_a_cancelled_job_a_worker_already_took_is_left_to_its_marker(dispatcher: Dispatcher):
+    """The job was dequeued (BLMOVE) before the cancel arrived: it is not deleted under the worker, whose claim
+    then finds the cancel marker and skips the call."""
+    task = asyncio.create_task(dispatcher.call("taken", "echo", "{}", SPEC))
+    [rq_job] = await wait_for_job(dispatcher)
+    queue = Queue(keys.queue_name("default"), connection=dispatcher._sync)
+    dispatcher._sync.lmove(queue.key, queue.intermediate_queue_key)  # what the worker's dequeue does
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await asyncio.wait(dispatcher._background, timeout=5)
+    assert dispatcher._sync.exists(rq_job.key)
+    claimed = claim(dispatcher._sync, keys.cancelled("taken"), keys.claim("taken"), "w1", 60)
+    assert claimed == CANCELLED
+
+
+async def test_watcher_delivers_a_stored_result_whose_message_was_lost(dispatcher: Dispatcher):
+    """Stored but never published (the message lost on a half-open subscription): the watcher's re-read finds it
+    within a tick or so, long before the deadline's last look (60 s here)."""
+    spec = SPEC.model_copy(update={"timeout": 60.0})
+    task = asyncio.create_task(dispatcher.call("lost", "echo", "{}", spec))
+    await wait_for_job(dispatcher)
+    await dispatcher.redis.set(keys.result("lost"), Result(call_id="lost", ok=True, content="kept").to_json())
+    result = await asyncio.wait_for(task, 10)
+    assert result.content == "kept"
+
+
+async def test_a_silent_subscription_is_not_subscribed(dispatcher: Dispatcher, monkeypatch: pytest.MonkeyPatch):
+    """/readyz reads Dispatcher.subscribed: it must turn false when the subscription stops showing life, even
+    though nothing raised (a half-open connection)."""
+    for _ in range(200):
+        if dispatcher.subscribed:
+            break
+        await asyncio.sleep(0.01)
+    assert dispatcher.subscribed
+    silent_since = time.monotonic() - SILENCE_LIMIT - 1
+    monkeypatch.setattr(dispatcher, "_heard", silent_since)
+    assert dispatcher._subscribed.is_set()
+    assert not dispatcher.subscribed
+
+
+async def test_job_deadlines_are_in_redis_time(dispatcher: Dispatcher, monkeypatch: pytest.MonkeyPatch):
+    """The gateway's clock runs 100 s slow; the deadline it writes is still Redis time + timeout."""
+    real = time.time
+    for _ in range(200):
+        if dispatcher.clock.measured:
+            break
+        await asyncio.sleep(0.01)
+    monkeypatch.setattr(time, "time", lambda: real() - 100)
+    dispatcher.clock.update((int(real()), 0), real() - 100, real() - 100)  # as measured against the server
+    task = asyncio.create_task(dispatcher.call("skewed", "echo", "{}", SPEC))
+    [rq_job] = await wait_for_job(dispatcher)
+    monkeypatch.undo()
+    assert Job.from_json(rq_job.args[0]).deadline == pytest.approx(real() + SPEC.timeout, abs=1.5)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)

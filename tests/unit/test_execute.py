@@ -16,10 +16,11 @@ from rq import Queue, SimpleWorker
 from rq.timeouts import JobTimeoutException, UnixSignalDeathPenalty
 
 from shared import keys
+from shared.clock import CLOCK
 from shared.config import get_config
 from shared.envelopes import Job, Result
 from workers import CallContext, FunctionError, function, registry
-from workers.execute import execute, run_call_with
+from workers.execute import execute, is_late, run_call_with
 from workers.secrets import forget_all, redact, remember, secret
 
 SECRET = "sk-test-9f8e7d6c5b4a"
@@ -384,3 +385,62 @@ def test_rq_simple_worker_checks_the_gateway_named_in_the_job_id(fake: fakeredis
             signal.signal(sig, handler)
     rq_job.refresh()
     assert rq_job.return_value() == "orphaned" and CALLS == [] and published(subscriber) == []
+
+
+# --- clocks -----------------------------------------------------------------------------------------------
+
+
+class _RedisAt:
+    """A client whose ``TIME`` reads the true clock (the Redis server's) while ``time.time`` is skewed."""
+
+    def __init__(self, real) -> None:  # type: ignore[no-untyped-def]
+        self.real = real
+
+    def time(self) -> tuple[int, int]:
+        now = self.real()
+        return int(now), int(now % 1 * 1_000_000)
+
+
+@pytest.fixture
+def skewed_clock(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """This worker's ``time.time()`` is off by ``request.param`` seconds; CLOCK measured against "Redis".
+    Returns the true time function (the Redis server's clock)."""
+    real = time.time
+    monkeypatch.setattr(CLOCK, "offset", 0.0)
+    monkeypatch.setattr(CLOCK, "measured", False)
+    monkeypatch.setattr(time, "time", lambda: real() + request.param)
+    assert CLOCK.measure(_RedisAt(real))
+    return real
+
+
+@pytest.mark.parametrize("skewed_clock", [120.0, -120.0], indirect=True, ids=["fast", "slow"])
+def test_a_skewed_worker_judges_deadlines_by_redis_time(skewed_clock, fake: fakeredis.FakeRedis, subscriber):  # type: ignore[no-untyped-def]
+    """Deadlines are Redis time: a worker two minutes fast still runs a call with 5 s left, and one two minutes
+    slow still skips a call 1 s past its deadline."""
+    redis_now = skewed_clock
+    in_time = make_job("t_echo", call_id="in-time", deadline=redis_now() + 5)
+    late = make_job("t_echo", call_id="late", deadline=redis_now() - 1)
+    assert not is_late(in_time)
+    assert is_late(late)
+    assert run_call_with(in_time.to_json(), fake, "w1") == "ok"
+    assert run_call_with(late.to_json(), fake, "w1") == "skipped"
+    assert CALLS == ["in-time"]
+
+
+@pytest.mark.parametrize("skewed_clock", [120.0], indirect=True)
+def test_the_context_deadline_is_on_the_workers_clock(skewed_clock):  # type: ignore[no-untyped-def]
+    seen: dict[str, float] = {}
+
+    def t_deadline(ctx: CallContext) -> int:
+        seen.update(deadline=ctx.deadline, left=ctx.time_left())
+        return 0
+
+    function(description="deadline")(t_deadline)
+    assert execute(make_job("t_deadline", deadline=skewed_clock() + 5), None, "w1").ok
+    assert seen["deadline"] == pytest.approx(time.time() + 5, abs=1)  # time.time() is the skewed local clock
+    assert 3 < seen["left"] <= 5
+
+
+def test_time_left_is_never_negative():
+    ctx = CallContext("c", "s", time.time() - 10, "w", None)
+    assert ctx.time_left() == 0.0
