@@ -54,6 +54,8 @@ class Entry:
     """What the system did, built from measured figures by the test."""
     figures: dict[str, Any] = field(default_factory=dict)
     """Raw counts and timings, for the details section and for anyone reading the JSON."""
+    attack: str = ""
+    """The attack class of a test marked ``@pytest.mark.attack("<class>")``; such tests get a row per class."""
     outcome: str = "unfinished"
     """``passed`` or ``failed`` (set from pytest's report of the test body), ``unfinished`` until then."""
     seconds: float = 0.0
@@ -141,12 +143,17 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
 
 
 def _attack_entry(item: pytest.Item) -> None:
-    """Create the entry of an ``attack``-marked test on its first report (the fixture does it for the others)."""
+    """File an ``attack``-marked test under its class, creating its entry on its first report if no fixture did
+    (a fault test that is also an attack keeps its row among the faults, and appears in its class's row)."""
     marker = item.get_closest_marker("attack")
-    if marker is None or item.nodeid in REPORT.entries:
+    if marker is None:
         return
-    doc = (getattr(item, "function", None).__doc__ or item.name).strip().splitlines()[0]  # type: ignore[union-attr]
-    REPORT.entries[item.nodeid] = Entry(test=item.nodeid, kind="attack", title=str(marker.args[0]), tried=doc)
+    entry = REPORT.entries.get(item.nodeid)
+    if entry is None:
+        doc = getattr(item, "function", None).__doc__ or item.name.removeprefix("test_").replace("_", " ")  # type: ignore[union-attr]
+        doc = doc.strip().splitlines()[0]
+        entry = REPORT.entries[item.nodeid] = Entry(test=item.nodeid, kind="attack", title=doc.rstrip("."))
+    entry.attack = str(marker.args[0])
 
 
 def record_outcome(item: pytest.Item, report: pytest.TestReport) -> None:
@@ -166,6 +173,9 @@ def record_outcome(item: pytest.Item, report: pytest.TestReport) -> None:
 THREAT_MODEL = """\
 ## Threat model
 
+- **Browsers and other websites are untrusted.** A page from another origin, or one that rebinds its DNS name
+  to 127.0.0.1, may try to drive a gateway; any HTTP caller may reuse another's call id. The gateway must not let
+  any of them see, steer or forge a backend call (docs/BACKEND-PROXY.md, Threat model and defaults).
 - **Clients are untrusted.** Anyone who reaches the gateway port (within the access policy) may send any frame:
   malformed JSON, wrong field types, huge or deeply nested messages, protocol-order violations, random binary,
   answers to calls that workers own. The gateway must refuse each one with a documented `Error`/`Warning` code
@@ -209,7 +219,7 @@ def render(data: dict[str, Any]) -> str:
         "",
         THREAT_MODEL,
     ]
-    lines += _attack_rows([e for e in entries if e.kind == "attack"])
+    lines += _attack_rows([e for e in entries if e.attack])
     for kind, heading in (("fault", "## Faults injected"), ("fuzz", "## Hostile input (fuzzing)")):
         chosen = [e for e in entries if e.kind == kind]
         if not chosen:
@@ -237,7 +247,7 @@ def _attack_rows(attacks: list[Entry]) -> list[str]:
         return []
     classes: dict[str, list[Entry]] = {}
     for e in attacks:
-        classes.setdefault(e.title, []).append(e)
+        classes.setdefault(e.attack, []).append(e)
     lines = [
         "## Attacks",
         "",
@@ -247,11 +257,11 @@ def _attack_rows(attacks: list[Entry]) -> list[str]:
         "| Attack class | Tried | Held |",
         "|---|---|---|",
     ]
-    for title, tests in classes.items():
+    for attack, tests in classes.items():
         failed = [e for e in tests if e.outcome != "passed"]
-        tried = "; ".join(f"{e.tried.rstrip('.')} (`{e.test.split('::')[-1]}`)" for e in tests)
+        tried = "; ".join(f"{e.title} (`{e.test.split('::')[-1]}`)" for e in tests)
         held = f"**NO**: {len(failed)} of {len(tests)} tests failed" if failed else f"yes ({len(tests)} tests)"
-        lines.append(f"| {_cell(title)} | {_cell(tried)} | {held} |")
+        lines.append(f"| {_cell(attack)} | {_cell(tried)} | {held} |")
     return [*lines, ""]
 
 

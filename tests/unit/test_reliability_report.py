@@ -50,14 +50,14 @@ def page(*entries: Entry) -> str:
     )
 
 
-def attack(test: str, title: str, tried: str, outcome: str = "passed") -> Entry:
-    return Entry(test=f"tests/x.py::{test}", kind="attack", title=title, tried=tried, outcome=outcome)
+def attack(test: str, attack_class: str, title: str, outcome: str = "passed") -> Entry:
+    return Entry(test=f"tests/x.py::{test}", kind="attack", title=title, attack=attack_class, outcome=outcome)
 
 
 def test_one_row_per_attack_class_listing_its_tests():
     text = page(
-        attack("test_a", "Cross-site pages", "A foreign Origin is refused."),
-        attack("test_b", "Cross-site pages", "A rebound Host is refused."),
+        attack("test_a", "Cross-site pages", "A foreign Origin is refused"),
+        attack("test_b", "Cross-site pages", "A rebound Host is refused"),
         attack("test_c", "Forged results", "A client answer to a backend call is dropped."),
     )
     rows = [line for line in text.splitlines() if line.startswith("| Cross-site") or line.startswith("| Forged")]
@@ -69,7 +69,15 @@ def test_one_row_per_attack_class_listing_its_tests():
 
 def test_a_class_with_a_failed_test_did_not_hold():
     text = page(
-        attack("test_a", "Cross-site pages", "A foreign Origin is refused."),
-        attack("test_b", "Cross-site pages", "A rebound Host is refused.", outcome="failed"),
+        attack("test_a", "Cross-site pages", "A foreign Origin is refused"),
+        attack("test_b", "Cross-site pages", "A rebound Host is refused", outcome="failed"),
     )
     assert "| **NO**: 1 of 2 tests failed |" in text
+
+
+def test_a_fault_test_marked_as_an_attack_shows_in_both_tables():
+    fault = Entry(test="tests/faults/t.py::test_kill", kind="fault", title="A gateway killed", outcome="passed")
+    fault.attack = "A gateway that dies mid-call"
+    text = page(fault)
+    assert "| A gateway that dies mid-call | A gateway killed (`test_kill`) | yes (1 tests) |" in text
+    assert "## Faults injected" in text and "### A gateway killed" in text
