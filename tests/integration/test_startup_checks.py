@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -24,6 +25,7 @@ def start(module: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize("processes", ["1", "2"])
+@pytest.mark.attack("Redis failing quietly: half-open connections, lost messages, skewed clocks")
 def test_gateway_refuses_a_result_ttl_shorter_than_function_timeout(redis_server, processes: str):
     result = start(
         "gateway", REDIS_URL=redis_server.url, RESULT_TTL="5", FUNCTION_TIMEOUT="10", WEB_CONCURRENCY=processes
@@ -33,12 +35,13 @@ def test_gateway_refuses_a_result_ttl_shorter_than_function_timeout(redis_server
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.attack("Redis failing quietly: half-open connections, lost messages, skewed clocks")
 def test_workers_refuse_a_result_ttl_shorter_than_their_longest_function(redis_server):
-    # The test functions' longest declared timeout is 5 s (slow_echo, slow_write); examples take FUNCTION_TIMEOUT.
+    # Every test function declares a timeout over 4 s; the examples take FUNCTION_TIMEOUT.
     result = start(
         "workers", REDIS_URL=redis_server.url, RESULT_TTL="4", FUNCTION_TIMEOUT="3", WORKER_MODULES=TEST_MODULES
     )
     assert result.returncode == 2, result.stderr
     assert "RESULT_TTL=4 s is shorter than the timeout of function" in result.stderr
-    assert "set RESULT_TTL to at least 5" in result.stderr
+    assert int(re.search(r"set RESULT_TTL to at least (\d+)", result.stderr).group(1)) > 4  # type: ignore[union-attr]
     assert "Traceback" not in result.stderr
