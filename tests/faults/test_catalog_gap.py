@@ -49,6 +49,7 @@ async def backend_answer(client: AgentClient, text: str, tries: int = 3) -> dict
     return finished
 
 
+@pytest.mark.attack("Sessions started while the backend catalog is unreadable")
 async def test_sessions_started_during_a_catalog_gap_keep_backend_functions(logs_dir, reliability: Entry):
     """Sessions started while Redis is down, and just after it returned empty, before workers republish"""
     redis_server = RestartableRedis()

@@ -47,6 +47,7 @@ def outcomes_of(client: redis.Redis, name: str) -> list[str]:
     return sorted(found)
 
 
+@pytest.mark.attack("A gateway or worker killed between enqueue and claim")
 async def test_a_killed_gateways_queued_calls_are_not_run(
     redis_server: RedisServer, logs_dir: Path, reliability: Entry
 ):
@@ -105,6 +106,7 @@ async def test_a_killed_gateways_queued_calls_are_not_run(
         await stop_all(workers)
 
 
+@pytest.mark.attack("A gateway or worker killed between enqueue and claim")
 async def test_a_worker_killed_between_dequeue_and_claim(redis_server: RedisServer, logs_dir: Path, reliability: Entry):
     """A worker SIGKILLed after taking a call from the queue, before claiming it"""
     # One worker that pauses (test-only hook) between its BLMOVE and its fetch+claim round trip.

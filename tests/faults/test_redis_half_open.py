@@ -120,6 +120,7 @@ async def within(predicate: Callable[[], object], seconds: float, what: str) -> 
     raise AssertionError(f"not within {seconds:g} s: {what}")
 
 
+@pytest.mark.attack("Redis failing quietly: half-open connections, lost messages, skewed clocks")
 async def test_half_open_subscription(redis_server: RedisServer, logs_dir: Path, reliability: Entry):
     """The gateway's Redis connections turn half-open mid-call; workers keep running"""
     proxy = await FreezableProxy(redis_server.port).start()

@@ -113,6 +113,7 @@ def post(gateway: Gateway, headers: dict[str, str], body: dict | None = None) ->
 # --- credentials ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.attack("Missing, malformed or forged credentials")
 async def test_websocket_refused_without_a_valid_token(locked: Gateway):
     assert await refused_status(locked.url) == 401
     assert await refused_status(locked.url, additional_headers={"Authorization": "Bearer wrong"}) == 401
@@ -137,6 +138,7 @@ async def test_websocket_refused_without_a_valid_token(locked: Gateway):
         b"Sec-WebSocket-Protocol: bearer, v1.9999999999.abcd.\xc3\xa9\r\n",
     ],
 )
+@pytest.mark.attack("Missing, malformed or forged credentials")
 def test_malformed_credentials_get_401_never_500(locked: Gateway, extra: bytes):
     response = raw_exchange(locked.port, raw_handshake(locked.port, extra=extra))
     assert status_of(response) == 401, response
@@ -151,6 +153,7 @@ def test_malformed_credentials_get_401_never_500(locked: Gateway, extra: bytes):
         assert status_of(raw_exchange(locked.port, post_request)) == 401
 
 
+@pytest.mark.attack("Missing, malformed or forged credentials")
 def test_malformed_query_token_gets_401(locked: Gateway):
     for token in ["%FF%FE", "%C3%A9", "v1.9999999999.abcd.%C3%A9%C3%A9"]:
         assert status_of(raw_exchange(locked.port, raw_handshake(locked.port, path=f"/?token={token}"))) == 401
@@ -179,6 +182,7 @@ async def test_bearer_subprotocol_is_accepted_and_echoed(locked: Gateway):
 # --- the caller reaches the function ----------------------------------------------------------------------
 
 
+@pytest.mark.attack("A caller posing as another user")
 async def test_the_verified_caller_reaches_the_worker(locked: Gateway):
     sub = f"user-{time.time_ns()}"
     by_subprotocol = await AgentClient.connect(locked.url, subprotocols=["bearer", signed(sub)])
@@ -189,6 +193,7 @@ async def test_the_verified_caller_reaches_the_worker(locked: Gateway):
     assert await caller_seen_by_the_worker(by_static) == TOKEN_NAME
 
 
+@pytest.mark.attack("A caller posing as another user")
 async def test_notes_belong_to_the_verified_caller(locked: Gateway, redis_client: redis.Redis):
     alice, mallory = f"alice-{time.time_ns()}", f"mallory-{time.time_ns()}"
     client = await AgentClient.connect(locked.url, subprotocols=["bearer", signed(alice)])
@@ -204,6 +209,7 @@ async def test_notes_belong_to_the_verified_caller(locked: Gateway, redis_client
     await intruder.close()
 
 
+@pytest.mark.attack("POST /function-call around the WebSocket's rules")
 def test_http_function_call_needs_a_token_and_carries_the_caller(locked: Gateway):
     assert post(locked, {})[0] == 401
     assert post(locked, {"Authorization": "Bearer nope"})[0] == 401
@@ -218,6 +224,7 @@ def test_http_function_call_needs_a_token_and_carries_the_caller(locked: Gateway
 # --- Origin and Host --------------------------------------------------------------------------------------
 
 
+@pytest.mark.attack("Another website or a rebound DNS name driving the gateway")
 async def test_origin_allowlist(locked: Gateway):
     headers = {"Authorization": f"Bearer {TOKEN}"}
     assert await refused_status(locked.url, additional_headers=headers, origin="http://evil.test") == 403
@@ -225,6 +232,7 @@ async def test_origin_allowlist(locked: Gateway):
     await converse(await AgentClient.connect(locked.url, additional_headers=headers, origin=locked.http))
 
 
+@pytest.mark.attack("Another website or a rebound DNS name driving the gateway")
 async def test_foreign_origin_is_refused_without_credentials(gateway: Gateway):
     """A page on another site must not drive a developer's open loopback gateway."""
     assert await refused_status(gateway.url, origin="http://evil.test") == 403
@@ -235,6 +243,7 @@ async def test_foreign_origin_is_refused_without_credentials(gateway: Gateway):
     assert post(gateway, {"Origin": gateway.http})[0] == 200
 
 
+@pytest.mark.attack("Another website or a rebound DNS name driving the gateway")
 def test_rebound_host_is_refused_without_credentials(gateway: Gateway):
     """DNS rebinding: evil.example resolves to 127.0.0.1, so the page is same-origin with itself; Host gives it away."""
     rebound = f"evil.example:{gateway.port}"

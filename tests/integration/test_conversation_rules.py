@@ -99,6 +99,7 @@ ATTACKER_WEATHER = {
 }
 
 
+@pytest.mark.attack("A client redefining or dropping a backend function")
 def test_update_think_cannot_redefine_or_drop_backend_functions(gateway: Gateway, provider: HostileProvider):
     fuzz_id, session = play(provider, gateway, [])
     with session as ws:
@@ -127,6 +128,7 @@ def test_update_think_cannot_redefine_or_drop_backend_functions(gateway: Gateway
 # --- item 7: malformed elements ---------------------------------------------------------------------------------
 
 
+@pytest.mark.attack("A malformed element in the provider's function request")
 def test_malformed_element_does_not_expose_or_block_the_rest(gateway: Gateway, provider: HostileProvider):
     stamp = time.time_ns()
     good, bad, door = f"ok-{stamp}", f"bad-{stamp}", f"door-{stamp}"
@@ -162,6 +164,7 @@ def test_malformed_element_does_not_expose_or_block_the_rest(gateway: Gateway, p
     assert "malformed" in json.loads(answers[bad]["content"])["error"]
 
 
+@pytest.mark.attack("A malformed element in the provider's function request")
 def test_request_whose_functions_is_not_a_list(gateway: Gateway, provider: HostileProvider):
     request = {"type": "FunctionCallRequest", "functions": {"id": "x", "name": "get_weather", "arguments": "{}"}}
     fuzz_id, session = play(provider, gateway, [json.dumps(request)])
@@ -199,6 +202,7 @@ def history_frames(call_id: str) -> list[str]:
     ]
 
 
+@pytest.mark.attack("The provider's History showing backend calls to the client")
 def test_history_hides_backend_calls_by_default(gateway: Gateway, provider: HostileProvider):
     fuzz_id, session = play(provider, gateway, history_frames("fc-hidden"))
     with session as ws:

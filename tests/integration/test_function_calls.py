@@ -186,6 +186,7 @@ async def test_client_cannot_answer_or_request_backend_calls(client: AgentClient
 
 
 @pytest.mark.parametrize("when", ["while it runs", "after its answer"])
+@pytest.mark.attack("A client answering a backend call")
 async def test_client_cannot_answer_a_backend_call_id_under_its_own_name(client: AgentClient, when: str):
     """The refusal goes by call id, not only by name: a client answering a backend call's id under a name the
     backend does not own (its own ``open_door``) must not reach the provider, which would otherwise take the

@@ -75,6 +75,7 @@ def in_parallel(*calls) -> list:  # type: ignore[no-untyped-def]
 # --- item 1: call ids ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.attack("HTTP callers sharing or reusing a call id")
 def test_two_concurrent_callers_with_one_id_get_their_own_results(gateway: Gateway):
     alice, bob = in_parallel(
         (call, gateway, "slow_echo", {"text": "alice", "seconds": 1}, "same-id"),
@@ -85,6 +86,7 @@ def test_two_concurrent_callers_with_one_id_get_their_own_results(gateway: Gatew
     assert json.loads(bob[2]["content"]) == {"echo": "bob"} and bob[2]["id"] == "same-id"
 
 
+@pytest.mark.attack("HTTP callers sharing or reusing a call id")
 def test_a_reused_id_gets_its_own_result_not_the_stored_one(gateway: Gateway):
     call_id = "reused-" + uuid.uuid4().hex[:8]
     status, _, first = call(gateway, "slow_echo", {"text": "victim's secret"}, call_id)
@@ -108,6 +110,7 @@ def test_a_reused_id_gets_its_own_result_not_the_stored_one(gateway: Gateway):
         ("ok", "\u0000"),
     ],
 )
+@pytest.mark.attack("HTTP callers sharing or reusing a call id")
 def test_bad_ids_and_names_are_refused_with_400(gateway: Gateway, call_id: str, name: str):
     status, _, body = call(gateway, name, {"text": "x"}, call_id)
     assert status == 400
@@ -120,6 +123,7 @@ def test_the_longest_allowed_id_is_accepted(gateway: Gateway):
     assert status == 200 and body["id"] == call_id
 
 
+@pytest.mark.attack("POST /function-call around the WebSocket's rules")
 def test_a_call_with_a_deadline_over_ten_seconds_is_answered(gateway: Gateway):
     """The handshake timeout (10 s) used to cut the connection of any HTTP request still running."""
     status, _, body = call(gateway, "slow_call", {"seconds": 11})
@@ -131,6 +135,7 @@ def test_a_call_with_a_deadline_over_ten_seconds_is_answered(gateway: Gateway):
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "", "application/jsonx"])
+@pytest.mark.attack("POST /function-call around the WebSocket's rules")
 def test_a_non_json_post_runs_nothing(gateway: Gateway, redis_client: redis.Redis, content_type: str):
     tag = "cors-" + uuid.uuid4().hex[:12]
     status, _, body = call(gateway, "count_calls", {"tag": tag}, content_type=content_type)
@@ -194,6 +199,7 @@ def test_preflight_grants_a_configured_origin(strict: Gateway):
 
 
 @pytest.mark.parametrize("origin", ["http://evil.test", "null", "http://app.test.evil.test", None])
+@pytest.mark.attack("POST /function-call around the WebSocket's rules")
 def test_preflight_from_another_origin_gets_no_grant(strict: Gateway, origin: str | None):
     headers = {"Access-Control-Request-Method": "POST", **({"Origin": origin} if origin else {})}
     status, got, _ = request(strict, "OPTIONS", headers=headers, source="127.0.0.2")
@@ -207,6 +213,7 @@ def test_post_from_a_configured_origin_may_be_read_by_it(strict: Gateway):
     assert headers["access-control-allow-origin"] == ORIGIN and headers["vary"] == "Origin"
 
 
+@pytest.mark.attack("POST /function-call around the WebSocket's rules")
 def test_calls_in_flight_per_address_are_limited(strict: Gateway):
     held = {"text": "held", "seconds": 3}
     results = in_parallel(*[(call, strict, "slow_echo", held, f"p{i}", "127.0.0.4") for i in range(3)])
@@ -218,6 +225,7 @@ def test_calls_in_flight_per_address_are_limited(strict: Gateway):
     assert call(strict, "slow_echo", {"text": "free"}, source="127.0.0.5")[0] == 200
 
 
+@pytest.mark.attack("POST /function-call around the WebSocket's rules")
 def test_request_rate_per_address_is_limited(strict: Gateway):
     answers = [call(strict, "slow_echo", {"text": "r"}, f"r{i}", "127.0.0.6") for i in range(30)]
     refused = [a for a in answers if a[0] == 429]
@@ -235,6 +243,7 @@ async def ws_status(gateway: Gateway) -> int:
         return exc.response.status_code
 
 
+@pytest.mark.attack("POST /function-call around the WebSocket's rules")
 async def test_http_calls_count_with_sessions(strict: Gateway):
     held = {"seconds": 6}
     threads = [

@@ -131,11 +131,13 @@ async def refused_settings(gateway: Gateway, settings: dict[str, Any]) -> dict[s
         ({"input": {"encoding": "wav", "sample_rate": 16000}}, "audio.input.encoding 'wav'"),
     ],
 )
+@pytest.mark.attack("Absurd or unsupported audio formats")
 async def test_unsupported_audio_formats_are_refused(budget: Gateway, audio: dict[str, Any], problem: str):
     error = await refused_settings(budget, {**SETTINGS, "audio": audio})
     assert error["code"] == "INVALID_SETTINGS" and problem in error["description"]
 
 
+@pytest.mark.attack("Oversized frames, byte floods and huge function lists")
 async def test_too_many_functions_in_settings_are_refused(budget: Gateway):
     settings = json.loads(json.dumps(SETTINGS))
     settings["agent"]["think"]["functions"] = [{"name": f"client_fn_{i}"} for i in range(4)]
@@ -143,6 +145,7 @@ async def test_too_many_functions_in_settings_are_refused(budget: Gateway):
     assert error["code"] == "INVALID_SETTINGS" and "at most 3" in error["description"]
 
 
+@pytest.mark.attack("Oversized frames, byte floods and huge function lists")
 async def test_a_big_text_frame_after_settings_is_dropped_and_the_session_goes_on(budget: Gateway):
     client = await AgentClient.connect(budget.url)
     settings = json.loads(json.dumps(SETTINGS))
@@ -159,6 +162,7 @@ async def test_a_big_text_frame_after_settings_is_dropped_and_the_session_goes_o
     await client.close()
 
 
+@pytest.mark.attack("Oversized frames, byte floods and huge function lists")
 async def test_bytes_beyond_client_byte_rate_are_dropped(budget: Gateway):
     client = await AgentClient.connect(budget.url)
     await client.start()

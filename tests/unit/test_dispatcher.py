@@ -130,6 +130,7 @@ async def test_duplicate_call_id_shares_one_job(dispatcher: Dispatcher):
     assert [r.content for r in await asyncio.gather(first, second)] == ["once", "once"]
 
 
+@pytest.mark.attack("HTTP callers sharing or reusing a call id")
 async def test_a_second_caller_of_a_call_gets_an_answer_by_its_own_deadline(dispatcher: Dispatcher):
     """The first caller timed out and left the shared future unresolved: the second caller hung for ever."""
     first = asyncio.create_task(dispatcher.call("dup2", "echo", "{}", SPEC.model_copy(update={"timeout": 0.2})))
@@ -152,6 +153,7 @@ async def test_a_second_caller_with_an_earlier_deadline_is_answered_at_it(dispat
     assert (await asyncio.wait_for(first, 5)).content == "late"
 
 
+@pytest.mark.attack("HTTP callers sharing or reusing a call id")
 async def test_a_second_caller_is_answered_when_the_first_is_cancelled(dispatcher: Dispatcher):
     first = asyncio.create_task(dispatcher.call("dup4", "echo", "{}", SPEC))
     await wait_for_job(dispatcher)
@@ -299,6 +301,7 @@ def test_a_value_redis_cannot_take_is_refused_as_redis_py_refuses_it() -> None:
         CPacking().pack_command("SET", "k", None)
 
 
+@pytest.mark.attack("Redis failing quietly: half-open connections, lost messages, skewed clocks")
 async def test_cancelled_queued_jobs_leave_nothing_in_rq(dispatcher: Dispatcher):
     """RQ's job.cancel() kept every cancelled job in the canceled registry (and its hash): at one abandoned call
     a second that piled up for good. Now the queued job is removed entirely; the cancel marker stays."""
@@ -335,6 +338,7 @@ async def test_a_cancelled_job_a_worker_already_took_is_left_to_its_marker(dispa
     assert claimed == CANCELLED
 
 
+@pytest.mark.attack("Redis failing quietly: half-open connections, lost messages, skewed clocks")
 async def test_watcher_delivers_a_stored_result_whose_message_was_lost(dispatcher: Dispatcher):
     """Stored but never published (the message lost on a half-open subscription): the watcher's re-read finds it
     within a tick or so, long before the deadline's last look (60 s here)."""
@@ -346,6 +350,7 @@ async def test_watcher_delivers_a_stored_result_whose_message_was_lost(dispatche
     assert result.content == "kept"
 
 
+@pytest.mark.attack("Redis failing quietly: half-open connections, lost messages, skewed clocks")
 async def test_a_silent_subscription_is_not_subscribed(dispatcher: Dispatcher, monkeypatch: pytest.MonkeyPatch):
     """/readyz reads Dispatcher.subscribed: it must turn false when the subscription stops showing life, even
     though nothing raised (a half-open connection)."""
@@ -360,6 +365,7 @@ async def test_a_silent_subscription_is_not_subscribed(dispatcher: Dispatcher, m
     assert not dispatcher.subscribed
 
 
+@pytest.mark.attack("Redis failing quietly: half-open connections, lost messages, skewed clocks")
 async def test_job_deadlines_are_in_redis_time(dispatcher: Dispatcher, monkeypatch: pytest.MonkeyPatch):
     """The gateway's clock runs 100 s slow; the deadline it writes is still Redis time + timeout."""
     real = time.time
