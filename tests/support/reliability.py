@@ -150,10 +150,19 @@ def _attack_entry(item: pytest.Item) -> None:
         return
     entry = REPORT.entries.get(item.nodeid)
     if entry is None:
-        doc = getattr(item, "function", None).__doc__ or item.name.removeprefix("test_").replace("_", " ")  # type: ignore[union-attr]
-        doc = doc.strip().splitlines()[0]
-        entry = REPORT.entries[item.nodeid] = Entry(test=item.nodeid, kind="attack", title=doc.rstrip("."))
+        doc = getattr(item, "function", None).__doc__  # type: ignore[union-attr]
+        title = first_sentence(doc) if doc else item.originalname.removeprefix("test_").replace("_", " ")  # type: ignore[attr-defined]
+        entry = REPORT.entries[item.nodeid] = Entry(test=item.nodeid, kind="attack", title=title)
     entry.attack = str(marker.args[0])
+
+
+def first_sentence(doc: str, limit: int = 200) -> str:
+    """A docstring's first sentence (it may run over several lines), without its full stop, at most ``limit``
+    characters."""
+    text = " ".join(doc.split())
+    end = text.find(". ")
+    sentence = (text if end < 0 else text[:end]).rstrip(".")
+    return sentence if len(sentence) <= limit else sentence[: limit - 1] + "…"
 
 
 def record_outcome(item: pytest.Item, report: pytest.TestReport) -> None:
@@ -252,15 +261,23 @@ def _attack_rows(attacks: list[Entry]) -> list[str]:
         "## Attacks",
         "",
         "Each class of attack against the trust boundary (docs/BACKEND-PROXY.md, Threat model), tried by the tests "
-        "marked `attack` against real processes; a class held when every one of its tests passed.",
+        "marked `attack` (integration and fault tests against real processes, a few unit tests of the logic "
+        "that decides); a class held when every one of its tests passed.",
         "",
         "| Attack class | Tried | Held |",
         "|---|---|---|",
     ]
     for attack, tests in classes.items():
         failed = [e for e in tests if e.outcome != "passed"]
-        tried = "; ".join(f"{e.title} (`{e.test.split('::')[-1]}`)" for e in tests)
-        held = f"**NO**: {len(failed)} of {len(tests)} tests failed" if failed else f"yes ({len(tests)} tests)"
+        cases: dict[str, list[Entry]] = {}  # a parametrized test's cases share one mention
+        for e in tests:
+            cases.setdefault(e.test.split("::")[-1].split("[")[0], []).append(e)
+        tried = "; ".join(
+            f"{same[0].title} (`{name}`{f', {len(same)} cases' if len(same) > 1 else ''})"
+            for name, same in cases.items()
+        )
+        count = f"{len(tests)} test{'s' if len(tests) > 1 else ''}"
+        held = f"**NO**: {len(failed)} of {count} failed" if failed else f"yes ({count})"
         lines.append(f"| {_cell(attack)} | {_cell(tried)} | {held} |")
     return [*lines, ""]
 

@@ -79,5 +79,5 @@ def test_a_fault_test_marked_as_an_attack_shows_in_both_tables():
     fault = Entry(test="tests/faults/t.py::test_kill", kind="fault", title="A gateway killed", outcome="passed")
     fault.attack = "A gateway that dies mid-call"
     text = page(fault)
-    assert "| A gateway that dies mid-call | A gateway killed (`test_kill`) | yes (1 tests) |" in text
+    assert "| A gateway that dies mid-call | A gateway killed (`test_kill`) | yes (1 test) |" in text
     assert "## Faults injected" in text and "### A gateway killed" in text
