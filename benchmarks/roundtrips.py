@@ -82,7 +82,7 @@ async def _enqueue(url: str, count: int, recorder: Recorder) -> list[list[str]]:
     for i in range(count):
         job = dispatcher_job(dispatcher, f"rt-{time.time_ns()}-{i}")
         before = len(recorder.trips)
-        await dispatcher._enqueue(job, SPEC)
+        await dispatcher.enqueuer.enqueue(job, SPEC)
     trips = recorder.trips[before:]
     await async_redis.aclose()
     sync_redis.close()

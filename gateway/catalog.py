@@ -19,9 +19,9 @@ import time
 import redis.asyncio as aioredis
 from pydantic import ValidationError
 
-from gateway.dispatcher import REDIS_ERRORS
 from shared import keys
 from shared.envelopes import FunctionSpec, WorkerCatalog
+from shared.redis_errors import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
 

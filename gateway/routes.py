@@ -22,10 +22,11 @@ from pathlib import Path
 
 from gateway.auth import allowed_origins, normal_origin
 from gateway.catalog import Catalog
-from gateway.dispatcher import REDIS_ERRORS, Dispatcher
+from gateway.dispatcher import Dispatcher
 from gateway.http import HttpRequest, HttpResponse
 from gateway.limits import AddressLimits, Refusal
 from shared.config import Config
+from shared.redis_errors import REDIS_ERRORS
 
 STATIC_DIR = Path(__file__).parent / "static"
 FUNCTION_CALL_PATH = "/function-call"

@@ -27,12 +27,14 @@ from websockets.typing import Subprotocol
 from gateway import routes
 from gateway.auth import AccessPolicy, check_bind, subprotocol_scheme, weak_secret_warning
 from gateway.catalog import Catalog
-from gateway.dispatcher import REDIS_ERRORS, Dispatcher
+from gateway.dispatcher import Dispatcher
 from gateway.http import HttpRequest, HttpResponse, connection_class
 from gateway.session import Session
 from gateway.upstream.factory import open_upstream
 from shared.config import Config, result_ttl_refusal
-from shared.redis_server import redacted
+from shared.logs import masking, redacted, secret_values
+from shared.logs import setup_logging as setup_process_logging
+from shared.redis_errors import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -223,10 +225,11 @@ async def serve_forever(config: Config, reuse_port: bool = False) -> None:
 
 
 def setup_logging(config: Config) -> None:
-    """Log lines on stderr; with several gateway processes, each line says which process wrote it."""
+    """Log lines on stderr, URL passwords and the gateway's own secrets (tokens, provider keys) masked; with
+    several gateway processes, each line says which process wrote it."""
     pid = " [%(process)d]" if config.web_concurrency > 1 else ""
-    logging.basicConfig(level=config.log_level.upper(), format=f"%(asctime)s %(levelname)s{pid} %(name)s: %(message)s")
-    logging.getLogger("websockets").setLevel(logging.WARNING)
+    fmt = f"%(asctime)s %(levelname)s{pid} %(name)s: %(message)s"
+    setup_process_logging(config.log_level, fmt, masking(secret_values(config)))
 
 
 def run_gateway_process(config: Config, index: int) -> None:

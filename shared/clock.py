@@ -20,6 +20,8 @@ from typing import Any
 
 import redis
 
+from shared.redis_errors import REDIS_FAILURES
+
 log = logging.getLogger(__name__)
 
 REFRESH_EVERY = 30.0
@@ -63,7 +65,7 @@ class RedisClock:
             reply = client.time()
             self.update(reply, sent, self._local())
             return True
-        except (redis.RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             self._failed(exc)
         return False
 
@@ -74,7 +76,7 @@ class RedisClock:
             reply = await client.time()
             self.update(reply, sent, self._local())
             return True
-        except (redis.RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             self._failed(exc)
         return False
 

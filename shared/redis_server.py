@@ -26,6 +26,9 @@ from urllib.parse import urlparse
 
 import redis
 
+from shared.logs import redacted
+from shared.redis_errors import REDIS_ERRORS
+
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
@@ -50,7 +53,7 @@ def answers(url: str, timeout: float = 0.5) -> bool:
     client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
     try:
         return bool(client.ping())
-    except (redis.ConnectionError, redis.TimeoutError, OSError):
+    except REDIS_ERRORS:
         return False
     finally:
         client.close()
@@ -116,14 +119,6 @@ class RedisServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def redacted(url: str) -> str:
-    """The URL without its password, for logs."""
-    parsed = urlparse(url)
-    if parsed.password:
-        return url.replace(f":{parsed.password}@", ":***@")
-    return url
 
 
 def main() -> None:

@@ -21,6 +21,7 @@ from rq import SimpleWorker
 
 from shared import keys
 from shared.config import Config, get_config
+from shared.redis_errors import REDIS_FAILURES
 from shared.supervisor import EXIT_BAD_CONFIG, Supervisor
 from workers.registry import load_modules
 from workers.worker import run_supervised_worker, setup_logging, ttl_refusal, wait_for_redis, worker_id_for
@@ -41,7 +42,7 @@ def withdraw(config: Config, process: BaseProcess, index: int) -> None:
             rq_worker = SimpleWorker.find_by_key(SimpleWorker.redis_worker_namespace_prefix + worker_id, client)
             if rq_worker is not None:
                 rq_worker.register_death()
-    except (redis.RedisError, OSError) as exc:
+    except REDIS_FAILURES as exc:
         log.info("could not withdraw worker %s (%s); its entries will expire", worker_id, type(exc).__name__)
 
 

@@ -4,10 +4,11 @@ Two layers:
 
 - :func:`execute` is pure logic: a :class:`Job` in, a :class:`Result` out. Every failure becomes a result
   the LLM can read; nothing that might hold a secret or internals (exception texts, tracebacks) leaves it.
-- :func:`run_call` is the RQ job function (the gateway enqueues ``"workers.execute.run_call"`` by name). It
-  skips calls nobody waits for, makes sure a call id executes at most once, and stores + publishes the result.
-  :func:`run_call_with` is the same without RQ, for tests; the worker (:class:`workers.callworker.CallWorker`)
-  uses the steps it is made of, so that the claim rides in the round trip that fetches the job.
+- :func:`run_call` is the RQ job function (the gateway enqueues ``"workers.execute.run_call"`` by name), and
+  what runs under either worker class. It skips calls nobody waits for, makes sure a call id executes at most
+  once, and stores + publishes the result. Under :class:`workers.callworker.CallWorker` the claim has already
+  ridden in the round trip that fetched the job, and ``run_call`` finds its outcome on the job; under RQ's own
+  worker it claims the call itself. :func:`run_call_with` is the same without RQ, for tests.
 
 Timeouts: RQ raises ``JobTimeoutException`` inside the running function (SIGALRM) when the job's ``timeout``
 passes. :func:`execute` turns it into a "timed out" result, so the call is still answered and RQ sees a job
@@ -144,17 +145,29 @@ def to_content(value: Any) -> str:
 
 
 def run_call(job_json: str) -> str:
-    """The RQ job function. Returns a one-word outcome (RQ stores it; the real result goes through Redis)."""
+    """The RQ job function. Returns a one-word outcome (RQ stores it; the real result goes through Redis).
+
+    The claim's outcome, when the worker already claimed the call as it fetched the job
+    (:class:`workers.rq_records.ClaimingJob`), is the job's ``claimed``; otherwise it is claimed here.
+    """
     rq_job = get_current_job()
     if rq_job is None:
         raise RuntimeError("run_call must run inside an RQ worker; use run_call_with outside one")
     alive_key = keys.gateway_alive_of_job(rq_job.id)
-    return run_call_with(job_json, rq_job.connection, rq_job.worker_name or "rq-worker", alive_key)
+    claimed = getattr(rq_job, "claimed", None)
+    return run_call_with(job_json, rq_job.connection, rq_job.worker_name or "rq-worker", alive_key, claimed)
 
 
-def run_call_with(job_json: str, connection: redis.Redis, worker_id: str, alive_key: str | None = None) -> str:
+def run_call_with(
+    job_json: str,
+    connection: redis.Redis,
+    worker_id: str,
+    alive_key: str | None = None,
+    claimed: int | None = None,
+) -> str:
     """Skip, deduplicate, execute, then store and publish the result in one round trip. ``alive_key``: the
-    enqueuing gateway's liveness key (:func:`shared.keys.gateway_alive_of_job`), None to skip that check.
+    enqueuing gateway's liveness key (:func:`shared.keys.gateway_alive_of_job`), None to skip that check;
+    ``claimed``: the outcome of a :func:`claim` already made, None to claim here.
 
     Returns ``"invalid"``, ``"skipped"``, ``"orphaned"``, ``"duplicate"``, ``"republished"``, ``"ok"`` or
     ``"failed"``.
@@ -165,7 +178,9 @@ def run_call_with(job_json: str, connection: redis.Redis, worker_id: str, alive_
     if is_late(job):
         return "skipped"
     ttl = get_config().result_ttl
-    claimed = int(claim(connection, keys.cancelled(job.call_id), keys.claim(job.call_id), worker_id, ttl, alive_key))
+    if claimed is None:
+        cancelled_key, claim_key = keys.cancelled(job.call_id), keys.claim(job.call_id)
+        claimed = int(claim(connection, cancelled_key, claim_key, worker_id, ttl, alive_key))
     return run_claimed(job, claimed, connection, worker_id, ttl)
 
 

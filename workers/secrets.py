@@ -12,7 +12,6 @@ public by definition, and masking it would mangle ordinary words in results.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import threading
 
@@ -71,10 +70,3 @@ def forget_all() -> None:
     with _lock:
         _remembered.clear()
         _variants = ()
-
-
-class RedactingFormatter(logging.Formatter):
-    """A log formatter that masks secrets in the whole formatted record, traceback included."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record))

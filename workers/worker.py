@@ -16,7 +16,6 @@ import socket
 import sys
 import threading
 import time
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from rq import Queue
@@ -25,10 +24,13 @@ from shared import keys
 from shared.clock import CLOCK
 from shared.config import Config, result_ttl_refusal
 from shared.envelopes import WorkerCatalog
+from shared.logs import redacted
+from shared.logs import setup_logging as setup_process_logging
+from shared.redis_errors import REDIS_FAILURES
 from shared.supervisor import EXIT_BAD_CONFIG
 from workers.callworker import CallWorker
 from workers.registry import catalog, load_modules
-from workers.secrets import RedactingFormatter
+from workers.secrets import redact
 
 log = logging.getLogger(__name__)
 
@@ -40,24 +42,9 @@ EXIT_NO_REDIS = 1
 
 
 def setup_logging(level: str, tag: str) -> None:
-    """Log lines on stderr, tagged with the worker id (or "supervisor"), secrets masked."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(RedactingFormatter(f"%(asctime)s {tag} %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-
-
-def safe_url(url: str) -> str:
-    """``url`` without its password, for log lines."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    user = f"{parts.username}@" if parts.username else ""
-    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+    """Log lines on stderr, tagged with the worker id (or "supervisor"), URL passwords and the secrets functions
+    read (:mod:`workers.secrets`) masked."""
+    setup_process_logging(level, f"%(asctime)s {tag} %(levelname)s %(name)s: %(message)s", redact)
 
 
 def wait_for_redis(url: str, timeout: float = REDIS_WAIT) -> redis.Redis:
@@ -69,13 +56,13 @@ def wait_for_redis(url: str, timeout: float = REDIS_WAIT) -> redis.Redis:
         try:
             client.ping()
             return client
-        except (redis.RedisError, OSError):
+        except REDIS_FAILURES:
             now = time.monotonic()
             if now - started > timeout:
-                log.error("Redis at %s did not answer for %g s; giving up", safe_url(url), timeout)
+                log.error("Redis at %s did not answer for %g s; giving up", redacted(url), timeout)
                 sys.exit(EXIT_NO_REDIS)
             if now - last_log > 5:
-                log.info("waiting for Redis at %s", safe_url(url))
+                log.info("waiting for Redis at %s", redacted(url))
                 last_log = now
             time.sleep(0.25)
 
@@ -125,7 +112,7 @@ class CatalogHeartbeat(threading.Thread):
         while not self._stop_event.is_set():
             try:
                 self.publish()
-            except (redis.RedisError, OSError) as exc:
+            except REDIS_FAILURES as exc:
                 log.warning("could not publish the catalog (%s); retrying in %g s", type(exc).__name__, self.ttl / 3)
             if os.getppid() != self.parent_pid:
                 log.warning("the supervisor is gone; stopping")
@@ -142,7 +129,7 @@ class CatalogHeartbeat(threading.Thread):
                 pipe.delete(keys.catalog(self.worker_id))
                 pipe.srem(keys.CATALOG_INDEX, self.worker_id)
                 pipe.execute()
-        except (redis.RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             log.warning("could not withdraw the catalog (%s); it expires in %d s", type(exc).__name__, self.ttl)
         self.redis.close()
 

@@ -20,7 +20,7 @@ import redis
 from rq import Queue
 from rq.job import Job as RQJob
 
-from gateway.dispatcher import ALIVE_TTL
+from gateway.enqueue import ALIVE_TTL
 from shared import keys
 from shared.envelopes import Job
 from shared.redis_server import RedisServer

@@ -11,7 +11,7 @@ open throughout gets a result, and a new session may lack the backend functions 
 
 The second outage found that an idle worker came back only 4 s after Redis did (RQ's reconnect wait doubles,
 1 s, 2 s, 4 s...), and the first that a session starting just after the restart got no backend functions (the
-first command on each dead pooled connection failed); both are fixed (workers/worker.py, gateway/dispatcher.py).
+first command on each dead pooled connection failed); both are fixed (workers/worker.py, gateway/redis_pool.py).
 """
 
 from __future__ import annotations
@@ -306,7 +306,7 @@ async def test_redis_restart_mid_traffic(logs_dir: Path, reliability: Entry):
 async def test_gateway_redis_pool_after_a_restart(reliability: Entry):
     """The gateway's Redis client, many pooled connections, across a Redis restart"""
     # Through the gateway process a burst of sessions does not reliably use several pooled connections at once
-    # (each catalog read takes 0.1 ms), so the gateway's own client (gateway/dispatcher.py) is tested here alone.
+    # (each catalog read takes 0.1 ms), so the gateway's own client (gateway/redis_pool.py) is tested here alone.
     redis_server = RestartableRedis()
     dispatcher = Dispatcher(Config(redis_url=redis_server.url))
     catalog = Catalog(dispatcher.redis, max_age=0)

@@ -1,6 +1,6 @@
 """Workers SIGKILLed at random while hundreds of calls flow through the gateway.
 
-The promise under test (``gateway/dispatcher.py``, ``_watch_workers``): every backend call is answered by its
+The promise under test (``gateway/watchdog.py``, ``Watchdog``): every backend call is answered by its
 deadline and exactly once; an idempotent call whose worker dies may run again elsewhere, a call that is not
 idempotent never starts twice. The provider's own bookkeeping (the simulated agent's stats) says what reached
 it; Redis counters written by ``slow_write`` say how often each non-idempotent call really started.
@@ -61,7 +61,7 @@ WINDOW_TRIES = 4
 """Ticks a window turn waits for the slow claimer to be in its window before a random kill takes the turn."""
 PAUSE = 0.25
 """Seconds the slow claimer pauses between taking a call and claiming it: wide enough to aim a kill at."""
-_PAUSE_LINE = re.compile(r"\.(\d+)\.\d+ WARNING workers\.callworker: test-only pause of \S+ s before claiming (\S+)$")
+_PAUSE_LINE = re.compile(r"\.(\d+)\.\d+ WARNING workers\.rq_records: test-only pause of \S+ s before claiming (\S+)$")
 
 
 @dataclass

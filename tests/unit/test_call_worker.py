@@ -3,27 +3,23 @@
 from __future__ import annotations
 
 import json
-import re
 import signal
 import time
 from collections.abc import Iterator
-from datetime import timedelta
 from typing import Any
 
 import fakeredis
 import pytest
 import redis
 from pydantic import BaseModel
-from rq import Queue, SimpleWorker, Worker
+from rq import Queue, Worker
 from rq.job import Job as RQJob
 from rq.job import JobStatus
-from rq.results import Result as RQResult
-from rq.worker import WorkerStatus
 
 from shared import keys
 from shared.envelopes import Job, Result
 from workers import CallContext, function
-from workers.callworker import HEARTBEAT_EVERY, START_AFTER, TEST_PAUSE_ENV, CallWorker, _StartWriter
+from workers.callworker import START_AFTER, TEST_PAUSE_ENV, CallWorker, _StartWriter
 
 RUNS: list[str] = []
 
@@ -97,56 +93,6 @@ def test_jobs_finish_with_rq_bookkeeping(fake: fakeredis.FakeRedis, restore_sign
     assert queue.started_job_registry.get_job_ids() == [] and queue.count == 0
     worker.refresh()
     assert worker.successful_job_count == 2
-
-
-def test_heartbeat_is_sent_at_most_once_a_second(fake: fakeredis.FakeRedis) -> None:
-    worker = CallWorker([Queue("q", connection=fake)], connection=fake, name="cw-2")
-    worker.register_birth()
-    first = worker.last_heartbeat
-    worker.heartbeat()
-    assert worker.last_heartbeat == first  # just born: nothing sent
-    worker.last_heartbeat = first - timedelta(seconds=HEARTBEAT_EVERY + 1)
-    fake.expire(worker.key, 5)
-    worker.heartbeat()
-    assert worker.last_heartbeat > first and fake.ttl(worker.key) > 60  # sent, and the key's expiry extended
-
-
-def test_unchanged_state_is_not_written_again(fake: fakeredis.FakeRedis) -> None:
-    worker = CallWorker([Queue("q", connection=fake)], connection=fake, name="cw-3")
-    worker.register_birth()
-    worker.set_state(WorkerStatus.IDLE)
-    fake.hset(worker.key, "state", "tampered")
-    worker.set_state(WorkerStatus.IDLE)
-    assert fake.hget(worker.key, "state") == b"tampered"  # same state: no write
-    worker.set_state(WorkerStatus.BUSY)
-    assert fake.hget(worker.key, "state") == b"busy"
-
-
-def _shape(db: fakeredis.FakeRedis, worker: str) -> dict[str, Any]:
-    """What a run leaves in Redis, with ids replaced by placeholders: key names and each hash's field names."""
-    shape: dict[str, Any] = {}
-    for raw in db.keys("rq:*"):
-        key = raw.decode().replace(worker, "<worker>")
-        key = re.sub(r"[0-9a-f]{32}", "<execution>", key)
-        kind = db.type(raw).decode()
-        shape[key] = sorted(f.decode() for f in db.hkeys(raw)) if kind == "hash" else kind
-    return shape
-
-
-def test_rq_sees_the_same_records_as_from_its_own_worker(restore_signals: None) -> None:
-    """Every key and hash field RQ's SimpleWorker leaves behind after a call, CallWorker leaves too."""
-    shapes, returns = [], []
-    for worker_class in (SimpleWorker, CallWorker):
-        db = fakeredis.FakeRedis(server=fakeredis.FakeServer())
-        queue = Queue(keys.queue_name("default"), connection=db)
-        enqueue(queue, "same")
-        worker_class([queue], connection=db, name="w-1").work(burst=True)
-        shapes.append(_shape(db, "w-1"))
-        rq_job = queue.fetch_job(keys.job_id("same"))
-        assert rq_job is not None
-        returns.append((rq_job.get_status(), rq_job.return_value(), rq_job.latest_result().type))  # type: ignore[union-attr]
-    assert shapes[1] == shapes[0]
-    assert returns[1] == returns[0] == (JobStatus.FINISHED, "ok", RQResult.Type.SUCCESSFUL)
 
 
 @pytest.mark.parametrize(
@@ -231,7 +177,7 @@ def test_an_error_writing_a_long_calls_start_reaches_the_worker(fake: fakeredis.
     def wrong_type(job: Any, queue: Any, started: Any, pipe: Any) -> None:
         pipe.hset("not-a-hash", "f", "1")  # WRONGTYPE, reported inside EXEC
 
-    worker._start_commands = wrong_type  # type: ignore[method-assign]
+    worker.start_records = wrong_type  # type: ignore[method-assign]
     job = RQJob.create("tests.unit.test_call_worker.plain_rq_job", args=(1,), connection=fake, id="j1")
     start = writer.arm(job, Queue("q", connection=fake))
     writer.start()

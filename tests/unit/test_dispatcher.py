@@ -8,14 +8,14 @@ import time
 
 import fakeredis
 import pytest
-import redis.asyncio
 from rq import Queue
 from rq.job import Job as RQJob
-from rq.job import JobStatus
 from rq.registry import CanceledJobRegistry
 
-from gateway import dispatcher as dispatcher_module
-from gateway.dispatcher import ALIVE_TTL, REDIS_CONNECTIONS, SILENCE_LIMIT, CPacking, Dispatcher
+from gateway import watchdog as watchdog_module
+from gateway.dispatcher import Dispatcher
+from gateway.enqueue import ALIVE_TTL
+from gateway.results import SILENCE_LIMIT
 from shared import keys
 from shared.config import Config
 from shared.envelopes import JOB_FUNCTION, FunctionSpec, Job, Result
@@ -40,7 +40,7 @@ async def dispatcher():
 
 
 def queued_jobs(d: Dispatcher) -> list[RQJob]:
-    return Queue(keys.queue_name("default"), connection=d._sync).get_jobs()
+    return Queue(keys.queue_name("default"), connection=d.sync_redis).get_jobs()
 
 
 async def wait_for_job(d: Dispatcher, count: int = 1) -> list[RQJob]:
@@ -169,7 +169,7 @@ async def test_reread_after_reconnect_delivers_stored_results(dispatcher: Dispat
     task = asyncio.create_task(dispatcher.call("c3", "echo", "{}", SPEC))
     await wait_for_job(dispatcher)
     await dispatcher.redis.set(keys.result("c3"), Result(call_id="c3", ok=True, content="stored").to_json())
-    await dispatcher._reread_pending()
+    await dispatcher.results.reread()
     assert (await asyncio.wait_for(task, 1)).content == "stored"
 
 
@@ -184,7 +184,7 @@ async def test_call_waits_for_the_subscription_before_enqueueing():
     # Not started: no subscription, so nothing may be enqueued and the deadline answers.
     result = await d.call("c4", "echo", "{}", SPEC.model_copy(update={"timeout": 0.2}))
     assert not result.ok
-    assert Queue(keys.queue_name("default"), connection=d._sync).count == 0
+    assert Queue(keys.queue_name("default"), connection=d.sync_redis).count == 0
     await d.stop()
 
 
@@ -213,8 +213,8 @@ async def test_the_liveness_key_lives_while_the_dispatcher_runs():
 
 async def test_the_enqueue_itself_renews_the_liveness_key(dispatcher: Dispatcher):
     """A Redis restarted empty, with the refresh a second away: the job must not reach a worker before the key."""
-    assert dispatcher._keepalive is not None
-    dispatcher._keepalive.cancel()
+    [keepalive] = [task for task in dispatcher._tasks if task.get_name() == "dispatcher-keepalive"]
+    keepalive.cancel()
     alive = keys.gateway_alive(dispatcher.gateway_ref)
     await dispatcher.redis.delete(alive)
     task = asyncio.create_task(dispatcher.call("c5", "echo", "{}", SPEC))
@@ -226,14 +226,14 @@ async def test_the_enqueue_itself_renews_the_liveness_key(dispatcher: Dispatcher
 @pytest.fixture
 def quick_watch(monkeypatch: pytest.MonkeyPatch) -> None:
     """Look for unclaimed calls after 0.1 s rather than a second, so the tests take less time."""
-    monkeypatch.setattr(dispatcher_module, "UNCLAIMED_LOOK_AFTER", 0.1, raising=False)
-    monkeypatch.setattr(dispatcher_module, "DEQUEUED_GRACE", 0.1, raising=False)
+    monkeypatch.setattr(watchdog_module, "UNCLAIMED_LOOK_AFTER", 0.1)
+    monkeypatch.setattr(watchdog_module, "DEQUEUED_GRACE", 0.1)
 
 
 def take_job(d: Dispatcher) -> str:
     """What a worker's dequeue does (``BLMOVE`` to RQ's intermediate queue); the worker then dies, say."""
-    queue = Queue(keys.queue_name("default"), connection=d._sync)
-    return d._sync.lmove(queue.key, queue.intermediate_queue_key).decode()  # type: ignore[union-attr]
+    queue = Queue(keys.queue_name("default"), connection=d.sync_redis)
+    return d.sync_redis.lmove(queue.key, queue.intermediate_queue_key).decode()  # type: ignore[union-attr]
 
 
 async def test_a_call_taken_but_never_claimed_is_queued_again(dispatcher: Dispatcher, quick_watch: None):
@@ -270,37 +270,6 @@ async def test_a_call_is_not_queued_again_otherwise(dispatcher: Dispatcher, quic
         task.cancel()
 
 
-async def test_redis_connections_are_waited_for_not_refused() -> None:
-    """Past REDIS_CONNECTIONS commands in flight a call waits for a connection: the default pool raised at once,
-    and under overload every enqueue retried in a loop (19,000 MaxConnectionsError warnings in one bench run)."""
-    dispatcher = Dispatcher(Config(redis_url="redis://127.0.0.1:1/0"))
-    pool = dispatcher.redis.connection_pool
-    assert isinstance(pool, redis.asyncio.BlockingConnectionPool)
-    assert pool.max_connections == REDIS_CONNECTIONS and pool.timeout is None
-    assert issubclass(pool.connection_class, CPacking)
-    await dispatcher.redis.aclose(close_connection_pool=True)
-    dispatcher._sync.close()
-
-
-@pytest.mark.parametrize(
-    "command",
-    [
-        ("SET", "k", "v", "EX", 300),
-        ("HSET", "rq:job:fc-1", "status", JobStatus.QUEUED, "data", b"\x00\xffbinary", "score", 1.5),
-        ("CLIENT SETINFO", "LIB-NAME", "redis-py"),
-        ("PUBLISH", "vfg:reply:g", "é✓ unicode"),
-    ],
-)
-def test_commands_are_packed_as_redis_py_packs_them(command: tuple) -> None:
-    ours = CPacking().pack_command(*command)
-    assert b"".join(ours) == b"".join(redis.asyncio.Connection().pack_command(*command))
-
-
-def test_a_value_redis_cannot_take_is_refused_as_redis_py_refuses_it() -> None:
-    with pytest.raises(redis.DataError):
-        CPacking().pack_command("SET", "k", None)
-
-
 @pytest.mark.attack("Redis failing quietly: half-open connections, lost messages, skewed clocks")
 async def test_cancelled_queued_jobs_leave_nothing_in_rq(dispatcher: Dispatcher):
     """RQ's job.cancel() kept every cancelled job in the canceled registry (and its hash): at one abandoned call
@@ -310,15 +279,15 @@ async def test_cancelled_queued_jobs_leave_nothing_in_rq(dispatcher: Dispatcher)
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    await asyncio.wait(dispatcher._background, timeout=5)
-    queue = Queue(keys.queue_name("default"), connection=dispatcher._sync)
+    await asyncio.wait(dispatcher.enqueuer.background, timeout=5)
+    queue = Queue(keys.queue_name("default"), connection=dispatcher.sync_redis)
     assert queue.count == 0
     assert CanceledJobRegistry(queue=queue).count == 0
     for i in range(3):
-        assert not dispatcher._sync.exists(RQJob.key_for(keys.job_id(f"gone{i}")))
-        assert dispatcher._sync.get(keys.cancelled(f"gone{i}")) == b"1"
+        assert not dispatcher.sync_redis.exists(RQJob.key_for(keys.job_id(f"gone{i}")))
+        assert dispatcher.sync_redis.get(keys.cancelled(f"gone{i}")) == b"1"
     # A worker finds nothing to do and nothing to trip over.
-    worker = CallWorker([queue], connection=dispatcher._sync, name="w-after-cancel")
+    worker = CallWorker([queue], connection=dispatcher.sync_redis, name="w-after-cancel")
     assert worker.work(burst=True) is False
     assert CanceledJobRegistry(queue=queue).count == 0
 
@@ -328,13 +297,13 @@ async def test_a_cancelled_job_a_worker_already_took_is_left_to_its_marker(dispa
     then finds the cancel marker and skips the call."""
     task = asyncio.create_task(dispatcher.call("taken", "echo", "{}", SPEC))
     [rq_job] = await wait_for_job(dispatcher)
-    queue = Queue(keys.queue_name("default"), connection=dispatcher._sync)
-    dispatcher._sync.lmove(queue.key, queue.intermediate_queue_key)  # what the worker's dequeue does
+    queue = Queue(keys.queue_name("default"), connection=dispatcher.sync_redis)
+    dispatcher.sync_redis.lmove(queue.key, queue.intermediate_queue_key)  # what the worker's dequeue does
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
-    await asyncio.wait(dispatcher._background, timeout=5)
-    assert dispatcher._sync.exists(rq_job.key)
-    claimed = claim(dispatcher._sync, keys.cancelled("taken"), keys.claim("taken"), "w1", 60)
+    await asyncio.wait(dispatcher.enqueuer.background, timeout=5)
+    assert dispatcher.sync_redis.exists(rq_job.key)
+    claimed = claim(dispatcher.sync_redis, keys.cancelled("taken"), keys.claim("taken"), "w1", 60)
     assert claimed == CANCELLED
 
 
@@ -360,8 +329,8 @@ async def test_a_silent_subscription_is_not_subscribed(dispatcher: Dispatcher, m
         await asyncio.sleep(0.01)
     assert dispatcher.subscribed
     silent_since = time.monotonic() - SILENCE_LIMIT - 1
-    monkeypatch.setattr(dispatcher, "_heard", silent_since)
-    assert dispatcher._subscribed.is_set()
+    monkeypatch.setattr(dispatcher.results, "heard", silent_since)
+    assert dispatcher.results.confirmed.is_set()
     assert not dispatcher.subscribed
 
 
