@@ -29,8 +29,8 @@ from gateway.auth import AccessPolicy, check_bind, subprotocol_scheme, weak_secr
 from gateway.catalog import Catalog
 from gateway.dispatcher import Dispatcher
 from gateway.http import HttpRequest, HttpResponse, connection_class
+from gateway.providers import open_provider
 from gateway.session import Session
-from gateway.upstream.factory import open_upstream
 from shared.config import Config, result_ttl_refusal
 from shared.logs import masking, redacted, secret_values
 from shared.logs import setup_logging as setup_process_logging
@@ -63,7 +63,7 @@ class Gateway:
     async def handle(self, connection: ServerConnection) -> None:
         principal = self._principals.pop(connection, "")
         session = Session(
-            connection, lambda: open_upstream(self.config), self.dispatcher, self.catalog, self.config, principal
+            connection, lambda: open_provider(self.config), self.dispatcher, self.catalog, self.config, principal
         )
         self.sessions.add(session)
         try:
@@ -131,7 +131,8 @@ class Gateway:
             "workers": len(workers),
             "functions": sorted({f.name for w in workers for f in w.functions}),
             "subscribed": self.dispatcher.subscribed,
-            "upstream": self.config.resolved_upstream(),
+            "provider": self.config.resolved_provider(),
+            "upstream": self.config.resolved_provider(),  # the old name of "provider", for existing monitors
         }
 
 
@@ -214,11 +215,11 @@ async def serve_forever(config: Config, reuse_port: bool = False) -> None:
         loop.add_signal_handler(sig, stop.set)
     async with run_gateway(config, reuse_port=reuse_port) as (_, server):
         port = next(iter(server.sockets)).getsockname()[1]
-        upstream = config.resolved_upstream()
-        note = " (simulated agent: offline, no account needed)" if upstream == "simulated" else ""
+        provider = config.resolved_provider()
+        note = " (simulated agent: offline, no account needed)" if provider == "simulated" else ""
         logging.getLogger("gateway").info(
-            "gateway (pid %d) listening on ws://%s:%d/v1/agent/converse, upstream %s%s, Redis %s",
-            os.getpid(), config.host, port, upstream, note, redacted(config.redis_url),
+            "gateway (pid %d) listening on ws://%s:%d/v1/agent/converse, provider %s%s, Redis %s",
+            os.getpid(), config.host, port, provider, note, redacted(config.redis_url),
         )  # fmt: skip
         await stop.wait()
         logging.getLogger("gateway").info("shutting down")

@@ -44,7 +44,7 @@ from gateway.intercept import (
 )
 from gateway.limits import TokenBucket, frame_size, functions_problem
 from gateway.notices import ClientNotices
-from gateway.upstream import Upstream, UpstreamClosed, UpstreamUnavailable
+from gateway.providers import Provider, ProviderClosed, ProviderUnavailable
 from shared.config import Config
 from shared.envelopes import FunctionSpec, Result
 from shared.protocol import (
@@ -74,7 +74,7 @@ class Session:
     def __init__(
         self,
         client: ServerConnection,
-        open_upstream: Callable[[], Awaitable[Upstream]],
+        open_upstream: Callable[[], Awaitable[Provider]],
         dispatcher: Dispatcher,
         catalog: Catalog,
         config: Config,
@@ -88,7 +88,7 @@ class Session:
         self.dispatcher = dispatcher
         self.catalog = catalog
         self.config = config
-        self.upstream: Upstream | None = None
+        self.upstream: Provider | None = None
         self.settings_applied = False
         self.owned: dict[str, FunctionSpec] = {}
         """Backend functions as of this session's Settings: what the provider was told exists."""
@@ -111,7 +111,7 @@ class Session:
         log.info("session %s: client connected", self.id)
         try:
             self.upstream = await self._open_upstream()
-        except UpstreamUnavailable as exc:
+        except ProviderUnavailable as exc:
             await self._fatal(ErrorCode.UPSTREAM_UNAVAILABLE, str(exc), CLOSE_INTERNAL)
             return
         loops = [
@@ -139,7 +139,7 @@ class Session:
         exc = task.exception()
         if exc is None or isinstance(exc, ConnectionClosed):
             return
-        if isinstance(exc, UpstreamClosed):
+        if isinstance(exc, ProviderClosed):
             log.info("session %s: upstream closed (%s %s)", self.id, exc.code, exc.reason)
             if exc.code in (1000, 1001):
                 await self.client.close(exc.code, exc.reason[:120])
@@ -352,7 +352,7 @@ class Session:
             log.warning("session %s: malformed element repeats a call id the backend took; not answered", self.id)
             return False
         self.backend_ids.add(call.id)
-        with contextlib.suppress(UpstreamClosed):
+        with contextlib.suppress(ProviderClosed):
             await self._send_upstream(malformed_response_frame(call))
         return True
 
@@ -394,7 +394,7 @@ class Session:
                 **({} if result.ok else {"error": result.error}),
             )
         )
-        with contextlib.suppress(UpstreamClosed):
+        with contextlib.suppress(ProviderClosed):
             await self._send_upstream(response_frame(call, result.content))
         log.info(
             "session %s: call %s %s %s in %.1f ms on %s",

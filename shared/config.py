@@ -11,7 +11,7 @@ import math
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -45,9 +45,12 @@ class Config(BaseSettings):
     allow_public_without_auth: bool = False
     """Explicit opt-in to listen on a non-loopback address with no credentials configured."""
 
-    upstream: Literal["auto", "simulated", "deepgram", "openai"] = "auto"
-    """``auto`` picks Deepgram when DEEPGRAM_API_KEY is set, else OpenAI when OPENAI_API_KEY is set, else the
-    built-in simulated agent."""
+    provider: Literal["auto", "simulated", "deepgram", "openai"] = Field(
+        default="auto", validation_alias=AliasChoices("provider", "upstream")
+    )
+    """Who the gateway talks to for each session, one folder of ``gateway/providers/`` each. ``auto`` picks
+    Deepgram when DEEPGRAM_API_KEY is set, else OpenAI when OPENAI_API_KEY is set, else the built-in simulated
+    agent. ``UPSTREAM``, the old name, is still read when PROVIDER is not set."""
     deepgram_api_key: SecretStr | None = None
     deepgram_url: str = "wss://agent.deepgram.com/v1/agent/converse"
     openai_api_key: SecretStr | None = None
@@ -86,7 +89,7 @@ class Config(BaseSettings):
     deadline (gateways and workers refuse to start otherwise): a claim expiring while its call still runs would
     let a duplicate job run it again, and a result must outlive the wait for it."""
     keepalive_interval: float = Field(default=5.0, gt=0)
-    """Seconds of upstream silence after which the gateway sends KeepAlive while calls are pending."""
+    """Seconds without a frame sent to the provider after which the gateway sends KeepAlive while calls are pending."""
     backend_call_notices: bool = True
     """Tell the client about each backend call (``BackendFunctionCall`` messages) for its call panel."""
     history_backend_calls: Literal["hidden", "shown"] = "hidden"
@@ -105,9 +108,10 @@ class Config(BaseSettings):
 
     log_level: str = "INFO"
 
-    def resolved_upstream(self) -> Literal["simulated", "deepgram", "openai"]:
-        if self.upstream != "auto":
-            return self.upstream
+    def resolved_provider(self) -> Literal["simulated", "deepgram", "openai"]:
+        """The provider ``auto`` stands for with the keys this gateway holds."""
+        if self.provider != "auto":
+            return self.provider
         if self.deepgram_api_key:
             return "deepgram"
         return "openai" if self.openai_api_key else "simulated"

@@ -202,8 +202,8 @@ class Agent(_Open):
 
 
 MAX_SAMPLE_RATE = 192_000
-"""Highest ``sample_rate`` any message may declare (studio audio tops out there). Each upstream accepts a narrower
-range (``gateway.upstream.base.AudioSupport``); this bound only keeps absurd numbers away from every piece of code
+"""Highest ``sample_rate`` any message may declare (studio audio tops out there). Each provider accepts a narrower
+range (``gateway.providers.base.AudioSupport``); this bound only keeps absurd numbers away from every piece of code
 that sizes a buffer from a rate."""
 
 

@@ -1,5 +1,5 @@
 """The gateway's test page in a real browser: conversation, backend calls, microphone, playback, demo functions,
-errors. Each test loads ``GET /`` from a real gateway (simulated agent upstream, real workers and Redis) and
+errors. Each test loads ``GET /`` from a real gateway (simulated agent as provider, real workers and Redis) and
 checks both what a person sees and what went over the page's WebSocket."""
 
 from __future__ import annotations

@@ -58,8 +58,8 @@ async def stop_all(*processes: Process) -> None:
 
 
 def start_provider(port: int, token: str, log_path: Path) -> Process:
-    """The standalone simulated agent (``python -m gateway.simulated_agent``), as Deepgram would be reached."""
-    proc = Process(["-m", "gateway.simulated_agent", "--port", str(port), "--require-token", token], {}, log_path)
+    """The standalone simulated agent (``python -m gateway.providers.simulated``), as Deepgram would be reached."""
+    proc = Process(["-m", "gateway.providers.simulated", "--port", str(port), "--require-token", token], {}, log_path)
     wait_until(lambda: http_status(f"http://127.0.0.1:{port}/v1/agent/converse"), 15, "the provider to listen")
     return proc
 

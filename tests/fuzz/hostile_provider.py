@@ -1,4 +1,4 @@
-"""A hostile provider: a WebSocket server the gateway reaches as its Deepgram upstream (UPSTREAM=deepgram,
+"""A hostile provider: a WebSocket server the gateway reaches as its Deepgram provider (PROVIDER=deepgram,
 DEEPGRAM_URL pointing here), which plays scripts of hypothesis-generated frames.
 
 It runs in the test process, on an event loop of its own in a background thread, so a test can hand it a
@@ -32,7 +32,7 @@ from typing import Any
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from gateway.simulated_agent import SimulatedAgent
+from gateway.providers.simulated.agent import SimulatedAgent
 
 WELCOME = json.dumps({"type": "Welcome", "request_id": "hostile"})
 SETTINGS_APPLIED = json.dumps({"type": "SettingsApplied"})

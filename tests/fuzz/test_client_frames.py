@@ -1,4 +1,4 @@
-"""Hostile client frames against a real gateway over WebSockets. Its provider (UPSTREAM=deepgram) is the
+"""Hostile client frames against a real gateway over WebSockets. Its provider (PROVIDER=deepgram) is the
 simulated agent served by a recorder in this process (tests/fuzz/hostile_provider.py), so the oracle checks
 what the provider actually received, not only what the client was told.
 
@@ -42,7 +42,7 @@ from pydantic import ValidationError
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from gateway.upstream.base import DEEPGRAM_AUDIO
+from gateway.providers.base import DEEPGRAM_AUDIO
 from shared.protocol import MAX_NESTING, ErrorCode, Settings, UpdateThink
 from shared.redis_server import RedisServer
 from tests.fuzz.canary import QUESTION, Canary, ask_weather, open_session
@@ -70,7 +70,7 @@ MIN_MALFORMED = 10_000
 MARKER = json.dumps({"type": "SimulatedAgentStats"})
 GATEWAY_CODES = {v for k, v in vars(ErrorCode).items() if not k.startswith("_")}
 PROVIDER_CODES = {"INVALID_MESSAGE", "UNEXPECTED_FUNCTION_CALL_RESPONSE", "SETTINGS_ALREADY_APPLIED"}
-"""The simulated provider's own codes (gateway/simulated_agent.py), for frames the gateway relays to it."""
+"""The simulated provider's own codes (gateway/providers/simulated/agent.py), for frames the gateway relays to it."""
 REFUSALS = {
     ErrorCode.SETTINGS_ALREADY_APPLIED,
     ErrorCode.FUNCTION_REQUEST_REFUSED,
@@ -120,7 +120,7 @@ def fuzz_gateway(
         CLIENT_MESSAGE_RATE="1000000",
         CLIENT_BYTE_RATE=str(1 << 40),
         MAX_TEXT_FRAME_BYTES=str(MAX_FRAME),
-        UPSTREAM="deepgram",
+        PROVIDER="deepgram",
         DEEPGRAM_URL=provider.url,
         DEEPGRAM_API_KEY="recorder",
     ).wait_ready()
@@ -198,7 +198,7 @@ def expected_first(frame: str | bytes) -> tuple[str | None, int]:
         model = Settings.model_validate(data)  # the documented schema is the gateway's model of Settings
     except ValidationError:
         return ErrorCode.INVALID_SETTINGS, 1008
-    if DEEPGRAM_AUDIO.problem(model.audio, "deepgram"):  # formats the upstream cannot honour
+    if DEEPGRAM_AUDIO.problem(model.audio, "deepgram"):  # formats the provider cannot honour
         return ErrorCode.INVALID_SETTINGS, 1008
     return None, 0
 

@@ -1,4 +1,4 @@
-"""Hostile provider frames: the gateway (UPSTREAM=deepgram) reaches a provider that sends hypothesis-generated
+"""Hostile provider frames: the gateway (PROVIDER=deepgram) reaches a provider that sends hypothesis-generated
 frames (tests/fuzz/hostile_provider.py).
 
 Each example is one session. The provider sends its frames, each followed by a marker the gateway relays as
@@ -11,7 +11,7 @@ model of the protocol (below) says what that must be:
   own well-formed calls, or nothing, and a Warning MALFORMED_FUNCTION_CALL when an element was malformed; one
   whose ``functions`` is not a list gives the Warning alone); every backend call, and every malformed element
   with a string id (unless it says ``client_side: false`` or a well-formed element has its id), gets exactly
-  one ``FunctionCallResponse`` upstream, a repeated call id none more, and that answer is its own (it fits the
+  one ``FunctionCallResponse`` to the provider, a repeated call id none more, and that answer is its own (it fits the
   call's function and arguments: nothing wipes Redis between scripts, whose ids repeat across sessions, so
   another session's result would show);
 - a ``History`` loses its entries for backend calls (by name, or by an id the backend took), and is not sent
@@ -72,7 +72,7 @@ def hostile_gateway(
     gateway = Gateway(
         fuzz_redis.url,
         fuzz_logs / "gw-provider-fuzz.log",
-        UPSTREAM="deepgram",
+        PROVIDER="deepgram",
         DEEPGRAM_URL=provider.url,
         DEEPGRAM_API_KEY="hostile",
     ).wait_ready()

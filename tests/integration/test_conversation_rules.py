@@ -1,6 +1,6 @@
 """Conversation rules through a real gateway, a scripted provider and real workers (issue 12, items 5-7).
 
-The gateway's Deepgram upstream is the provider of tests/fuzz/hostile_provider.py, which plays a script of frames
+The gateway's Deepgram provider is the server of tests/fuzz/hostile_provider.py, which plays a script of frames
 (each followed by a marker) and records what the gateway sends it, so a test checks both sides: what the PROVIDER
 received (the merged UpdateThink, the answers to every call) and what the CLIENT received (filtered History,
 Warnings).
@@ -40,7 +40,7 @@ def provider() -> Iterator[HostileProvider]:
 
 def scripted_gateway(redis_server: RedisServer, provider: HostileProvider, log: Path, **env: str) -> Gateway:
     gateway = Gateway(
-        redis_server.url, log, UPSTREAM="deepgram", DEEPGRAM_URL=provider.url, DEEPGRAM_API_KEY="scripted", **env
+        redis_server.url, log, PROVIDER="deepgram", DEEPGRAM_URL=provider.url, DEEPGRAM_API_KEY="scripted", **env
     ).wait_ready()
     wait_until(lambda: "get_weather" in http_get(gateway.http + "/readyz")[1], WAIT, "the weather worker")
     return gateway

@@ -1,5 +1,5 @@
 """The backend path end to end: real redis-server, real worker processes, the real gateway over WebSockets,
-the simulated agent upstream. Each test drives a conversation the way a client would."""
+the simulated agent as provider. Each test drives a conversation the way a client would."""
 
 from __future__ import annotations
 

@@ -43,7 +43,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from gateway.simulated_intents import explicit_calls
+from gateway.providers.simulated.intents import explicit_calls
 
 log = logging.getLogger(__name__)
 

@@ -188,7 +188,7 @@ THREAT_MODEL = """\
 - **Clients are untrusted.** Anyone who reaches the gateway port (within the access policy) may send any frame:
   malformed JSON, wrong field types, huge or deeply nested messages, protocol-order violations, random binary,
   answers to calls that workers own. The gateway must refuse each one with a documented `Error`/`Warning` code
-  or a documented close code (1008 policy, 1009 too big, 1011 upstream trouble), and no session may affect
+  or a documented close code (1008 policy, 1009 too big, 1011 provider trouble), and no session may affect
   another.
 - **The provider is trusted for content, not for form.** It may send malformed or unexpected frames, duplicate
   or missing call ids, huge strings, or drop the connection at any moment. The gateway must not crash, must

@@ -1,4 +1,4 @@
-"""Audio formats are bounded (the model and each upstream's own list), and per-session queues have a bound."""
+"""Audio formats are bounded (the model and each provider's own list), and per-session queues have a bound."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from gateway.openai.bridge import MAX_WAITING, Bridge
-from gateway.upstream import simulated
-from gateway.upstream.base import UpstreamClosed
-from gateway.upstream.deepgram import WebSocketUpstream
-from gateway.upstream.openai import OpenAIUpstream
-from gateway.upstream.simulated import SimulatedUpstream
+from gateway.providers.base import ProviderClosed
+from gateway.providers.deepgram import DeepgramProvider
+from gateway.providers.openai.adapter import OpenAIProvider
+from gateway.providers.openai.bridge import MAX_WAITING, Bridge
+from gateway.providers.simulated import adapter as simulated
+from gateway.providers.simulated.adapter import SimulatedProvider
 from shared.protocol import Audio, ErrorCode, ProtocolError, Settings, validate
 
 
@@ -35,13 +35,13 @@ def test_the_model_keeps_sane_rates() -> None:
 
 
 def deepgram_problem(value: Audio) -> str | None:
-    upstream = object.__new__(WebSocketUpstream)  # no connection needed to ask what it supports
-    upstream.label = "deepgram"
-    return upstream.audio_problem(value)
+    provider = object.__new__(DeepgramProvider)  # no connection needed to ask what it supports
+    provider.label = "deepgram"
+    return provider.audio_problem(value)
 
 
 def openai_problem(value: Audio) -> str | None:
-    return object.__new__(OpenAIUpstream).audio_problem(value)
+    return object.__new__(OpenAIProvider).audio_problem(value)
 
 
 def test_deepgram_takes_its_documented_encodings_between_8_and_48_khz() -> None:
@@ -54,11 +54,11 @@ def test_deepgram_takes_its_documented_encodings_between_8_and_48_khz() -> None:
 
 
 def test_the_simulated_agent_speaks_linear16_only() -> None:
-    upstream = SimulatedUpstream()
-    assert upstream.audio_problem(None) is None
-    assert upstream.audio_problem(audio({"encoding": "opus", "sample_rate": 16000}, {"sample_rate": 24000})) is None
-    assert "audio.output.encoding 'mulaw'" in upstream.audio_problem(audio(output={"encoding": "mulaw"}))
-    assert "simulated" in upstream.audio_problem(audio({"sample_rate": 1}))
+    provider = SimulatedProvider()
+    assert provider.audio_problem(None) is None
+    assert provider.audio_problem(audio({"encoding": "opus", "sample_rate": 16000}, {"sample_rate": 24000})) is None
+    assert "audio.output.encoding 'mulaw'" in provider.audio_problem(audio(output={"encoding": "mulaw"}))
+    assert "simulated" in provider.audio_problem(audio({"sample_rate": 1}))
 
 
 def test_openai_takes_linear16_or_the_same_g711_both_ways_at_8_khz() -> None:
@@ -74,20 +74,20 @@ def test_openai_takes_linear16_or_the_same_g711_both_ways_at_8_khz() -> None:
 # --- queue bounds -------------------------------------------------------------------------------------------
 
 
-async def test_the_simulated_upstream_applies_backpressure_when_nobody_reads(monkeypatch: pytest.MonkeyPatch):
+async def test_the_simulated_provider_applies_backpressure_when_nobody_reads(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(simulated, "MAX_QUEUED_FRAMES", 10)
-    upstream = SimulatedUpstream()
-    await upstream.send(json.dumps({"type": "Settings"}))
+    provider = SimulatedProvider()
+    await provider.send(json.dumps({"type": "Settings"}))
     say = json.dumps({"type": "InjectUserMessage", "content": "hello"})  # 14 frames back, with audio
-    sender = asyncio.create_task(upstream.send(say))
+    sender = asyncio.create_task(provider.send(say))
     await asyncio.sleep(0.05)
-    assert not sender.done() and upstream._outgoing.qsize() == 10  # waits instead of growing
-    frames = [await asyncio.wait_for(upstream.recv(), 1) for _ in range(8)]
+    assert not sender.done() and provider._outgoing.qsize() == 10  # waits instead of growing
+    frames = [await asyncio.wait_for(provider.recv(), 1) for _ in range(8)]
     await asyncio.wait_for(sender, 1)  # reading made room
     assert json.loads(frames[0])["type"] == "Welcome"
-    await upstream.close()
-    with pytest.raises(UpstreamClosed):
-        await upstream.recv()  # the end marker did not fit in the full queue: recv still ends
+    await provider.close()
+    with pytest.raises(ProviderClosed):
+        await provider.recv()  # the end marker did not fit in the full queue: recv still ends
 
 
 class Events:
@@ -112,17 +112,17 @@ class Events:
         pass
 
 
-async def test_the_openai_upstream_stops_reading_while_its_queue_is_full(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr("gateway.upstream.openai.MAX_QUEUED_FRAMES", 16)
+async def test_the_openai_provider_stops_reading_while_its_queue_is_full(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr("gateway.providers.openai.adapter.MAX_QUEUED_FRAMES", 16)
     events = Events(100)
-    upstream = OpenAIUpstream(events, Bridge())  # type: ignore[arg-type]
+    provider = OpenAIProvider(events, Bridge())  # type: ignore[arg-type]
     await asyncio.sleep(0.05)
-    assert events.produced <= 17 and upstream._frames.qsize() == 16  # the reader waits for the session
-    welcomes = [json.loads(await asyncio.wait_for(upstream.recv(), 1))["request_id"] for _ in range(100)]
+    assert events.produced <= 17 and provider._frames.qsize() == 16  # the reader waits for the session
+    welcomes = [json.loads(await asyncio.wait_for(provider.recv(), 1))["request_id"] for _ in range(100)]
     assert welcomes == [f"s{i}" for i in range(100)]  # nothing lost, in order
-    with pytest.raises(UpstreamClosed):
-        await asyncio.wait_for(upstream.recv(), 1)
-    await upstream.close()
+    with pytest.raises(ProviderClosed):
+        await asyncio.wait_for(provider.recv(), 1)
+    await provider.close()
 
 
 def test_the_openai_bridge_bounds_what_waits_for_the_provider() -> None:

@@ -17,8 +17,8 @@ import pytest
 
 from gateway import session as session_module
 from gateway.catalog import Catalog
+from gateway.providers.simulated.adapter import SimulatedProvider
 from gateway.session import Session
-from gateway.upstream.simulated import SimulatedUpstream
 from shared import keys
 from shared.config import Config
 from shared.envelopes import FunctionSpec, Result, WorkerCatalog
@@ -73,7 +73,7 @@ async def publish(redis: fakeredis.FakeAsyncRedis, *specs: FunctionSpec) -> None
 def new_session(frames: Iterable[str | bytes], catalog: Catalog, **config: Any) -> tuple[Session, Client]:
     client = Client(frames)
     session = Session(client, None, Dispatcher(), catalog, Config(**config))  # type: ignore[arg-type]
-    session.upstream = SimulatedUpstream()
+    session.upstream = SimulatedProvider()
     return session, client
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.openai.audio import Resampler
+from gateway.providers.openai.audio import Resampler
 from tests.support.audio import peak_hz, sine
 
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from gateway.simulated_agent import SimulatedAgent, tone_chunks
-from gateway.simulated_intents import explicit_calls, find_calls, natural_calls
+from gateway.providers.simulated.agent import SimulatedAgent, tone_chunks
+from gateway.providers.simulated.intents import explicit_calls, find_calls, natural_calls
 
 WEATHER = {
     "name": "get_weather",

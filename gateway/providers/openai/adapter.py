@@ -1,8 +1,8 @@
-"""OpenAI Realtime (GA) upstream: the session speaks the component protocol, OpenAI speaks its own events.
+"""OpenAI Realtime (GA) as a provider: the session speaks the component protocol, OpenAI speaks its own events.
 
 This module does only I/O: it opens the WebSocket with the gateway's ``OPENAI_API_KEY`` (never the client's),
 reads OpenAI's events in a background task, and passes every frame in either direction through a
-:class:`~gateway.openai.bridge.Bridge`, which holds the conversation state and decides what to send. The
+:class:`~gateway.providers.openai.bridge.Bridge`, which holds the conversation state and decides what to send. The
 session sees the same three calls (``send``/``recv``/``close``) as with Deepgram: OpenAI's function calls come
 out of ``recv`` as component ``FunctionCallRequest`` frames, and its answers go in through ``send``.
 """
@@ -20,16 +20,16 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from gateway.openai.bridge import Bridge, Out
-from gateway.openai.translate import G711
-from gateway.upstream.base import AudioSupport, Frame, Upstream, UpstreamClosed
-from gateway.upstream.connect import closed_from, connect_provider
+from gateway.providers.base import AudioSupport, Frame, Provider, ProviderClosed
+from gateway.providers.connect import closed_from, connect_provider
+from gateway.providers.openai.bridge import Bridge, Out
+from gateway.providers.openai.translate import G711
 from shared.envelopes import FunctionSpec
 
 if TYPE_CHECKING:
     from shared.protocol import Audio
 
-__all__ = ["OpenAIUpstream", "open_openai", "realtime_url"]
+__all__ = ["OpenAIProvider", "open_openai", "realtime_url"]
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ MAX_QUEUED_FRAMES = 256
 adapter stops reading OpenAI's events (and the client's own frames wait), instead of buffering without end."""
 
 
-class OpenAIUpstream(Upstream):
+class OpenAIProvider(Provider):
     """One OpenAI Realtime conversation, translated to and from the component protocol."""
 
     label = "openai"
@@ -59,24 +59,24 @@ class OpenAIUpstream(Upstream):
             return None
         if source != sink:
             return (
-                "With the openai upstream, mulaw/alaw must be the encoding of both audio.input and audio.output "
+                "With the openai provider, mulaw/alaw must be the encoding of both audio.input and audio.output "
                 f"(got {source} and {sink})."
             )
         if any(f.sample_rate not in (None, 8000) for f in formats):
-            return f"With the openai upstream, {source} audio must be 8000 Hz."
+            return f"With the openai provider, {source} audio must be 8000 Hz."
         return None
 
     def __init__(self, connection: ClientConnection, bridge: Bridge) -> None:
         self._ws = connection
         self._bridge = bridge
-        self._frames: asyncio.Queue[Frame | UpstreamClosed] = asyncio.Queue(MAX_QUEUED_FRAMES)
-        """Component frames for ``recv``; an :class:`UpstreamClosed` marks the end (when there is room for it:
+        self._frames: asyncio.Queue[Frame | ProviderClosed] = asyncio.Queue(MAX_QUEUED_FRAMES)
+        """Component frames for ``recv``; an :class:`ProviderClosed` marks the end (when there is room for it:
         ``recv`` also raises once the queue is empty and ``_closed`` is set). Bounded: the session drains it as
         fast as the client reads, and a client that reads nothing must not make the gateway buffer without end."""
         self._lock = asyncio.Lock()
         """Held while the bridge decides and its events are written, so the wire order is the decision order
         (a ``function_call_output`` is always on the wire before the ``response.create`` that follows it)."""
-        self._closed: UpstreamClosed | None = None
+        self._closed: ProviderClosed | None = None
         self._reader = asyncio.create_task(self._read(), name="openai-reader")
 
     def use_functions(self, owned: Mapping[str, FunctionSpec]) -> None:
@@ -92,13 +92,13 @@ class OpenAIUpstream(Upstream):
         if self._closed is not None and self._frames.empty():
             raise self._closed  # the end marker was read already, or did not fit in a full queue
         item = await self._frames.get()
-        if isinstance(item, UpstreamClosed):
+        if isinstance(item, ProviderClosed):
             raise item
         return item
 
     async def close(self) -> None:
         if self._closed is None:
-            self._end(UpstreamClosed(1000, "closed by the gateway"))
+            self._end(ProviderClosed(1000, "closed by the gateway"))
         self._reader.cancel()
         await asyncio.gather(self._reader, return_exceptions=True)
         await self._ws.close()
@@ -115,32 +115,32 @@ class OpenAIUpstream(Upstream):
             self._end(_closed_by(self._ws))
         except ConnectionClosed as exc:
             self._end(closed_from(exc))
-        except UpstreamClosed:
+        except ProviderClosed:
             pass  # a send failed inside _apply, which recorded why
         except Exception:
             log.exception("translating OpenAI events failed")
-            self._end(UpstreamClosed(1011, "the gateway failed to translate the provider's events"))
+            self._end(ProviderClosed(1011, "the gateway failed to translate the provider's events"))
 
     async def _apply(self, out: Out) -> None:
-        """Queue the frames for the session, then send the events upstream, in the bridge's order."""
+        """Queue the frames for the session, then send the events to OpenAI, in the bridge's order."""
         for frame in out.client:
             await self._frames.put(frame)  # waits while the client is not reading: backpressure
         try:
-            for event in out.upstream:
+            for event in out.provider:
                 await self._ws.send(json.dumps(event, separators=(",", ":")))
         except ConnectionClosed as exc:
             self._end(closed_from(exc))
             raise self._closed from None  # type: ignore[misc]
 
-    def _end(self, closed: UpstreamClosed) -> None:
+    def _end(self, closed: ProviderClosed) -> None:
         if self._closed is None:
             self._closed = closed
             with contextlib.suppress(asyncio.QueueFull):  # a full queue has no waiting reader to wake
                 self._frames.put_nowait(closed)
 
 
-def _closed_by(ws: ClientConnection) -> UpstreamClosed:
-    return UpstreamClosed(ws.close_code or 1006, ws.close_reason or "")
+def _closed_by(ws: ClientConnection) -> ProviderClosed:
+    return ProviderClosed(ws.close_code or 1006, ws.close_reason or "")
 
 
 def realtime_url(url: str, model: str) -> str:
@@ -154,10 +154,10 @@ def realtime_url(url: str, model: str) -> str:
 
 async def open_openai(
     url: str, model: str, api_key: str, voice: str = "marin", open_timeout: float = 10.0
-) -> OpenAIUpstream:
+) -> OpenAIProvider:
     """Connect to the Realtime endpoint with the gateway's key."""
     authorization = f"Bearer {api_key}"
     connection = await connect_provider(
         realtime_url(url, model), authorization, "OpenAI", "OPENAI_API_KEY", open_timeout
     )
-    return OpenAIUpstream(connection, Bridge(voice=voice))
+    return OpenAIProvider(connection, Bridge(voice=voice))

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from gateway.upstream.base import UpstreamClosed, UpstreamUnavailable
-from gateway.upstream.factory import open_upstream
-from gateway.upstream.openai import OpenAIUpstream, open_openai, realtime_url
+from gateway.providers import open_provider
+from gateway.providers.base import ProviderClosed, ProviderUnavailable
+from gateway.providers.openai.adapter import OpenAIProvider, open_openai, realtime_url
 from shared.config import Config
 from shared.envelopes import FunctionSpec
 from shared.redis_server import free_port
@@ -35,87 +35,81 @@ async def fake() -> AsyncIterator[tuple[FakeOpenAI, str]]:
         yield server, f"ws://127.0.0.1:{port}/v1/realtime"
 
 
-async def next_message(upstream: OpenAIUpstream, type_: str) -> dict[str, Any]:
+async def next_message(provider: OpenAIProvider, type_: str) -> dict[str, Any]:
     while True:
-        frame = await asyncio.wait_for(upstream.recv(), 5)
+        frame = await asyncio.wait_for(provider.recv(), 5)
         if isinstance(frame, str) and (message := json.loads(frame))["type"] == type_:
             return message
 
 
-async def started(url: str) -> tuple[OpenAIUpstream, str]:
-    upstream = await open_openai(url, "gpt-realtime", KEY)
-    session_id = (await next_message(upstream, "Welcome"))["request_id"]
-    await upstream.send(SETTINGS)
-    await next_message(upstream, "SettingsApplied")
-    return upstream, session_id
+async def started(url: str) -> tuple[OpenAIProvider, str]:
+    provider = await open_openai(url, "gpt-realtime", KEY)
+    session_id = (await next_message(provider, "Welcome"))["request_id"]
+    await provider.send(SETTINGS)
+    await next_message(provider, "SettingsApplied")
+    return provider, session_id
 
 
 async def test_a_client_function_call_round_trip(fake):
     server, url = fake
-    upstream, session_id = await started(url)
-    assert upstream.label == "openai"
-    await upstream.send(json.dumps({"type": "KeepAlive"}))
-    await upstream.send(json.dumps({"type": "InjectUserMessage", "content": 'call echo {"x": 1}'}))
-    request = await next_message(upstream, "FunctionCallRequest")
+    provider, session_id = await started(url)
+    assert provider.label == "openai"
+    await provider.send(json.dumps({"type": "KeepAlive"}))
+    await provider.send(json.dumps({"type": "InjectUserMessage", "content": 'call echo {"x": 1}'}))
+    request = await next_message(provider, "FunctionCallRequest")
     [fn] = request["functions"]
     assert (fn["name"], json.loads(fn["arguments"]), fn["client_side"]) == ("echo", {"x": 1}, True)
-    await upstream.send(json.dumps({"type": "FunctionCallResponse", "id": fn["id"], "name": "echo", "content": "42"}))
-    text = await next_message(upstream, "ConversationText")
+    await provider.send(json.dumps({"type": "FunctionCallResponse", "id": fn["id"], "name": "echo", "content": "42"}))
+    text = await next_message(provider, "ConversationText")
     while text["role"] != "assistant":
-        text = await next_message(upstream, "ConversationText")
+        text = await next_message(provider, "ConversationText")
     assert text["content"] == "echo returned: 42."
-    await next_message(upstream, "AgentAudioDone")
+    await next_message(provider, "AgentAudioDone")
     stats = server.sessions[session_id].stats
     assert stats["response_creates"] == 2 and stats["active_response_errors"] == 0 and stats["errors"] == []
     assert "KeepAlive" not in stats["events"]
-    await upstream.close()
-    await upstream.close()  # twice is fine
-    with pytest.raises(UpstreamClosed):
-        await upstream.recv()
+    await provider.close()
+    await provider.close()  # twice is fine
+    with pytest.raises(ProviderClosed):
+        await provider.recv()
 
 
 async def test_a_side_effect_call_of_a_cancelled_response_never_reaches_the_session(fake):
     server, url = fake
-    upstream, session_id = await started(url)
-    upstream.use_functions(
+    provider, session_id = await started(url)
+    provider.use_functions(
         {"add_note": FunctionSpec(name="add_note", description="", parameters={}, side_effects=True)}
     )
-    await upstream.send(json.dumps({"type": "InjectUserMessage", "content": "interrupt call add_note call echo"}))
-    request = await next_message(upstream, "FunctionCallRequest")
+    await provider.send(json.dumps({"type": "InjectUserMessage", "content": "interrupt call add_note call echo"}))
+    request = await next_message(provider, "FunctionCallRequest")
     assert [f["name"] for f in request["functions"]] == ["echo"]
-    await next_message(upstream, "UserStartedSpeaking")
-    cancelled = await next_message(upstream, "FunctionCallCancelled")
+    await next_message(provider, "UserStartedSpeaking")
+    cancelled = await next_message(provider, "FunctionCallCancelled")
     assert [f["name"] for f in cancelled["functions"]] == ["echo"]
     assert server.sessions[session_id].stats["responses"][-1]["status"] == "cancelled"
-    await upstream.close()
+    await provider.close()
 
 
 async def test_a_wrong_key_is_refused_without_echoing_it(fake):
     _, url = fake
-    with pytest.raises(UpstreamUnavailable) as refused:
+    with pytest.raises(ProviderUnavailable) as refused:
         await open_openai(url, "gpt-realtime", "sk-wrong-key")
     assert "HTTP 401" in str(refused.value) and "OPENAI_API_KEY" in str(refused.value)
     assert "sk-wrong-key" not in str(refused.value)
 
 
 async def test_an_unreachable_provider_is_unavailable():
-    with pytest.raises(UpstreamUnavailable, match="Cannot reach"):
+    with pytest.raises(ProviderUnavailable, match="Cannot reach"):
         await open_openai(f"ws://127.0.0.1:{free_port()}/v1/realtime", "gpt-realtime", KEY, open_timeout=2)
 
 
 async def test_the_factory_opens_openai_when_configured(fake):
     _, url = fake
-    upstream = await open_upstream(Config(upstream="openai", openai_url=url, openai_api_key=KEY))
-    assert isinstance(upstream, OpenAIUpstream)
-    await upstream.close()
-    with pytest.raises(UpstreamUnavailable, match="OPENAI_API_KEY"):
-        await open_upstream(Config(upstream="openai", openai_api_key=None))
-
-
-def test_auto_prefers_deepgram_then_openai_then_simulated():
-    assert Config(upstream="auto", deepgram_api_key="d", openai_api_key="o").resolved_upstream() == "deepgram"
-    assert Config(upstream="auto", deepgram_api_key=None, openai_api_key="o").resolved_upstream() == "openai"
-    assert Config(upstream="auto", deepgram_api_key=None, openai_api_key=None).resolved_upstream() == "simulated"
+    provider = await open_provider(Config(provider="openai", openai_url=url, openai_api_key=KEY))
+    assert isinstance(provider, OpenAIProvider)
+    await provider.close()
+    with pytest.raises(ProviderUnavailable, match="OPENAI_API_KEY"):
+        await open_provider(Config(provider="openai", openai_api_key=None))
 
 
 def test_the_model_goes_into_the_url_unless_it_is_there():

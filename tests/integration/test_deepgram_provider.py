@@ -1,4 +1,4 @@
-"""The Deepgram adapter over a real WebSocket: the gateway connects with UPSTREAM=deepgram to the simulated
+"""The Deepgram adapter over a real WebSocket: the gateway connects with PROVIDER=deepgram to the simulated
 agent served as a separate process that demands ``Authorization: Token <key>``, as Deepgram does."""
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ TOKEN = "dg-test-key-0123456789"
 def provider(logs_dir: Path) -> Iterator[str]:
     port = free_port()
     proc = Process(
-        ["-m", "gateway.simulated_agent", "--port", str(port), "--require-token", TOKEN], {}, logs_dir / "provider.log"
+        ["-m", "gateway.providers.simulated", "--port", str(port), "--require-token", TOKEN],
+        {},
+        logs_dir / "provider.log",
     )
     wait_until(lambda: http_status(f"http://127.0.0.1:{port}/v1/agent/converse"), 15, "the provider to listen")
     yield f"ws://127.0.0.1:{port}/v1/agent/converse"
@@ -31,7 +33,7 @@ def provider(logs_dir: Path) -> Iterator[str]:
 
 def deepgram_gateway(redis_server: RedisServer, logs_dir: Path, provider: str, key: str, name: str) -> Gateway:
     return Gateway(
-        redis_server.url, logs_dir / name, UPSTREAM="deepgram", DEEPGRAM_URL=provider, DEEPGRAM_API_KEY=key
+        redis_server.url, logs_dir / name, PROVIDER="deepgram", DEEPGRAM_URL=provider, DEEPGRAM_API_KEY=key
     ).wait_ready()
 
 

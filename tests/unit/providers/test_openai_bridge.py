@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from gateway.openai.bridge import Bridge, Out
+from gateway.providers.openai.bridge import Bridge, Out
 from shared.envelopes import FunctionSpec
 
 SETTINGS = {
@@ -26,8 +26,8 @@ def types(out: Out) -> list[str]:
     return [json.loads(f)["type"] if isinstance(f, str) else "audio" for f in out.client]
 
 
-def upstream_types(out: Out) -> list[str]:
-    return [e["type"] for e in out.upstream]
+def provider_types(out: Out) -> list[str]:
+    return [e["type"] for e in out.provider]
 
 
 def client(bridge: Bridge, message: dict[str, Any] | bytes) -> Out:
@@ -74,26 +74,26 @@ def test_session_created_gives_welcome():
 def test_settings_applied_waits_for_session_updated_and_held_messages_follow():
     bridge = Bridge()
     out = client(bridge, SETTINGS)
-    assert upstream_types(out) == ["session.update"] and out.client == []
+    assert provider_types(out) == ["session.update"] and out.client == []
     out = client(bridge, {"type": "InjectUserMessage", "content": "Hi"})
-    assert out.upstream == [] and out.client == []
+    assert out.provider == [] and out.client == []
     out = provider(bridge, "session.updated", session={})
     assert types(out) == ["SettingsApplied"]
-    assert upstream_types(out) == ["conversation.item.create", "response.create"]
+    assert provider_types(out) == ["conversation.item.create", "response.create"]
 
 
 def test_greeting_is_spoken_once_ready():
     bridge = Bridge()
     client(bridge, {**SETTINGS, "agent": {"greeting": "Hello there"}})
     out = provider(bridge, "session.updated", session={})
-    assert out.upstream[0]["type"] == "response.create"
-    assert out.upstream[0]["response"]["instructions"].endswith("Hello there")
+    assert out.provider[0]["type"] == "response.create"
+    assert out.provider[0]["response"]["instructions"].endswith("Hello there")
 
 
 def test_update_prompt_appends_and_is_confirmed():
     bridge = ready_bridge()
     out = client(bridge, {"type": "UpdatePrompt", "prompt": "Be brief."})
-    assert out.upstream[0]["session"]["instructions"] == "Base.\n\nBe brief."
+    assert out.provider[0]["session"]["instructions"] == "Base.\n\nBe brief."
     assert types(provider(bridge, "session.updated", session={})) == ["PromptUpdated"]
 
 
@@ -101,7 +101,7 @@ def test_keepalive_sends_nothing_and_unknown_messages_get_a_warning():
     bridge = ready_bridge()
     assert client(bridge, {"type": "KeepAlive"}) == Out()
     out = client(bridge, {"type": "UpdateSpeak", "speak": {}})
-    assert out.upstream == [] and types(out) == ["Warning"]
+    assert out.provider == [] and types(out) == ["Warning"]
 
 
 def test_update_think_cannot_change_the_tools():
@@ -110,7 +110,7 @@ def test_update_think_cannot_change_the_tools():
     bridge = ready_bridge({"get_weather": spec("get_weather")})
     think = {"functions": [{"name": "get_weather", "description": "mine", "endpoint": {"url": "https://x.example"}}]}
     out = client(bridge, {"type": "UpdateThink", "think": think})
-    assert out.upstream == []
+    assert out.provider == []
     assert [(m["type"], m["code"]) for m in map(json.loads, out.client)] == [("Warning", "UNSUPPORTED_MESSAGE")]
 
 
@@ -162,23 +162,23 @@ def test_speaking_starts_once_and_ends_with_the_response():
 def test_input_audio_is_resampled_to_24k():
     bridge = ready_bridge()
     out = client(bridge, b"\x00\x00" * 1600)
-    sent = sum(len(base64.b64decode(e["audio"])) for e in out.upstream) // 2
-    assert upstream_types(out) == ["input_audio_buffer.append"] and 2000 < sent <= 2400
+    sent = sum(len(base64.b64decode(e["audio"])) for e in out.provider) // 2
+    assert provider_types(out) == ["input_audio_buffer.append"] and 2000 < sent <= 2400
 
 
 def test_a_message_during_a_response_waits_for_its_end():
     bridge = ready_bridge()
     out = client(bridge, {"type": "InjectUserMessage", "content": "One"})
-    assert upstream_types(out) == ["conversation.item.create", "response.create"]
+    assert provider_types(out) == ["conversation.item.create", "response.create"]
     created(bridge)
-    assert upstream_types(client(bridge, {"type": "InjectUserMessage", "content": "Two"})) == [
+    assert provider_types(client(bridge, {"type": "InjectUserMessage", "content": "Two"})) == [
         "conversation.item.create"
     ]
-    assert upstream_types(client(bridge, {"type": "InjectAgentMessage", "message": "Three"})) == []
-    assert upstream_types(done(bridge)) == ["response.create"]  # "Two", then "Three" after the next response
+    assert provider_types(client(bridge, {"type": "InjectAgentMessage", "message": "Three"})) == []
+    assert provider_types(done(bridge)) == ["response.create"]  # "Two", then "Three" after the next response
     created(bridge, "r2")
     out = done(bridge, "r2")
-    assert out.upstream[0]["response"]["instructions"].endswith("Three")
+    assert out.provider[0]["response"]["instructions"].endswith("Three")
 
 
 # --- function calls -------------------------------------------------------------------------------------------
@@ -197,13 +197,13 @@ def test_one_call_is_requested_answered_and_continued_once():
     item = {"type": "function_call", "call_id": "c1", "name": "get_weather", "arguments": "{}"}
     assert provider(bridge, "response.output_item.done", response_id="r1", item=item) == Out()  # no duplicate
     out = answer(bridge, "c1")
-    assert out.upstream == [
+    assert out.provider == [
         {
             "type": "conversation.item.create",
             "item": {"type": "function_call_output", "call_id": "c1", "output": '"ok"'},
         }
     ]  # the response is still active: no response.create yet
-    assert upstream_types(done(bridge)) == ["response.create"]
+    assert provider_types(done(bridge)) == ["response.create"]
 
 
 def test_parallel_calls_get_one_response_create_after_the_last_answer():
@@ -211,9 +211,9 @@ def test_parallel_calls_get_one_response_create_after_the_last_answer():
     created(bridge)
     call(bridge, "c1", "a")
     call(bridge, "c2", "b")
-    assert done(bridge).upstream == []
-    assert upstream_types(answer(bridge, "c2")) == ["conversation.item.create"]
-    assert upstream_types(answer(bridge, "c1")) == ["conversation.item.create", "response.create"]
+    assert done(bridge).provider == []
+    assert provider_types(answer(bridge, "c2")) == ["conversation.item.create"]
+    assert provider_types(answer(bridge, "c1")) == ["conversation.item.create", "response.create"]
     assert answer(bridge, "c1") == Out()  # a second answer is dropped
 
 
@@ -246,25 +246,25 @@ def test_a_cancelled_response_cancels_its_calls_and_drops_held_ones():
     assert [json.loads(f) for f in out.client] == [
         {"type": "FunctionCallCancelled", "functions": [{"id": "c2", "name": "slow_echo"}]}
     ]
-    assert out.upstream == []
+    assert out.provider == []
     assert answer(bridge, "c2") == Out()  # too late: the call was cancelled
 
 
 def test_an_active_response_error_is_retried_after_that_response():
     bridge = ready_bridge()
     out = client(bridge, {"type": "InjectUserMessage", "content": "Hi"})
-    event_id = out.upstream[-1]["event_id"]
+    event_id = out.provider[-1]["event_id"]
     error = {"type": "invalid_request_error", "code": "conversation_already_has_active_response", "message": "busy"}
     out = provider(bridge, "error", error={**error, "event_id": event_id})
-    assert types(out) == ["Warning"] and out.upstream == []
+    assert types(out) == ["Warning"] and out.provider == []
     created(bridge, "auto")  # the automatic response that won the race
-    assert upstream_types(done(bridge, "auto")) == ["response.create"]
+    assert provider_types(done(bridge, "auto")) == ["response.create"]
 
 
 def test_a_refused_response_create_does_not_block_the_next_one():
     bridge = ready_bridge()
-    event_id = client(bridge, {"type": "InjectUserMessage", "content": "Hi"}).upstream[-1]["event_id"]
+    event_id = client(bridge, {"type": "InjectUserMessage", "content": "Hi"}).provider[-1]["event_id"]
     provider(
         bridge, "error", error={"type": "invalid_request_error", "code": "x", "message": "no", "event_id": event_id}
     )
-    assert upstream_types(client(bridge, {"type": "InjectUserMessage", "content": "Again"}))[-1] == "response.create"
+    assert provider_types(client(bridge, {"type": "InjectUserMessage", "content": "Again"}))[-1] == "response.create"

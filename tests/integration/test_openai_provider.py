@@ -1,4 +1,4 @@
-"""UPSTREAM=openai end to end: a gateway process translating to the fake OpenAI Realtime server (a separate
+"""PROVIDER=openai end to end: a gateway process translating to the fake OpenAI Realtime server (a separate
 process that demands ``Authorization: Bearer <key>``), real Redis and real workers running the calls.
 
 Every test ends by checking what reached the fake: in particular that no ``response.create`` ever arrived
@@ -46,7 +46,7 @@ def fake_openai(logs_dir: Path) -> Iterator[str]:
 def openai_gateway(redis_server: RedisServer, workers: Process, logs_dir: Path, fake_openai: str) -> Iterator[Gateway]:
     url = fake_openai.replace("http://", "ws://") + "/v1/realtime"
     gateway = Gateway(
-        redis_server.url, logs_dir / "gw-openai.log", UPSTREAM="openai", OPENAI_URL=url, OPENAI_API_KEY=KEY,
+        redis_server.url, logs_dir / "gw-openai.log", PROVIDER="openai", OPENAI_URL=url, OPENAI_API_KEY=KEY,
         KEEPALIVE_INTERVAL="1",
     ).wait_ready()  # fmt: skip
     yield gateway
@@ -198,7 +198,7 @@ async def test_audio_is_resampled_both_ways(openai_gateway, fake_openai):
 async def test_a_refused_key_gives_a_clear_error(redis_server, workers, logs_dir, fake_openai):
     url = fake_openai.replace("http://", "ws://") + "/v1/realtime"
     gateway = Gateway(
-        redis_server.url, logs_dir / "gw-openai-badkey.log", UPSTREAM="openai", OPENAI_URL=url,
+        redis_server.url, logs_dir / "gw-openai-badkey.log", PROVIDER="openai", OPENAI_URL=url,
         OPENAI_API_KEY="sk-wrong",
     ).wait_ready()  # fmt: skip
     try:

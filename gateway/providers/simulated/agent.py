@@ -1,19 +1,17 @@
 """A simulated voice agent that speaks the Deepgram Voice Agent API v1, offline and deterministically.
 
-It lets the project run with no provider account, and it is the upstream of the tests: it speaks the same
+It lets the project run with no provider account, and it is the provider of the tests: it speaks the same
 protocol as Deepgram, so the gateway code that serves it also serves the real provider.
 
 :class:`SimulatedAgent` is a sans-I/O protocol core: ``opening()`` gives the frames a new connection starts
 with, ``receive(frame)`` gives the frames to send back, in order. No sockets, no asyncio, no timers; two I/O
-wrappers use it: ``gateway.upstream.simulated`` (in the gateway's own process) and :func:`serve` below (a
-standalone WebSocket server, for tests of real WebSocket adapters)::
-
-    python -m gateway.simulated_agent --host 127.0.0.1 --port 8081 [--require-token T]
+wrappers use it: :mod:`.adapter` (in the gateway's own process) and :mod:`.server` (a standalone WebSocket
+server, for tests of real WebSocket adapters: ``python -m gateway.providers.simulated``).
 
 What it does instead of speech recognition, a language model and speech synthesis:
 
 - Users "speak" with ``InjectUserMessage``; audio from the client is only counted.
-- Function calls are chosen by :mod:`gateway.simulated_intents` (explicit ``call NAME {json}`` or keywords).
+- Function calls are chosen by :mod:`.intents` (explicit ``call NAME {json}`` or keywords).
 - The answer quotes every function result verbatim, so a test can find what a function returned.
 - Speech is a 440 Hz tone in PCM16, between ``AgentStartedSpeaking`` and ``AgentAudioDone``.
 - ``{"type": "SimulatedAgentStats"}`` (not part of the real protocol) reports what reached the provider.
@@ -23,32 +21,21 @@ Everything is deterministic except ids (uuid4).
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import contextlib
 import functools
 import json
-import logging
 import math
 import struct
 import uuid
 from collections.abc import Callable
-from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from pydantic import ValidationError
 
-from gateway.simulated_intents import Intent, find_calls
-from gateway.upstream.base import Frame
+from gateway.providers.base import Frame
+from gateway.providers.simulated.intents import Intent, find_calls
 from shared.protocol import Settings
 
-if TYPE_CHECKING:
-    from websockets.asyncio.server import Server, ServerConnection
-    from websockets.http11 import Request, Response
-
-__all__ = ["FATAL_CLOSE_CODE", "SimulatedAgent", "main", "serve"]
-
-log = logging.getLogger(__name__)
+__all__ = ["FATAL_CLOSE_CODE", "SimulatedAgent", "tone_chunks"]
 
 DEFAULT_OUTPUT_SAMPLE_RATE = 24000
 TONE_HZ = 440.0
@@ -59,7 +46,6 @@ LATENCIES = {"total_latency": 0.05, "tts_latency": 0.02, "ttt_latency": 0.03}
 """Fixed numbers for ``AgentStartedSpeaking``: the simulated agent has no real latency to report."""
 FATAL_CLOSE_CODE = 1008
 """WebSocket close code after a fatal Error (policy violation), with the error code as the reason."""
-AGENT_PATHS = ("/v1/agent/converse", "/")
 STATS_LIMIT = 1000
 """Entries each list in ``stats`` keeps (the newest): they grow with every call a client triggers and answers."""
 
@@ -299,70 +285,3 @@ class SimulatedAgent:
 
 def _sentence(text: str) -> str:
     return text if text.endswith((".", "!", "?")) else text + "."
-
-
-# --- standalone WebSocket server ----------------------------------------------------------------------------
-
-
-def serve(host: str = "127.0.0.1", port: int = 0, require_token: str | None = None) -> Server:
-    """A WebSocket server of the simulated agent at ``/v1/agent/converse`` and ``/``, one agent per connection.
-
-    Returns websockets' :class:`~websockets.asyncio.server.Server`, which is both awaitable and an async
-    context manager: ``async with serve("127.0.0.1", 0) as server:`` (port 0 picks a free port; read it from
-    ``server.sockets``). With ``require_token`` the handshake is refused with HTTP 401 unless the request
-    carries ``Authorization: Token <require_token>``, as Deepgram refuses a bad key.
-    """
-    from websockets.asyncio.server import serve as websockets_serve
-
-    def check_request(connection: ServerConnection, request: Request) -> Response | None:
-        path = request.path.split("?", 1)[0]
-        if path not in AGENT_PATHS:
-            return connection.respond(HTTPStatus.NOT_FOUND, "Not found: the agent is at /v1/agent/converse.\n")
-        if require_token is not None and request.headers.get("Authorization") != f"Token {require_token}":
-            return connection.respond(HTTPStatus.UNAUTHORIZED, "Missing or wrong 'Authorization: Token' header.\n")
-        return None
-
-    return websockets_serve(_converse, host, port, process_request=check_request, max_size=None, compression=None)
-
-
-async def _converse(connection: ServerConnection) -> None:
-    """Relay one connection through its own :class:`SimulatedAgent`; close with 1008 after a fatal Error."""
-    from websockets.exceptions import ConnectionClosed
-
-    agent = SimulatedAgent()
-    try:
-        for frame in agent.opening():
-            await connection.send(frame)
-        async for received in connection:
-            for frame in agent.receive(received):
-                await connection.send(frame)
-            if agent.closed:
-                await connection.close(FATAL_CLOSE_CODE, agent.close_reason)
-                return
-    except ConnectionClosed:
-        pass  # the client left; nothing to clean up
-
-
-async def _serve_forever(host: str, port: int, require_token: str | None) -> None:
-    async with serve(host, port, require_token) as server:
-        bound = next(iter(server.sockets)).getsockname()[1]
-        auth = " (token required)" if require_token else ""
-        log.info("simulated agent listening on ws://%s:%d/v1/agent/converse%s", host, bound, auth)
-        await server.serve_forever()
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m gateway.simulated_agent``: run the standalone server until Ctrl-C or SIGTERM."""
-    parser = argparse.ArgumentParser(description="Serve the simulated Deepgram voice agent over WebSocket.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8081)
-    parser.add_argument("--require-token", metavar="T", help="refuse connections without 'Authorization: Token T'")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("websockets").setLevel(logging.WARNING)
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is the normal way to stop it
-        asyncio.run(_serve_forever(args.host, args.port, args.require_token))
-
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,6 @@
-"""The built-in simulated agent as an upstream, in the gateway's own process (no socket, no account).
+"""The built-in simulated agent as a provider, in the gateway's own process (no socket, no account).
 
-:class:`~gateway.simulated_agent.SimulatedAgent` is a sans-I/O core: this adapter feeds it the frames the
+:class:`~.agent.SimulatedAgent` is a sans-I/O core: this adapter feeds it the frames the
 session sends and queues what it answers, so ``recv`` behaves like reading from a provider's WebSocket.
 """
 
@@ -11,15 +11,15 @@ import contextlib
 import logging
 from typing import ClassVar
 
-from gateway.simulated_agent import FATAL_CLOSE_CODE, SimulatedAgent
-from gateway.upstream.base import DEEPGRAM_AUDIO, AudioSupport, Frame, Upstream, UpstreamClosed
+from gateway.providers.base import DEEPGRAM_AUDIO, AudioSupport, Frame, Provider, ProviderClosed
+from gateway.providers.simulated.agent import FATAL_CLOSE_CODE, SimulatedAgent
 
-__all__ = ["SimulatedUpstream", "open_simulated"]
+__all__ = ["SimulatedProvider", "open_simulated"]
 
 log = logging.getLogger(__name__)
 
 _END = object()
-"""Queued after the last frame: wakes a waiting ``recv`` so it can raise :class:`UpstreamClosed`."""
+"""Queued after the last frame: wakes a waiting ``recv`` so it can raise :class:`ProviderClosed`."""
 
 _announced = False
 
@@ -29,8 +29,8 @@ a client that stops reading fills the queue, and then ``send`` waits (backpressu
 with every message the client sends."""
 
 
-class SimulatedUpstream(Upstream):
-    """An upstream whose provider is a :class:`SimulatedAgent` in memory; its Welcome is queued at once."""
+class SimulatedProvider(Provider):
+    """A provider that is a :class:`SimulatedAgent` in memory; its Welcome is queued at once."""
 
     label = "simulated"
     audio_support: ClassVar[AudioSupport] = AudioSupport(
@@ -48,7 +48,7 @@ class SimulatedUpstream(Upstream):
 
     async def send(self, frame: Frame) -> None:
         if self._closed or self.agent.closed:
-            raise UpstreamClosed(*(self._closed or (FATAL_CLOSE_CODE, self.agent.close_reason)))
+            raise ProviderClosed(*(self._closed or (FATAL_CLOSE_CODE, self.agent.close_reason)))
         for reply in self.agent.receive(frame):
             await self._outgoing.put(reply)  # waits while the session's reader is behind
         if self.agent.closed:  # a fatal Error: the provider closes after sending it
@@ -56,13 +56,13 @@ class SimulatedUpstream(Upstream):
 
     async def recv(self) -> Frame:
         if self._closed:
-            raise UpstreamClosed(*self._closed)
+            raise ProviderClosed(*self._closed)
         item = await self._outgoing.get()
         if item is _END:
             with contextlib.suppress(asyncio.QueueFull):
                 self._outgoing.put_nowait(_END)  # for any other waiter
             self._closed = self._closed or (FATAL_CLOSE_CODE, self.agent.close_reason)
-            raise UpstreamClosed(*self._closed)
+            raise ProviderClosed(*self._closed)
         assert isinstance(item, str | bytes)
         return item
 
@@ -73,10 +73,10 @@ class SimulatedUpstream(Upstream):
                 self._outgoing.put_nowait(_END)
 
 
-async def open_simulated() -> SimulatedUpstream:
+async def open_simulated() -> SimulatedProvider:
     """A new simulated conversation, with its Welcome already queued like a provider's first frame."""
     global _announced
     level = logging.DEBUG if _announced else logging.INFO  # once per process: sessions are many
     _announced = True
     log.log(level, "using the built-in simulated agent (offline, deterministic; set DEEPGRAM_API_KEY for Deepgram)")
-    return SimulatedUpstream()
+    return SimulatedProvider()

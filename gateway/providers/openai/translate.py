@@ -2,7 +2,7 @@
 
 No sockets, no state: every function takes messages (dicts, strings) and returns messages. What has to be
 remembered between messages (which calls are pending, whether a response is active, resampler state) lives
-in :mod:`gateway.openai.bridge`; the WebSocket I/O lives in :mod:`gateway.upstream.openai`.
+in :mod:`.bridge`; the WebSocket I/O lives in :mod:`.adapter`.
 
 Names: a *frame* is a component-protocol message for the client (a JSON text or PCM bytes); an *event* is an
 OpenAI Realtime message (a dict, serialised by the adapter).
@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.openai.audio import OPENAI_RATE
+from gateway.providers.openai.audio import OPENAI_RATE
 from shared.protocol import (
     ConversationText,
     Error,

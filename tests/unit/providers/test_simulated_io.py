@@ -1,4 +1,4 @@
-"""The simulated agent behind its two I/O wrappers: the in-process upstream and the standalone server."""
+"""The simulated agent behind its two I/O wrappers: the in-process provider and the standalone server."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import Server
 from websockets.exceptions import InvalidStatus
 
-from gateway.simulated_agent import serve
-from gateway.upstream import simulated
-from gateway.upstream.base import UpstreamClosed
-from gateway.upstream.simulated import SimulatedUpstream, open_simulated
+from gateway.providers.base import ProviderClosed
+from gateway.providers.simulated import adapter as simulated
+from gateway.providers.simulated.adapter import SimulatedProvider, open_simulated
+from gateway.providers.simulated.server import serve
 
 SETTINGS = json.dumps({"type": "Settings", "agent": {"think": {"functions": [{"name": "get_weather"}]}}})
 TOKEN = "sim-test-token"
@@ -30,60 +30,60 @@ async def next_message(recv: Any, type_: str) -> dict[str, Any]:
             return message
 
 
-# --- in-process upstream ------------------------------------------------------------------------------------
+# --- in-process provider ------------------------------------------------------------------------------------
 
 
-async def test_upstream_relays_a_function_call_conversation():
-    upstream = await open_simulated()
-    assert upstream.label == "simulated"
-    assert json.loads(await upstream.recv())["type"] == "Welcome"
-    await upstream.send(SETTINGS)
-    assert json.loads(await upstream.recv())["type"] == "SettingsApplied"
-    await upstream.send(json.dumps({"type": "InjectUserMessage", "content": "weather in Paris"}))
-    [call] = (await next_message(upstream.recv, "FunctionCallRequest"))["functions"]
+async def test_provider_relays_a_function_call_conversation():
+    provider = await open_simulated()
+    assert provider.label == "simulated"
+    assert json.loads(await provider.recv())["type"] == "Welcome"
+    await provider.send(SETTINGS)
+    assert json.loads(await provider.recv())["type"] == "SettingsApplied"
+    await provider.send(json.dumps({"type": "InjectUserMessage", "content": "weather in Paris"}))
+    [call] = (await next_message(provider.recv, "FunctionCallRequest"))["functions"]
     response = {"type": "FunctionCallResponse", "id": call["id"], "name": call["name"], "content": "mild"}
-    await upstream.send(json.dumps(response))
-    assert (await next_message(upstream.recv, "ConversationText"))["content"] == "get_weather returned: mild."
-    assert isinstance(await upstream.recv(), str)  # AgentStartedSpeaking
-    assert isinstance(await upstream.recv(), bytes)  # then audio
-    await upstream.send(b"\x00" * 640)
-    await upstream.send('{"type":"SimulatedAgentStats"}')
-    assert (await next_message(upstream.recv, "SimulatedAgentStats"))["audio_bytes"] == 640
-    await upstream.close()
+    await provider.send(json.dumps(response))
+    assert (await next_message(provider.recv, "ConversationText"))["content"] == "get_weather returned: mild."
+    assert isinstance(await provider.recv(), str)  # AgentStartedSpeaking
+    assert isinstance(await provider.recv(), bytes)  # then audio
+    await provider.send(b"\x00" * 640)
+    await provider.send('{"type":"SimulatedAgentStats"}')
+    assert (await next_message(provider.recv, "SimulatedAgentStats"))["audio_bytes"] == 640
+    await provider.close()
 
 
 async def test_close_ends_recv_and_send():
-    upstream = SimulatedUpstream()
-    await upstream.recv()  # Welcome
-    waiter = asyncio.create_task(upstream.recv())
+    provider = SimulatedProvider()
+    await provider.recv()  # Welcome
+    waiter = asyncio.create_task(provider.recv())
     await asyncio.sleep(0)
-    await upstream.close()
-    await upstream.close()  # safe twice
-    with pytest.raises(UpstreamClosed) as closed:
+    await provider.close()
+    await provider.close()  # safe twice
+    with pytest.raises(ProviderClosed) as closed:
         await asyncio.wait_for(waiter, 1)
     assert closed.value.code == 1000
-    with pytest.raises(UpstreamClosed):
-        await upstream.recv()
-    with pytest.raises(UpstreamClosed):
-        await upstream.send(SETTINGS)
+    with pytest.raises(ProviderClosed):
+        await provider.recv()
+    with pytest.raises(ProviderClosed):
+        await provider.send(SETTINGS)
 
 
-async def test_fatal_error_is_delivered_then_the_upstream_closes():
-    upstream = SimulatedUpstream()
-    await upstream.recv()  # Welcome
-    await upstream.send('{"type":"KeepAlive"}')
-    error = json.loads(await upstream.recv())
+async def test_fatal_error_is_delivered_then_the_provider_closes():
+    provider = SimulatedProvider()
+    await provider.recv()  # Welcome
+    await provider.send('{"type":"KeepAlive"}')
+    error = json.loads(await provider.recv())
     assert error["code"] == "NON_SETTINGS_MESSAGE_BEFORE_SETTINGS"
-    with pytest.raises(UpstreamClosed) as closed:
-        await upstream.recv()
+    with pytest.raises(ProviderClosed) as closed:
+        await provider.recv()
     assert (closed.value.code, closed.value.reason) == (1008, "NON_SETTINGS_MESSAGE_BEFORE_SETTINGS")
-    with pytest.raises(UpstreamClosed):
-        await upstream.send(SETTINGS)
+    with pytest.raises(ProviderClosed):
+        await provider.send(SETTINGS)
 
 
 async def test_use_of_the_simulated_agent_is_logged_once(caplog: pytest.LogCaptureFixture, monkeypatch):
     monkeypatch.setattr(simulated, "_announced", False)
-    with caplog.at_level(logging.INFO, logger="gateway.upstream.simulated"):
+    with caplog.at_level(logging.INFO, logger="gateway.providers.simulated.adapter"):
         await open_simulated()
         await open_simulated()
     assert len([r for r in caplog.records if r.levelno == logging.INFO and "simulated agent" in r.message]) == 1

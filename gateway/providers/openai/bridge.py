@@ -2,8 +2,8 @@
 
 :class:`Bridge` takes component frames from the session (``from_component``) and OpenAI events from the
 provider (``from_provider``) and returns, each time, the OpenAI events to send and the component frames to
-hand the session. The pure message mapping is in :mod:`gateway.openai.translate`; this class adds what needs
-memory:
+hand the session. The pure message mapping is in :mod:`.translate`, the calls it waits on are kept by
+:mod:`.ledger`; this class adds the rules that need memory:
 
 - **Readiness.** ``SettingsApplied`` goes out only once OpenAI confirms the ``session.update`` it came from;
   user messages injected before that wait.
@@ -30,9 +30,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.openai import translate as tr
-from gateway.openai.audio import OPENAI_RATE, Resampler
-from gateway.upstream.base import Frame
+from gateway.providers.base import Frame
+from gateway.providers.openai import translate as tr
+from gateway.providers.openai.audio import OPENAI_RATE, Resampler
+from gateway.providers.openai.ledger import Ledger, Response
 from shared.envelopes import FunctionSpec
 from shared.protocol import ErrorCode
 
@@ -50,31 +51,10 @@ largest Settings frame, and every update sends the whole prompt again."""
 
 @dataclass
 class Out:
-    """What one input produced: OpenAI events to send upstream, component frames for the session."""
+    """What one input produced: OpenAI events to send to the provider, component frames for the session."""
 
-    upstream: list[dict[str, Any]] = field(default_factory=list)
+    provider: list[dict[str, Any]] = field(default_factory=list)
     client: list[Frame] = field(default_factory=list)
-
-
-@dataclass
-class _Call:
-    call_id: str
-    name: str
-    arguments: str
-    side_effects: bool
-    emitted: bool = False
-    """A FunctionCallRequest for it went to the session."""
-    answered: bool = False
-
-
-@dataclass
-class _Response:
-    id: str
-    created_at: float
-    calls: dict[str, _Call] = field(default_factory=dict)
-    completed: bool = False
-    """``response.done`` arrived with status ``completed``: its calls now only wait for their answers."""
-    speaking: bool = False
 
 
 class Bridge:
@@ -98,11 +78,8 @@ class Bridge:
         """A response.create was sent and its response.created has not arrived yet."""
         self._request_event_id = ""
         self._request_count = 0
-        self._active: _Response | None = None
-        self._responses: dict[str, _Response] = {}
-        """Responses whose calls are not all answered yet (the active one too)."""
-        self._calls: dict[str, _Call] = {}
-        self._call_response: dict[str, str] = {}
+        self._active: Response | None = None
+        self._ledger = Ledger(clock)
         self._texted: set[str] = set()
         """Item ids that already gave a ConversationText."""
         self._audio_in: Resampler | None = None
@@ -119,7 +96,7 @@ class Bridge:
             if self._audio_in is not None:
                 pcm = self._audio_in.process(frame)
                 if pcm:
-                    out.upstream.append(tr.audio_append(pcm))
+                    out.provider.append(tr.audio_append(pcm))
             return out
         try:
             message = json.loads(frame)
@@ -131,7 +108,7 @@ class Bridge:
         handler = _COMPONENT_HANDLERS.get(str(kind))
         if handler is None:
             log.info("message type %r has no OpenAI translation; dropped", kind)
-            out.client.append(tr.warning("UNSUPPORTED_MESSAGE", f"{kind} is not supported with the OpenAI upstream."))
+            out.client.append(tr.warning("UNSUPPORTED_MESSAGE", f"{kind} is not supported with the OpenAI provider."))
             return out
         handler(self, message, out)
         return out
@@ -147,15 +124,14 @@ class Bridge:
         event, warnings = tr.session_update(message, self.voice, plan)
         self._prompt, self._context = tr.prompt_and_context(message)
         self._updates.append("settings")
-        out.upstream.append(event)
+        out.provider.append(event)
         out.client += [tr.warning("UNSUPPORTED_SETTING", text) for text in warnings]
         if (text := tr.greeting(message)) is not None:
             self._wanted.append(text)
 
     def _on_update_prompt(self, message: dict[str, Any], out: Out) -> None:
-        addition = message.get("prompt")
-        if not isinstance(addition, str):
-            out.client.append(tr.warning("INVALID_MESSAGE", "UpdatePrompt needs a string 'prompt'."))
+        addition = _string(message, "prompt", out)
+        if addition is None:
             return
         if len(self._updates) >= MAX_WAITING:
             out.client.append(_queue_full("UpdatePrompt", "prompt updates are waiting for OpenAI"))
@@ -166,16 +142,15 @@ class Bridge:
             return
         self._prompt = f"{self._prompt}\n\n{addition}" if self._prompt else addition  # Deepgram appends
         self._updates.append("prompt")
-        out.upstream.append(tr.instructions_update(tr.instructions(self._prompt, self._context)))
+        out.provider.append(tr.instructions_update(tr.instructions(self._prompt, self._context)))
 
     def _on_inject_user_message(self, message: dict[str, Any], out: Out) -> None:
-        content = message.get("content")
-        if not isinstance(content, str):
-            out.client.append(tr.warning("INVALID_MESSAGE", "InjectUserMessage needs a string 'content'."))
+        content = _string(message, "content", out)
+        if content is None:
             return
         item = tr.user_message(content)
         if self.ready:
-            out.upstream.append(item)
+            out.provider.append(item)
         elif len(self._held) >= MAX_WAITING:
             out.client.append(_queue_full("InjectUserMessage", "messages are waiting for the session to be ready"))
             return
@@ -185,9 +160,8 @@ class Bridge:
         self._pump(out)
 
     def _on_inject_agent_message(self, message: dict[str, Any], out: Out) -> None:
-        text = message.get("message", message.get("content"))  # older clients send "content"
-        if not isinstance(text, str):
-            out.client.append(tr.warning("INVALID_MESSAGE", "InjectAgentMessage needs a string 'message'."))
+        text = _string(message, "message", out, older="content")
+        if text is None:
             return
         if len(self._wanted) >= MAX_WAITING:
             out.client.append(_queue_full("InjectAgentMessage", "responses are waiting for the active one to end"))
@@ -197,13 +171,13 @@ class Bridge:
 
     def _on_function_call_response(self, message: dict[str, Any], out: Out) -> None:
         call_id, content = message.get("id"), message.get("content")
-        call = self._calls.get(call_id) if isinstance(call_id, str) else None
+        call = self._ledger.call(call_id) if isinstance(call_id, str) else None
         if call is None or call.answered or not isinstance(content, str):
             log.info("answer to call %r dropped: unknown, cancelled or already answered", call_id)
             return
         call.answered = True
-        out.upstream.append(tr.function_output(call.call_id, content))
-        self._settle(self._responses[self._call_response[call.call_id]], out)
+        out.provider.append(tr.function_output(call.call_id, content))
+        self._settle(self._ledger.response_of(call), out)
 
     def _on_keepalive(self, message: dict[str, Any], out: Out) -> None:
         """OpenAI needs no keepalive: the WebSocket's own pings keep the connection open."""
@@ -239,7 +213,7 @@ class Bridge:
         elif reason == "settings":
             self.ready = True
             out.client.append(tr.settings_applied())
-            out.upstream += self._held
+            out.provider += self._held
             self._held = []
             self._pump(out)
 
@@ -260,7 +234,7 @@ class Bridge:
     def _on_response_created(self, event: dict[str, Any], out: Out) -> None:
         self._requested = False
         response_id = str(tr.as_dict(event.get("response")).get("id"))
-        self._active = self._responses[response_id] = _Response(response_id, self._clock())
+        self._active = self._ledger.open(response_id)
 
     def _on_output_audio(self, event: dict[str, Any], out: Out) -> None:
         self._start_speaking(event, out)
@@ -285,7 +259,7 @@ class Bridge:
         response_data = tr.as_dict(event.get("response"))
         for info in tr.calls_in_response(event):
             self._add_call(info, out)
-        response = self._responses.get(str(response_data.get("id")))
+        response = self._ledger.response(str(response_data.get("id")))
         status = response_data.get("status")
         if self._active is response:
             self._active = None
@@ -310,7 +284,7 @@ class Bridge:
             if pending:
                 out.client.append(tr.function_call_cancelled((c.call_id, c.name) for c in pending))
             log.info("response %s ended %s; %d call(s) cancelled", response.id, status, len(pending))
-            self._forget(response)
+            self._ledger.forget(response)
         self._pump(out)
 
     def _on_error(self, event: dict[str, Any], out: Out) -> None:
@@ -330,32 +304,18 @@ class Bridge:
 
     def _add_call(self, info: tr.CallInfo, out: Out) -> None:
         """Register a call once (it is reported by several events); hand it over unless it must wait."""
-        if info.call_id in self._call_response:
-            return
-        response = self._responses.get(info.response_id)
-        if response is None:  # a response we never saw created: track it from here
-            response = self._responses[info.response_id] = _Response(info.response_id, self._clock())
-        call = _Call(info.call_id, info.name, info.arguments, side_effects=info.name in self.side_effects)
-        response.calls[call.call_id] = call
-        self._calls[call.call_id] = call
-        self._call_response[call.call_id] = response.id
-        if not call.side_effects:
+        call = self._ledger.add(info, side_effects=info.name in self.side_effects)
+        if call is not None and not call.side_effects:
             call.emitted = True
             out.client.append(tr.function_call_request([(call.call_id, call.name, call.arguments)]))
 
-    def _settle(self, response: _Response, out: Out) -> None:
+    def _settle(self, response: Response, out: Out) -> None:
         """A completed response whose calls are all answered: the model may continue, once."""
         if response.completed and all(c.answered for c in response.calls.values()):
-            self._forget(response)
+            self._ledger.forget(response)
             if response.calls:
                 self._want(None)
                 self._pump(out)
-
-    def _forget(self, response: _Response) -> None:
-        self._responses.pop(response.id, None)
-        for call_id in response.calls:
-            self._calls.pop(call_id, None)
-            self._call_response.pop(call_id, None)
 
     def _want(self, say: str | None) -> None:
         """Ask for a response; plain requests still waiting coalesce into one."""
@@ -368,10 +328,10 @@ class Bridge:
             self._requested = True
             self._request_count += 1
             self._request_event_id = f"gw_response_{self._request_count}"
-            out.upstream.append(tr.response_create(self._wanted.popleft(), self._request_event_id))
+            out.provider.append(tr.response_create(self._wanted.popleft(), self._request_event_id))
 
     def _start_speaking(self, event: dict[str, Any], out: Out) -> None:
-        response = self._responses.get(str(event.get("response_id")))
+        response = self._ledger.response(str(event.get("response_id")))
         if response is not None and not response.speaking:
             response.speaking = True
             out.client.append(tr.agent_started_speaking(self._clock() - response.created_at))
@@ -380,6 +340,16 @@ class Bridge:
         if item_id not in self._texted:
             self._texted.add(item_id)
             out.client.append(tr.conversation_text(role, text))
+
+
+def _string(message: dict[str, Any], key: str, out: Out, older: str | None = None) -> str | None:
+    """``message[key]`` (or its ``older`` name, which older clients send) when it is a string; otherwise None,
+    and a Warning tells the client why its message was dropped."""
+    value = message.get(key, message.get(older)) if older else message.get(key)
+    if isinstance(value, str):
+        return value
+    out.client.append(tr.warning("INVALID_MESSAGE", f"{message.get('type')} needs a string {key!r}."))
+    return None
 
 
 def _queue_full(kind: str, waiting: str) -> str:

@@ -6,7 +6,7 @@ import base64
 import json
 from typing import Any
 
-from gateway.openai import translate as tr
+from gateway.providers.openai import translate as tr
 
 WEATHER = {
     "name": "get_weather",

@@ -1,6 +1,6 @@
 """The provider's process dies (SIGKILL) while backend calls are pending.
 
-The gateway runs with UPSTREAM=deepgram against the standalone simulated agent, a separate process reached over
+The gateway runs with PROVIDER=deepgram against the standalone simulated agent, a separate process reached over
 a real WebSocket with token auth, as Deepgram would be. When it dies without a close frame each client must get
 an ``Error`` (UPSTREAM_CLOSED) and a clean close (1011), and the session's pending jobs must be cancelled:
 marked with ``keys.cancelled(call_id)`` so that no worker starts them afterwards.
@@ -49,7 +49,7 @@ async def test_provider_killed_mid_call(redis_server: RedisServer, logs_dir: Pat
     gateway = Gateway(
         redis_server.url,
         logs_dir / "drop-gateway.log",
-        UPSTREAM="deepgram",
+        PROVIDER="deepgram",
         DEEPGRAM_URL=f"ws://127.0.0.1:{port}/v1/agent/converse",
         DEEPGRAM_API_KEY=TOKEN,
     ).wait_ready()

@@ -1,4 +1,4 @@
-"""The interface every upstream (provider) adapter implements.
+"""The interface every provider adapter implements; the only gateway module a provider folder may import.
 
 A session talks to its provider only through these three calls, in the component protocol
 (Deepgram Voice Agent messages): text frames are JSON strings, binary frames are audio. An adapter for a
@@ -21,8 +21,8 @@ Frame = str | bytes
 
 @dataclass(frozen=True)
 class AudioSupport:
-    """The audio formats an upstream can honour. The session refuses Settings that declare any other before it
-    sends anything upstream: a format an adapter cannot handle would otherwise be garbled, or (an absurd sample
+    """The audio formats a provider can honour. The session refuses Settings that declare any other before it
+    sends anything to the provider: a format an adapter cannot handle would otherwise be garbled, or (an absurd sample
     rate) make the simulated agent or the OpenAI resampler build huge buffers."""
 
     input_encodings: frozenset[str]
@@ -43,12 +43,12 @@ class AudioSupport:
                 continue
             if fmt.encoding is not None and fmt.encoding not in encodings:
                 return (
-                    f"audio.{direction}.encoding {fmt.encoding[:40]!r} is not supported with the {provider} upstream; "
+                    f"audio.{direction}.encoding {fmt.encoding[:40]!r} is not supported with the {provider} provider; "
                     f"use one of: {', '.join(sorted(encodings))}."
                 )
             if fmt.sample_rate is not None and not self.min_rate <= fmt.sample_rate <= self.max_rate:
                 return (
-                    f"audio.{direction}.sample_rate {fmt.sample_rate} is not supported with the {provider} upstream; "
+                    f"audio.{direction}.sample_rate {fmt.sample_rate} is not supported with the {provider} provider; "
                     f"use {self.min_rate} to {self.max_rate} Hz."
                 )
         return None
@@ -64,39 +64,39 @@ DEEPGRAM_AUDIO = AudioSupport(
 telephony to studio audio."""
 
 
-class UpstreamUnavailable(Exception):
+class ProviderUnavailable(Exception):
     """The adapter could not connect (network, authentication, bad URL). The message is safe to show."""
 
 
-class UpstreamClosed(Exception):
+class ProviderClosed(Exception):
     """The provider ended the connection. ``code``/``reason`` come from its close frame when there was one."""
 
     def __init__(self, code: int | None = None, reason: str = "") -> None:
-        super().__init__(f"upstream closed (code={code}, reason={reason!r})")
+        super().__init__(f"provider closed (code={code}, reason={reason!r})")
         self.code = code
         self.reason = reason
 
 
-class Upstream(ABC):
+class Provider(ABC):
     """One open connection to a provider, for one client session."""
 
-    label: str = "upstream"
+    label: str = "provider"
     """Short name for logs and health output, e.g. ``"deepgram"`` or ``"simulated"``."""
     audio_support: ClassVar[AudioSupport] = DEEPGRAM_AUDIO
     """The formats this adapter honours; the component protocol is Deepgram's, so its formats are the default."""
 
     def audio_problem(self, audio: Audio | None) -> str | None:
-        """Why this upstream cannot honour the Settings' ``audio`` (None when it can); checked by the session
-        before Settings go upstream and before any audio frame is relayed."""
+        """Why this provider cannot honour the Settings' ``audio`` (None when it can); checked by the session
+        before Settings go to the provider and before any audio frame is relayed."""
         return self.audio_support.problem(audio, self.label)
 
     @abstractmethod
     async def send(self, frame: Frame) -> None:
-        """Send one frame to the provider. Raises :class:`UpstreamClosed` if the connection is gone."""
+        """Send one frame to the provider. Raises :class:`ProviderClosed` if the connection is gone."""
 
     @abstractmethod
     async def recv(self) -> Frame:
-        """Wait for the provider's next frame. Raises :class:`UpstreamClosed` when the connection ends."""
+        """Wait for the provider's next frame. Raises :class:`ProviderClosed` when the connection ends."""
 
     @abstractmethod
     async def close(self) -> None:
