@@ -26,7 +26,7 @@ import redis.asyncio as aioredis
 from rq import Queue
 
 from benchmarks.calls import point
-from benchmarks.processes import Process, wait_until
+from tests.support.processes import Process, wait_until
 
 BARE_QUEUE = "bench:bare:calls"
 BARE_CHANNEL = "bench:bare:replies"
@@ -65,7 +65,7 @@ def bare_worker(url: str) -> None:
 
 def start_bare_workers(url: str, log_dir: Path, count: int) -> list[Process]:
     procs = [
-        Process(["-m", "benchmarks.baselines", "bare-worker", "--redis", url], log_dir / f"bare-{i}.log")
+        Process(["-m", "benchmarks.baselines", "bare-worker", "--redis", url], {}, log_dir / f"bare-{i}.log")
         for i in range(count)
     ]
     client = redis.Redis.from_url(url)
@@ -137,6 +137,7 @@ def start_naive_workers(url: str, log_dir: Path, count: int) -> list[Process]:
     procs = [
         Process(
             [rq, "worker", "--url", url, "--worker-class", "rq.worker.SimpleWorker", "--quiet", NAIVE_QUEUE],
+            {},
             log_dir / f"naive-rq-{i}.log",
         )
         for i in range(count)

@@ -23,7 +23,7 @@ from typing import Any
 from websockets.asyncio.client import connect as ws_connect
 
 from benchmarks.clients import BenchClient, close_sessions, open_sessions, run_plan, settings
-from benchmarks.processes import CpuMeter
+from benchmarks.procfs import CpuMeter
 from benchmarks.stats import quantile_points, summarize
 
 NOOP = {"mode": "calls", "function": "bench_noop", "arguments": "{}"}

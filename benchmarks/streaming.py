@@ -22,7 +22,7 @@ from typing import Any
 
 from benchmarks import profiles
 from benchmarks.clients import BenchClient, close_sessions, open_sessions, settings
-from benchmarks.processes import CpuMeter, machine_busy_seconds, rss_bytes
+from benchmarks.procfs import CpuMeter, machine_busy_seconds, rss_bytes
 from benchmarks.stats import quantile_points, summarize
 
 FRAME_PERIOD = 0.020

@@ -17,20 +17,22 @@ from typing import Any
 
 import redis
 
-from benchmarks import baselines, calls, profiles, streaming, workerclass
+from benchmarks import baselines, calls, profiles, streaming, upstream, workerclass
 from benchmarks.breakdown import breakdown
-from benchmarks.processes import (
-    CpuMeter,
-    Gateway,
-    Process,
-    children,
-    spawned_children,
-    start_upstream,
-    start_workers,
-    wait_until,
-    worker_pids,
-)
+from benchmarks.procfs import CpuMeter, children, spawned_children
 from shared import keys
+from tests.support.processes import Gateway, Process, live_workers, start_workers, wait_until
+
+WORKER_MODULES = "workers.examples,benchmarks.functions"
+GATEWAY_ENV = {
+    "UPSTREAM": "deepgram",
+    "DEEPGRAM_API_KEY": "benchmark",
+    "MAX_SESSIONS": "5000",
+    # The prior-art scenario POSTs /function-call from one address, closed loop, at hundreds of calls a second:
+    # the per-address request rate must not shape the baseline (sessions send far fewer).
+    "CLIENT_MESSAGE_RATE": "100000",
+}
+"""The gateway as deployed (INFO logs, call notices on), reaching the scripted upstream as it would Deepgram."""
 
 
 @dataclass(frozen=True)
@@ -82,9 +84,8 @@ class Suite:
         self.out = out
         self.logs = out / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
-        self.upstream, port = start_upstream(self.logs)
+        self.upstream, port = upstream.start(self.logs)
         self.upstream_url = f"ws://127.0.0.1:{port}/v1/agent/converse"
-        self.upstream_port = port
 
     def close(self) -> None:
         self.upstream.stop()
@@ -92,8 +93,13 @@ class Suite:
     def log(self, message: str) -> None:
         print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
-    def gateway(self) -> Gateway:
-        return Gateway(self.redis_url, self.upstream_port, self.logs).wait_ready()
+    def gateway(self, **env: str) -> Gateway:
+        settings = {**GATEWAY_ENV, "DEEPGRAM_URL": self.upstream_url, **env}
+        return Gateway(self.redis_url, self.logs / "gateway.log", **settings).wait_ready()
+
+    def workers(self, count: int) -> Process:
+        log = self.logs / f"workers-{count}.log"
+        return start_workers(self.redis_url, log, count, timeout=60, WORKER_MODULES=WORKER_MODULES)
 
     def meter(self, gateway: Gateway, workers: Process) -> CpuMeter:
         return CpuMeter(
@@ -128,7 +134,7 @@ class Suite:
         out["ws_hop"] = await calls.ws_hop_point(self.upstream_url, p.warmup, p.duration)
         out["bare"] = await self._baseline("bare BLPOP + PUBLISH", baselines.start_bare_workers, self._bare)
         out["naive_rq"] = await self._baseline("naive RQ", baselines.start_naive_workers, self._naive)
-        workers = start_workers(self.redis_url, self.logs, 2)
+        workers = self.workers(2)
         gateway = self.gateway()
         try:
             out["gateway"] = {}
@@ -199,7 +205,7 @@ class Suite:
     async def sustained(self) -> list[dict[str, Any]]:
         """Open loop: calls arrive at a fixed total rate over 100 sessions, whatever the answers do."""
         p = self.plan
-        workers = start_workers(self.redis_url, self.logs, 2)
+        workers = self.workers(2)
         gateway = self.gateway()
         results: list[dict[str, Any]] = []
         try:
@@ -240,7 +246,7 @@ class Suite:
         }
         out: dict[str, Any] = {kind: {} for kind in functions}
         for count in p.scaling_workers:
-            workers = start_workers(self.redis_url, self.logs, count)
+            workers = self.workers(count)
             gateway = self.gateway()
             try:
                 for kind, plan in functions.items():
@@ -260,7 +266,7 @@ class Suite:
 
     async def sessions(self) -> dict[str, Any]:
         p = self.plan
-        workers = start_workers(self.redis_url, self.logs, 1)  # Settings needs a catalog; no calls run here
+        workers = self.workers(1)  # Settings needs a catalog; no calls run here
         out: dict[str, Any] = {"streaming": []}
         try:
             profiled = min(p.streaming_sessions, key=lambda n: abs(n - 200)) if p.profile else None
@@ -284,7 +290,7 @@ class Suite:
                     gateway.stop()
             for n in p.streaming_sessions_concurrent:
                 self.log(f"{n} sessions streaming 20 ms frames, WEB_CONCURRENCY=2")
-                gateway = Gateway(self.redis_url, self.upstream_port, self.logs, WEB_CONCURRENCY="2").wait_ready()
+                gateway = self.gateway(WEB_CONCURRENCY="2")
                 try:
                     wait_until(lambda pid=gateway.pid: len(spawned_children(pid)) == 2, 30, "two gateway processes")
                     out["streaming"].append(
@@ -310,7 +316,7 @@ class Suite:
 
     def _profile_start(self, gateway: Gateway, tag: str) -> list[tuple[str, Any, Path]]:
         seconds = self.plan.warmup + self.plan.duration
-        targets = {"gateway": gateway.pid, "worker": worker_pids(self.redis_url)[0]}
+        targets = {"gateway": gateway.pid, "worker": live_workers(self.redis_url)[0]["pid"]}
         started = []
         for name, pid in targets.items():
             path = self.out / f"profile-{name}-{tag}.txt"

@@ -29,9 +29,12 @@ import random
 import signal
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from benchmarks.rawws import ServerEndpoint
+from shared.redis_server import free_port
+from tests.support.processes import Process, wait_until
 
 ANSWER_TIMEOUT = 10.0
 """Seconds after which an unanswered request counts as lost (the gateway's own deadline is 5 s)."""
@@ -136,6 +139,14 @@ async def serve(port: int) -> None:
     print(f"READY {server.sockets[0].getsockname()[1]}", flush=True)
     await stop.wait()
     server.close()
+
+
+def start(log_dir: Path) -> tuple[Process, int]:
+    """This module as a process of its own on a free port, once it listens (it prints ``READY``); and the port."""
+    port = free_port()
+    proc = Process(["-m", "benchmarks.upstream", "--port", str(port)], {}, log_dir / "upstream.log")
+    wait_until(lambda: proc.check() or "READY" in proc.log(), 30, "the scripted upstream")
+    return proc, port
 
 
 def main() -> None:

@@ -20,10 +20,10 @@ from typing import Any
 import redis
 from rq import Queue, SimpleWorker
 
-from benchmarks.processes import Process, wait_until
 from benchmarks.stats import summarize
 from shared import keys
 from shared.envelopes import JOB_FUNCTION, Job
+from tests.support.processes import Process, wait_until
 
 CHANNEL = keys.reply_channel("bench-workerclass")
 GATEWAY = keys.gateway_ref("bench-workerclass")
@@ -94,6 +94,7 @@ def compare(url: str, log_dir: Path, rounds: int, calls: int, pause: float = 0.0
         for kind in samples:
             proc = Process(
                 ["-m", "benchmarks.workerclass", "--redis", url, "--worker-class", kind],
+                {},
                 log_dir / f"workerclass-{kind}.log",
             )
             try:

@@ -30,7 +30,7 @@ from shared.config import Config
 from shared.envelopes import Job, Result
 from shared.protocol import BackendFunctionCall, FunctionCallRequest, FunctionCallResponse, Message
 from shared.redis_server import RedisServer, free_port
-from tests.support.processes import ROOT, Gateway, http_status, wait_until
+from tests.support.processes import ROOT, Gateway, http_status, start_server, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -81,11 +81,9 @@ def doc_env(gateway: Gateway, redis_url: str, openai_url: str) -> dict[str, str]
 
 @pytest.fixture(scope="module")
 def fake_openai(logs_dir) -> str:
-    from tests.support.processes import Process
-
     port = free_port()
-    proc = Process(["-m", "tests.support.fake_openai", "--port", str(port)], {}, logs_dir / "docs-openai.log")
-    wait_until(lambda: http_status(f"http://127.0.0.1:{port}/"), 15, "the fake OpenAI server")
+    args = ["-m", "tests.support.fake_openai", "--port", str(port)]
+    proc = start_server(args, logs_dir / "docs-openai.log", f"http://127.0.0.1:{port}/", "the fake OpenAI server")
     yield f"ws://127.0.0.1:{port}/v1/realtime"
     proc.stop()
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 from typing import Any
 
 import redis
@@ -12,7 +11,7 @@ from rq import Queue, Worker
 
 from shared import keys
 from tests.support.client import AgentClient
-from tests.support.processes import Process, http_status, wait_until
+from tests.support.processes import Process
 
 DEADLINE_MARGIN = 1.0
 """Seconds a call's answer may trail its deadline: the gateway takes one last look at the stored result
@@ -57,20 +56,12 @@ async def stop_all(*processes: Process) -> None:
         assert code == 0, f"{process.log_path.name}: exit code {code}\n{process.log()[-3000:]}"
 
 
-def start_provider(port: int, token: str, log_path: Path) -> Process:
-    """The standalone simulated agent (``python -m gateway.providers.simulated``), as Deepgram would be reached."""
-    proc = Process(["-m", "gateway.providers.simulated", "--port", str(port), "--require-token", token], {}, log_path)
-    wait_until(lambda: http_status(f"http://127.0.0.1:{port}/v1/agent/converse"), 15, "the provider to listen")
-    return proc
-
-
 __all__ = [
     "DEADLINE_MARGIN",
     "call",
     "closed",
     "notices",
     "queue_drained",
-    "start_provider",
     "started_count",
     "stop_all",
 ]

@@ -24,12 +24,11 @@ from tests.faults.helpers import (
     closed,
     notices,
     queue_drained,
-    start_provider,
     started_count,
     stop_all,
 )
 from tests.support.client import AgentClient
-from tests.support.processes import Gateway, start_workers, wait_until
+from tests.support.processes import Gateway, start_provider, start_workers, wait_until
 from tests.support.reliability import Entry
 
 pytestmark = pytest.mark.faults

@@ -11,7 +11,7 @@ import pytest
 
 from shared.redis_server import RedisServer, free_port
 from tests.support.client import AgentClient
-from tests.support.processes import Gateway, Process, http_status, wait_until
+from tests.support.processes import Gateway, start_provider
 
 pytestmark = pytest.mark.integration
 
@@ -21,12 +21,7 @@ TOKEN = "dg-test-key-0123456789"
 @pytest.fixture(scope="module")
 def provider(logs_dir: Path) -> Iterator[str]:
     port = free_port()
-    proc = Process(
-        ["-m", "gateway.providers.simulated", "--port", str(port), "--require-token", TOKEN],
-        {},
-        logs_dir / "provider.log",
-    )
-    wait_until(lambda: http_status(f"http://127.0.0.1:{port}/v1/agent/converse"), 15, "the provider to listen")
+    proc = start_provider(port, TOKEN, logs_dir / "provider.log")
     yield f"ws://127.0.0.1:{port}/v1/agent/converse"
     proc.stop()
 

@@ -23,7 +23,7 @@ from shared.redis_server import RedisServer, free_port
 from tests.integration.conftest import CANARY_FINGERPRINT
 from tests.support.audio import peak_hz, sine
 from tests.support.client import SETTINGS, AgentClient
-from tests.support.processes import Gateway, Process, http_get, http_status, wait_until
+from tests.support.processes import Gateway, Process, http_get, start_server, wait_until
 from workers.examples import ANONYMOUS
 
 pytestmark = pytest.mark.integration
@@ -36,8 +36,7 @@ def fake_openai(logs_dir: Path) -> Iterator[str]:
     """The fake's base URL, ``http://127.0.0.1:PORT`` (WebSocket at ``/v1/realtime``, stats at ``/stats/<id>``)."""
     port = free_port()
     args = ["-m", "tests.support.fake_openai", "--port", str(port), "--require-key", KEY, "--done-delay", "0.3"]
-    proc = Process(args, {}, logs_dir / "fake-openai.log")
-    wait_until(lambda: http_status(f"http://127.0.0.1:{port}/v1/realtime"), 15, "the fake OpenAI server to listen")
+    proc = start_server(args, logs_dir / "fake-openai.log", f"http://127.0.0.1:{port}/v1/realtime", "the fake OpenAI")
     yield f"http://127.0.0.1:{port}"
     proc.stop()
 

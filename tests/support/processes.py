@@ -1,4 +1,10 @@
-"""Start the real processes the integration tests talk to: workers and gateways, as a deployment runs them."""
+"""The development harness: start the real processes as a deployment runs them, wait for them, stop them.
+
+Tests and benchmarks both use it (``benchmarks/`` depends on the dev extras), so there is one way to start
+``python -m workers`` and ``python -m gateway``, to wait until they are ready and to read which workers are
+alive; each caller adds only its own settings (the benchmarks point the gateway at their scripted upstream and
+load their own functions with ``WORKER_MODULES``).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import redis
 
@@ -19,9 +27,11 @@ from shared.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TEST_MODULES = "workers.examples,tests.support.functions"
+T = TypeVar("T")
 
 
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):  # type: ignore[no-untyped-def]
+def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
+    """Poll ``predicate`` until it returns something truthy, and return that; ``TimeoutError`` names ``what``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -32,13 +42,18 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):  #
 
 
 class Process:
-    """A child process whose combined output goes to a log file the test can read afterwards."""
+    """A child process whose combined output goes to a log file the caller can read afterwards.
+
+    ``args`` are ``python`` arguments (``["-m", "gateway"]``), or a whole command when the first is an absolute
+    path (the benchmarks' plain ``rq worker``). It runs in the repository with ``env`` added to ours.
+    """
 
     def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        command = args if os.path.isabs(args[0]) else [sys.executable, *args]
         self.popen = subprocess.Popen(
-            [sys.executable, *args], cwd=ROOT, env={**os.environ, **env}, stdout=self._log, stderr=subprocess.STDOUT
+            command, cwd=ROOT, env={**os.environ, **env}, stdout=self._log, stderr=subprocess.STDOUT
         )
 
     @property
@@ -48,7 +63,16 @@ class Process:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def tail(self, lines: int = 50) -> str:
+        return "\n".join(self.log().splitlines()[-lines:])
+
+    def check(self) -> None:
+        """Raise if the process has exited: a wait for it to become ready then fails at once, with its log."""
+        if self.popen.poll() is not None:
+            raise RuntimeError(f"{self.log_path.name}: exited with {self.popen.returncode}:\n{self.tail()}")
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        """Send ``sig``, wait up to ``timeout`` s (then kill); the exit code."""
         if self.popen.poll() is None:
             self.popen.send_signal(sig)
             try:
@@ -61,6 +85,7 @@ class Process:
 
 
 def live_workers(redis_url: str) -> list[dict]:
+    """The catalogs live workers have published (``WorkerCatalog`` as JSON: ``pid``, ``functions``, ...)."""
     client = redis.Redis.from_url(redis_url)
     try:
         ids = [m.decode() for m in client.smembers(keys.CATALOG_INDEX)]
@@ -70,13 +95,20 @@ def live_workers(redis_url: str) -> list[dict]:
         client.close()
 
 
-def start_workers(redis_url: str, log_path: Path, processes: int = 2, **env: str) -> Process:
+def start_workers(redis_url: str, log_path: Path, processes: int = 2, timeout: float = 30, **env: str) -> Process:
+    """``python -m workers --processes N`` with the test functions (``WORKER_MODULES`` in ``env`` overrides),
+    once all N have published their catalogs."""
     proc = Process(
         ["-m", "workers", "--processes", str(processes)],
         {"REDIS_URL": redis_url, "WORKER_MODULES": TEST_MODULES, **env},
         log_path,
     )
-    wait_until(lambda: len(live_workers(redis_url)) >= processes, 30, f"{processes} workers to publish catalogs")
+
+    def ready() -> bool:
+        proc.check()
+        return len(live_workers(redis_url)) >= processes
+
+    wait_until(ready, timeout, f"{processes} workers to publish catalogs")
     return proc
 
 
@@ -96,7 +128,22 @@ def http_status(url: str) -> int:
         return 0
 
 
+def start_server(args: list[str], log_path: Path, url: str, what: str, timeout: float = 15) -> Process:
+    """A helper server (a provider, a fake OpenAI), once an HTTP request to ``url`` gets any answer."""
+    proc = Process(args, {}, log_path)
+    wait_until(lambda: proc.check() or http_status(url), timeout, what)
+    return proc
+
+
+def start_provider(port: int, token: str, log_path: Path) -> Process:
+    """The standalone simulated agent (``python -m gateway.providers.simulated``), as Deepgram would be reached."""
+    args = ["-m", "gateway.providers.simulated", "--port", str(port), "--require-token", token]
+    return start_server(args, log_path, f"http://127.0.0.1:{port}/v1/agent/converse", "the provider to listen")
+
+
 class Gateway(Process):
+    """``python -m gateway`` on a free loopback port, with the simulated agent unless ``env`` says otherwise."""
+
     def __init__(self, redis_url: str, log_path: Path, **env: str) -> None:
         self.port = free_port()
         super().__init__(
@@ -115,12 +162,8 @@ class Gateway(Process):
 
     def wait_ready(self, timeout: float = 30) -> Gateway:
         def ready() -> bool:
-            if self.popen.poll() is not None:
-                raise RuntimeError(f"gateway exited with {self.popen.returncode}:\n{self.log()}")
-            try:
-                return http_get(self.http + "/readyz")[0] == 200
-            except OSError:
-                return False
+            self.check()
+            return http_status(self.http + "/readyz") == 200
 
         wait_until(ready, timeout, "the gateway to be ready")
         return self
