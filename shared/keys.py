@@ -1,7 +1,8 @@
 """Every Redis key and pub/sub channel name the system uses, in one place.
 
 Gateways and workers never build a name by hand: they call these functions, so a reader can see the whole
-Redis footprint of the project here, and a change of layout is a change of this one module.
+Redis footprint of the project here, and a change of layout is a change of this one module. Backend functions'
+own data (the example notes, the tests' counters) is theirs to name, beside them, under :data:`PREFIX`.
 """
 
 from __future__ import annotations
@@ -115,14 +116,3 @@ def gateway_alive_of_job(rq_job_id: str) -> str | None:
 def queue_name(queue: str) -> str:
     """RQ queue name for one of our logical queues (RQ adds its own ``rq:queue:`` prefix)."""
     return f"{PREFIX}-{queue}"
-
-
-def notes(principal: str) -> str:
-    """List key: one caller's notes, kept by the example data-store functions ``add_note`` / ``list_notes``."""
-    return f"{PREFIX}:data:notes:{principal}"
-
-
-def test_counter(tag: str) -> str:
-    """String key: a counter incremented by the test-only function ``count_calls`` (tests.support.functions),
-    so integration tests can count how many times a call really executed."""
-    return f"{PREFIX}:test:counter:{tag}"

@@ -120,24 +120,30 @@ class ListNotesArgs(BaseModel):
     limit: int = Field(default=10, ge=1, le=100, description="How many of the latest notes to return")
 
 
-def notes_key(ctx: CallContext) -> str:
+def notes_key(principal: str) -> str:
+    """List key: one caller's notes. The key is the example's own, beside it rather than in ``shared.keys``
+    (which names what the gateway and the workers store), under the project's prefix like everything else."""
+    return f"{keys.PREFIX}:data:notes:{principal}"
+
+
+def callers_notes(ctx: CallContext) -> str:
     """The caller's notes, keyed by who the gateway verified. Not an argument: the LLM (and so whoever talks to
     it) could name anybody's notes."""
-    return keys.notes(ctx.principal or ANONYMOUS)
+    return notes_key(ctx.principal or ANONYMOUS)
 
 
 @function(description="Save a short note for later", timeout=3.0, side_effects=True)
 def add_note(args: AddNoteArgs, ctx: CallContext) -> dict[str, Any]:
     note = json.dumps({"text": args.text, "added_at": datetime.now().astimezone().isoformat(timespec="seconds")})
     with ctx.redis.pipeline(transaction=False) as pipe:
-        pipe.rpush(notes_key(ctx), note)
-        pipe.ltrim(notes_key(ctx), -MAX_NOTES, -1)
+        pipe.rpush(callers_notes(ctx), note)
+        pipe.ltrim(callers_notes(ctx), -MAX_NOTES, -1)
         count, _ = pipe.execute()
     return {"saved": True, "count": min(count, MAX_NOTES)}
 
 
 @function(description="List the latest saved notes", timeout=3.0, idempotent=True)
 def list_notes(args: ListNotesArgs, ctx: CallContext) -> dict[str, Any]:
-    raw = ctx.redis.lrange(notes_key(ctx), -args.limit, -1)
+    raw = ctx.redis.lrange(callers_notes(ctx), -args.limit, -1)
     notes = [json.loads(item) for item in raw]
     return {"notes": notes, "count": len(notes)}

@@ -11,6 +11,7 @@ from rq import Queue, Worker
 
 from shared import keys
 from tests.support.client import AgentClient
+from tests.support.functions import counter_key
 from tests.support.processes import Process
 
 DEADLINE_MARGIN = 1.0
@@ -40,7 +41,7 @@ async def closed(client: AgentClient, timeout: float = 10) -> int | None:
 
 def started_count(client: redis.Redis, tags: list[str]) -> int:
     """How many of the ``slow_write`` calls under ``tags`` have started (the function counts its start first)."""
-    return sum(int(client.get(keys.test_counter(tag + ".started")) or 0) for tag in tags)
+    return sum(int(client.get(counter_key(tag + ".started")) or 0) for tag in tags)
 
 
 def queue_drained(client: redis.Redis) -> bool:

@@ -26,6 +26,7 @@ from shared.envelopes import Job
 from shared.redis_server import RedisServer
 from tests.faults.helpers import call, queue_drained, stop_all
 from tests.support.client import AgentClient
+from tests.support.functions import counter_key
 from tests.support.processes import Gateway, live_workers, start_workers, wait_until
 from tests.support.reliability import Entry
 from workers.callworker import TEST_PAUSE_ENV
@@ -63,7 +64,7 @@ async def test_a_killed_gateways_queued_calls_are_not_run(
         await caller.start()
         # The only worker is held by a call until the test releases it; the counting calls queue behind it.
         await holder.say(call("wait_for_release", tag="hold"))
-        await asyncio.to_thread(wait_until, lambda: db.get(keys.test_counter("hold.started")), 10, "the hold")
+        await asyncio.to_thread(wait_until, lambda: db.get(counter_key("hold.started")), 10, "the hold")
         tags = [f"orphan-{i}" for i in range(QUEUED)]
         await caller.say(" and ".join(call("patient_count", tag=tag) for tag in tags))
         await asyncio.to_thread(wait_until, lambda: queue.count == QUEUED, 10, "the calls to be queued")
@@ -74,10 +75,10 @@ async def test_a_killed_gateways_queued_calls_are_not_run(
         killed = time.monotonic()
         await asyncio.to_thread(wait_until, lambda: not db.exists(alive_key), ALIVE_TTL + 5, "the liveness key to go")
         expired_after = time.monotonic() - killed
-        db.set(keys.test_counter("hold.released"), 1)
+        db.set(counter_key("hold.released"), 1)
         await asyncio.to_thread(wait_until, lambda: queue_drained(db), 15, "the worker to take the queued calls")
 
-        runs = {tag: int(db.get(keys.test_counter(tag)) or 0) for tag in tags}
+        runs = {tag: int(db.get(counter_key(tag)) or 0) for tag in tags}
         outcomes = outcomes_of(db, "patient_count")
         skipped_lines = workers.log().count("the gateway that enqueued it is gone")
         reliability.tried = (
@@ -130,7 +131,7 @@ async def test_a_worker_killed_between_dequeue_and_claim(redis_server: RedisServ
         await client.expect("BackendFunctionCall", status="finished", timeout=PATIENT_DEADLINE + 5)
         answered_after = time.monotonic() - killed
         [response] = (await client.stats())["function_responses"]
-        runs = int(db.get(keys.test_counter("window")) or 0)
+        runs = int(db.get(counter_key("window")) or 0)
         requeued = gateway.log().count("died before claiming it; queued again")
         reliability.tried = (
             f"a worker SIGKILLed after taking a non-idempotent call from the queue and before claiming it "

@@ -34,6 +34,7 @@ from shared import keys
 from shared.redis_server import RedisServer
 from tests.faults.helpers import DEADLINE_MARGIN, backend_keys, call, notices, stop_all
 from tests.support.client import AgentClient
+from tests.support.functions import counter_key
 from tests.support.processes import Gateway, live_workers, start_workers, wait_until
 from tests.support.reliability import Entry
 from workers.callworker import TEST_PAUSE_ENV
@@ -249,8 +250,7 @@ async def test_random_worker_kills_under_load(redis_server: RedisServer, logs_di
         await asyncio.sleep(max(0.0, last_round_started + DEADLINE + DEADLINE_MARGIN - time.monotonic()))
         writes = [p for p in planned.values() if p.name == "slow_write"]
         starts = {
-            p.arguments["tag"]: int(counters.get(keys.test_counter(p.arguments["tag"] + ".started")) or 0)
-            for p in writes
+            p.arguments["tag"]: int(counters.get(counter_key(p.arguments["tag"] + ".started")) or 0) for p in writes
         }
         arguments = {n["id"]: json.loads(n["arguments"]) for run in runs for n in notices(run.client, "started")}
         retried = gateway.log().count("again (idempotent)")

@@ -20,9 +20,9 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from gateway.auth import mint_token
-from shared import keys
 from tests.support.client import AgentClient
 from tests.support.processes import ROOT, Gateway, http_get
+from workers.examples import notes_key
 
 pytestmark = pytest.mark.integration
 
@@ -201,7 +201,7 @@ async def test_notes_belong_to_the_verified_caller(locked: Gateway, redis_client
     await client.say('call add_note {"text": "buy milk"}')
     await client.assistant_text()
     await client.close()
-    assert redis_client.llen(keys.notes(alice)) == 1
+    assert redis_client.llen(notes_key(alice)) == 1
     intruder = await AgentClient.connect(locked.url, subprotocols=["bearer", signed(mallory)])
     await intruder.start()
     await intruder.say(f'call list_notes {{"owner": "{alice}"}}')  # the LLM cannot choose whose notes

@@ -18,8 +18,9 @@ from shared import keys
 from shared.redis_server import RedisServer
 from tests.integration.conftest import CANARY, CANARY_FINGERPRINT
 from tests.support.client import AgentClient
+from tests.support.functions import counter_key
 from tests.support.processes import Gateway, Process, http_get, http_status, wait_until
-from workers.examples import ANONYMOUS
+from workers.examples import ANONYMOUS, notes_key
 
 pytestmark = pytest.mark.integration
 
@@ -101,7 +102,7 @@ async def test_data_store_function_reads_and_writes_redis(client: AgentClient, r
     assert marker in await client.assistant_text()
     # This gateway requires no credentials: the caller is anonymous (tests/integration/test_access_control.py
     # has notes per verified caller).
-    notes = redis_client.lrange(keys.notes(ANONYMOUS), 0, -1)
+    notes = redis_client.lrange(notes_key(ANONYMOUS), 0, -1)
     assert sum(marker in note.decode() for note in notes) == 1
 
 
@@ -305,15 +306,15 @@ async def test_non_idempotent_call_is_never_run_twice(client: AgentClient, redis
     await client.start()
     await client.say(call("slow_write", tag=tag, seconds=3))
     worker = wait_until(lambda: worker_running(redis_client, tag), 5, "a worker to start the job")
-    wait_until(lambda: redis_client.get(keys.test_counter(tag + ".started")), 5, "the function to start")
+    wait_until(lambda: redis_client.get(counter_key(tag + ".started")), 5, "the function to start")
     os.kill(worker.pid, signal.SIGKILL)
     killed = time.monotonic()
     text = await client.assistant_text(timeout=10)
     assert "slow_write was interrupted" in text and "not marked idempotent" in text
     assert time.monotonic() - killed < 3  # answered when the death was noticed, not at the 5 s deadline
     await asyncio.sleep(3.5)
-    assert redis_client.get(keys.test_counter(tag + ".started")) == b"1"
-    assert redis_client.get(keys.test_counter(tag)) is None
+    assert redis_client.get(counter_key(tag + ".started")) == b"1"
+    assert redis_client.get(counter_key(tag)) is None
     wait_for_two_live_workers(redis_client)
 
 

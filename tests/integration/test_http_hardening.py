@@ -16,7 +16,7 @@ import redis
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from shared import keys
+from tests.support.functions import counter_key
 from tests.support.processes import Gateway, wait_until
 
 pytestmark = pytest.mark.integration
@@ -141,14 +141,14 @@ def test_a_non_json_post_runs_nothing(gateway: Gateway, redis_client: redis.Redi
     status, _, body = call(gateway, "count_calls", {"tag": tag}, content_type=content_type)
     assert status == 415 and "application/json" in body["error"]
     time.sleep(1)  # had it been enqueued, a worker would have run it by now
-    assert redis_client.get(keys.test_counter(tag)) is None
+    assert redis_client.get(counter_key(tag)) is None
 
 
 def test_json_with_a_charset_is_accepted(gateway: Gateway, redis_client: redis.Redis):
     tag = "json-" + uuid.uuid4().hex[:12]
     status, _, body = call(gateway, "count_calls", {"tag": tag}, content_type="application/json; charset=utf-8")
     assert (status, body["content"]) == (200, "1")
-    assert redis_client.get(keys.test_counter(tag)) == b"1"
+    assert redis_client.get(counter_key(tag)) == b"1"
 
 
 @pytest.mark.parametrize("path", ["/healthz", "/readyz", "/"])

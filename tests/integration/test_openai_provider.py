@@ -18,13 +18,12 @@ from typing import Any
 import pytest
 import redis
 
-from shared import keys
 from shared.redis_server import RedisServer, free_port
 from tests.integration.conftest import CANARY_FINGERPRINT
 from tests.support.audio import peak_hz, sine
 from tests.support.client import SETTINGS, AgentClient
 from tests.support.processes import Gateway, Process, http_get, start_server, wait_until
-from workers.examples import ANONYMOUS
+from workers.examples import ANONYMOUS, notes_key
 
 pytestmark = pytest.mark.integration
 
@@ -75,7 +74,7 @@ def assert_clean(stats_: dict[str, Any]) -> None:
 
 def notes_with(redis_client: redis.Redis, text: str) -> int:
     """How many of the anonymous caller's notes (this gateway requires no credentials) hold ``text``."""
-    return sum(text in note.decode() for note in redis_client.lrange(keys.notes(ANONYMOUS), 0, -1))
+    return sum(text in note.decode() for note in redis_client.lrange(notes_key(ANONYMOUS), 0, -1))
 
 
 def call(name: str, **arguments: object) -> str:

@@ -12,6 +12,12 @@ from workers import CallContext, function
 from workers.secrets import secret
 
 
+def counter_key(tag: str) -> str:
+    """String key: a counter the functions below increment, so a test can count how many times a call really
+    executed (and see it start). The tests' own key: it lives here, beside them, not in ``shared.keys``."""
+    return f"{keys.PREFIX}:test:counter:{tag}"
+
+
 class EchoArgs(BaseModel):
     text: str = Field(description="What to echo")
     seconds: float = Field(default=0.0, ge=0, le=120, description="How long to sleep first")
@@ -45,7 +51,7 @@ class CountArgs(BaseModel):
 @function(description="Count executions under a tag (test helper)", timeout=3.0, side_effects=True)
 def count_calls(args: CountArgs, ctx: CallContext) -> int:
     """Returns the new count (the result content is that number as JSON text, e.g. ``3``)."""
-    return int(ctx.redis.incr(keys.test_counter(args.tag)))
+    return int(ctx.redis.incr(counter_key(args.tag)))
 
 
 class SlowWriteArgs(BaseModel):
@@ -57,9 +63,9 @@ class SlowWriteArgs(BaseModel):
     description="Count a start, sleep, count a finish (test helper; not idempotent)", timeout=5.0, side_effects=True
 )
 def slow_write(args: SlowWriteArgs, ctx: CallContext) -> int:
-    ctx.redis.incr(keys.test_counter(args.tag + ".started"))
+    ctx.redis.incr(counter_key(args.tag + ".started"))
     time.sleep(args.seconds)
-    return int(ctx.redis.incr(keys.test_counter(args.tag)))
+    return int(ctx.redis.incr(counter_key(args.tag)))
 
 
 class SlowCallArgs(BaseModel):
@@ -79,15 +85,15 @@ def slow_call(args: SlowCallArgs) -> dict[str, float]:
 )
 def patient_count(args: CountArgs, ctx: CallContext) -> int:
     """``count_calls`` with room for a fault test to kill and restart processes before the deadline answers."""
-    return int(ctx.redis.incr(keys.test_counter(args.tag)))
+    return int(ctx.redis.incr(counter_key(args.tag)))
 
 
 @function(description="Hold a worker until the test releases it (test helper)", timeout=60.0, idempotent=True)
 def wait_for_release(args: CountArgs, ctx: CallContext) -> str:
     """Counts its start under ``<tag>.started``, then waits until the test sets ``<tag>.released``: a worker busy
     exactly as long as the test needs, without guessing durations."""
-    ctx.redis.incr(keys.test_counter(args.tag + ".started"))
-    while not ctx.redis.exists(keys.test_counter(args.tag + ".released")):
+    ctx.redis.incr(counter_key(args.tag + ".started"))
+    while not ctx.redis.exists(counter_key(args.tag + ".released")):
         time.sleep(0.05)
     return "released"
 

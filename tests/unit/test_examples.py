@@ -167,7 +167,7 @@ def test_notes_round_trip_per_caller(fake: fakeredis.FakeRedis):
     listed = content(call("list_notes", fake, "alice"))
     assert [n["text"] for n in listed["notes"]] == ["buy milk", "call mum"] and listed["count"] == 2
     assert [n["text"] for n in content(call("list_notes", fake, "alice", limit=1))["notes"]] == ["call mum"]
-    assert fake.llen(keys.notes("alice")) == 2
+    assert fake.llen(examples.notes_key("alice")) == 2
     assert content(call("list_notes", fake, "nobody")) == {"notes": [], "count": 0}
 
 
@@ -176,14 +176,14 @@ def test_notes_are_keyed_by_the_verified_caller_not_by_an_argument(fake: fakered
     # An LLM talked into naming another owner reads and writes only its own caller's notes.
     assert content(call("list_notes", fake, "mallory", owner="alice")) == {"notes": [], "count": 0}
     content(call("add_note", fake, "mallory", text="planted", owner="alice"))
-    assert [json.loads(n)["text"] for n in fake.lrange(keys.notes("alice"), 0, -1)] == ["private"]
+    assert [json.loads(n)["text"] for n in fake.lrange(examples.notes_key("alice"), 0, -1)] == ["private"]
     assert "owner" not in json.dumps(examples.AddNoteArgs.model_json_schema())
     assert "owner" not in json.dumps(examples.ListNotesArgs.model_json_schema())
 
 
 def test_notes_without_a_verified_caller_are_anonymous(fake: fakeredis.FakeRedis):
     content(call("add_note", fake, text="x"))
-    assert fake.llen(keys.notes(examples.ANONYMOUS)) == 1
+    assert fake.llen(examples.notes_key(examples.ANONYMOUS)) == 1
 
 
 @pytest.mark.parametrize("arguments", [{"text": ""}, {"text": "x" * 501}, {}])
