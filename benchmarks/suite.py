@@ -25,7 +25,7 @@ from tests.support.processes import Gateway, Process, live_workers, start_worker
 
 WORKER_MODULES = "workers.examples,benchmarks.functions"
 GATEWAY_ENV = {
-    "UPSTREAM": "deepgram",
+    "PROVIDER": "deepgram",
     "DEEPGRAM_API_KEY": "benchmark",
     "MAX_SESSIONS": "5000",
     # The prior-art scenario POSTs /function-call from one address, closed loop, at hundreds of calls a second:

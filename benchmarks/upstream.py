@@ -1,6 +1,6 @@
 """The scripted upstream: a stand-in provider speaking the Deepgram Voice Agent protocol, run as its own process.
 
-The gateway reaches it as ``UPSTREAM=deepgram DEEPGRAM_URL=ws://127.0.0.1:<port>``; the prior-art scenario
+The gateway reaches it as ``PROVIDER=deepgram DEEPGRAM_URL=ws://127.0.0.1:<port>``; the prior-art scenario
 connects its client to it directly, as a browser connects to Deepgram. Per connection it sends ``Welcome``,
 answers ``Settings`` with ``SettingsApplied`` and echoes every binary (audio) frame back at once.
 

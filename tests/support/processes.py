@@ -148,7 +148,7 @@ class Gateway(Process):
         self.port = free_port()
         super().__init__(
             ["-m", "gateway"],
-            {"REDIS_URL": redis_url, "PORT": str(self.port), "HOST": "127.0.0.1", "UPSTREAM": "simulated", **env},
+            {"REDIS_URL": redis_url, "PORT": str(self.port), "HOST": "127.0.0.1", "PROVIDER": "simulated", **env},
             log_path,
         )
 

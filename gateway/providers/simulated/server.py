@@ -16,6 +16,7 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 from gateway.providers.simulated.agent import FATAL_CLOSE_CODE, SimulatedAgent
+from shared.logs import setup_logging
 
 if TYPE_CHECKING:
     from websockets.asyncio.server import Server, ServerConnection
@@ -85,7 +86,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8081)
     parser.add_argument("--require-token", metavar="T", help="refuse connections without 'Authorization: Token T'")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("websockets").setLevel(logging.WARNING)
+    setup_logging("INFO", "%(asctime)s %(levelname)s %(name)s: %(message)s")
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is the normal way to stop it
         asyncio.run(_serve_forever(args.host, args.port, args.require_token))
