@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
@@ -19,21 +20,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from gateway.actions import (
-    FORWARD,
-    Actions,
-    Answer,
-    CancelCalls,
-    Close,
-    Forward,
-    Frame,
-    Notify,
-    ReadCatalog,
-    StartCall,
-    ToClient,
-    ToProvider,
-    UseFunctions,
-)
+from gateway import actions
+from gateway.actions import FORWARD, Frame
 from gateway.catalog import Catalog
 from gateway.conversation import Conversation
 from gateway.dispatcher import REDIS_ERRORS, Dispatcher
@@ -58,18 +46,18 @@ class Session:
         principal: str = "",
     ) -> None:
         self.id = uuid.uuid4().hex[:12]
+        self.conversation = Conversation(config, catalog.ever_owned, time.monotonic(), self.id)
         self.principal = principal
         """The caller the handshake verified (``""`` without credentials configured); every call carries it."""
         self.client = client
+        self.notices = ClientNotices(client, self.id)
+        self.upstream: Upstream | None = None
         self._open_upstream = open_upstream
         self.dispatcher = dispatcher
-        self.catalog = catalog
-        self.config = config
-        self.upstream: Upstream | None = None
-        self.conversation = Conversation(config, catalog.ever_owned, time.monotonic(), self.id)
         self.calls: dict[str, asyncio.Task[None]] = {}
         """Backend calls awaiting their result, by provider call id."""
-        self.notices = ClientNotices(client, self.id)
+        self._read_functions = functools.partial(catalog.session_functions, config.catalog_wait)
+        self._keepalive_period = min(1.0, config.keepalive_interval / 2)
 
     # --- lifecycle ----------------------------------------------------------------------------------------
 
@@ -119,11 +107,11 @@ class Session:
         assert self.upstream is not None
         to_provider, conversation, clock = self._send_upstream, self.conversation, time.monotonic
         async for frame in self.client:
-            actions = conversation.client_frame(frame, clock())
-            if actions is FORWARD:
+            todo = conversation.client_frame(frame, clock())
+            if todo is FORWARD:
                 await self.upstream.send(frame)
                 continue
-            await self._perform(actions, frame, to_provider)
+            await self._perform(todo, frame, to_provider)
             if conversation.closed:
                 return
 
@@ -132,48 +120,47 @@ class Session:
         to_client, conversation, clock = self.client.send, self.conversation, time.monotonic
         while True:
             frame = await self.upstream.recv()
-            actions = conversation.provider_frame(frame, clock())
-            if actions is FORWARD:
+            todo = conversation.provider_frame(frame, clock())
+            if todo is FORWARD:
                 await to_client(frame)
             else:
-                await self._perform(actions, frame, to_client)
+                await self._perform(todo, frame, to_client)
 
     async def _keepalive(self) -> None:
-        period = min(1.0, self.config.keepalive_interval / 2)
         while True:
-            await asyncio.sleep(period)
+            await asyncio.sleep(self._keepalive_period)
             await self._perform(self.conversation.tick(time.monotonic()))
 
     # --- performing actions -------------------------------------------------------------------------------
 
-    async def _perform(self, actions: Actions, frame: Frame = b"", forward: Send | None = None) -> None:
+    async def _perform(self, todo: actions.Actions, frame: Frame = b"", forward: Send | None = None) -> None:
         """Do what the conversation asked, in order. ``forward`` sends the event's ``frame`` on as received."""
-        for action in actions:
+        for action in todo:
             match action:
-                case Forward():
+                case actions.Forward():
                     assert forward is not None
                     await forward(frame)
-                case ToClient(frame=out):
+                case actions.ToClient(frame=out):
                     await self.client.send(out)
-                case Notify(frame=out):
+                case actions.Notify(frame=out):
                     self.notices.put(out)
-                case ToProvider(frame=out):
+                case actions.ToProvider(frame=out):
                     await self._send_upstream(out)
-                case Answer(frame=out):
+                case actions.Answer(frame=out):
                     with contextlib.suppress(UpstreamClosed):  # the provider is gone: nobody waits for it
                         await self._send_upstream(out)
-                case StartCall():
+                case actions.StartCall():
                     self.calls[action.call.id] = asyncio.create_task(
                         self._run_call(action), name=f"{self.id}-call-{action.call.id}"
                     )
-                case CancelCalls(ids=ids):
+                case actions.CancelCalls(ids=ids):
                     await self._cancel_calls(ids)
-                case ReadCatalog():
+                case actions.ReadCatalog():
                     await self._perform(self.conversation.catalog_read(await self._read_catalog(), time.monotonic()))
-                case UseFunctions(owned=owned):
+                case actions.UseFunctions(owned=owned):
                     assert self.upstream is not None
                     self.upstream.use_functions(owned)
-                case Close():
+                case actions.Close():
                     with contextlib.suppress(ConnectionClosed):  # the client may already be gone
                         if action.error is not None:
                             await self.client.send(action.error)
@@ -186,11 +173,11 @@ class Session:
     async def _read_catalog(self) -> Mapping[str, FunctionSpec] | None:
         """This session's backend functions; None when Redis cannot tell (the conversation warns the client)."""
         try:
-            return await self.catalog.session_functions(self.config.catalog_wait)
+            return await self._read_functions()
         except REDIS_ERRORS:
             return None
 
-    async def _run_call(self, start: StartCall) -> None:
+    async def _run_call(self, start: actions.StartCall) -> None:
         """Get the call's result and hand it to the conversation, which answers the provider once.
 
         Only the enqueue and the answer are on the caller's critical path: notices are queued for the client,
