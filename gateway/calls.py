@@ -30,6 +30,8 @@ class _Pending:
 
 
 class BackendCalls:
+    """The calls the backend took in one session (see the module's docstring)."""
+
     def __init__(self, config: Config, session_id: str) -> None:
         self.session_id = session_id
         self.ids: set[str] = set()

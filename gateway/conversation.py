@@ -2,8 +2,8 @@
 
 :class:`Conversation` holds everything the gateway decides about a session; ``gateway.session`` is the loop that
 reads frames, feeds them in, and performs the actions that come back (``gateway.actions``). No sockets, no
-asyncio, no clock: every event carries the time (``now``, seconds on any monotonic clock), so the rules can be
-tested frame by frame.
+asyncio, no clock of its own: every event carries the time (``now``, seconds on any monotonic clock; a provider
+frame carries a clock, read only when the frame is acted on), so the rules can be tested frame by frame.
 
 Client → provider: ``Settings`` must come first, once (the provider's audio formats checked, the backend
 functions merged in); ``UpdateThink`` gets the same merge; ``FunctionCallResponse`` for a backend call is
@@ -76,8 +76,8 @@ CLOSE_INTERNAL = 1011
 
 AudioCheck = Callable[[Audio | None], str | None]
 """Why the provider cannot honour a Settings' ``audio`` (None when it can): ``Upstream.audio_problem``."""
-Handler = Callable[[str, dict[str, Any], float], Actions]
-"""What a message type does: (the frame as received, its parsed content, now) → actions."""
+Handler = Callable[["Conversation", str, dict[str, Any], float], Actions]
+"""What a message type does: (the conversation, the frame as received, its parsed content, now) → actions."""
 
 _KEEPALIVE: Actions = (ToProvider(KEEPALIVE),)
 _READ_CATALOG: Actions = (ReadCatalog(),)
@@ -109,18 +109,6 @@ class Conversation:
         """When the last frame went to the provider: a KeepAlive is due ``keepalive_interval`` after it."""
         self._budget = ClientBudget(config, now)
         self._hide_history = config.history_backend_calls == "hidden"
-        self._client_handlers: dict[str, Handler] = {
-            "Settings": self._settings_again,
-            "UpdateThink": self._update_think,
-            "FunctionCallResponse": self._client_function_response,
-            "FunctionCallRequest": self._client_function_request,
-        }
-        self._provider_handlers: dict[str, Handler] = {
-            "FunctionCallRequest": self._function_request,
-            "FunctionCallCancelled": self._function_cancelled,
-        }
-        if self._hide_history:
-            self._provider_handlers["History"] = self._history
 
     # --- lifecycle ------------------------------------------------------------------------------------------
 
@@ -164,9 +152,9 @@ class Conversation:
             return FORWARD
         try:
             data = parse_json_object(frame)
-            handler = self._client_handlers.get(data["type"])
+            handler = _CLIENT_HANDLERS.get(data["type"])
             if handler is not None:
-                return handler(frame, data, now)
+                return handler(self, frame, data, now)
         except ProtocolError as exc:
             return (ToClient(error_frame(exc.code, exc.description)),)
         self._provider_sent = now
@@ -249,7 +237,9 @@ class Conversation:
 
     # --- provider → client ----------------------------------------------------------------------------------
 
-    def provider_frame(self, frame: Frame, now: float) -> Actions:
+    def provider_frame(self, frame: Frame, clock: Callable[[], float]) -> Actions:
+        """A frame from the provider. ``clock`` is read only for a frame the gateway acts on: the relay path (audio,
+        most text) reads no clock, which would be the costliest part of the core's per-frame work."""
         # A JSON escape can spell the type ("\u0046unctionCallRequest" is a FunctionCallRequest too): such a
         # frame is parsed, not relayed blind, or its backend calls would never be answered (tests/fuzz).
         # Substring tests keep audio and most text frames off the parser.
@@ -262,11 +252,11 @@ class Conversation:
             # Also refuses nesting a rewrite could not serialise (tests/fuzz).
             data = parse_json_object(frame, duplicate_keys=True)
         kind = data.get("type", "")
-        handler = self._provider_handlers.get(kind)
+        handler = _PROVIDER_HANDLERS.get(kind)
         if handler is None:
             return FORWARD
         try:
-            return handler(frame, data, now)
+            return handler(self, frame, data, clock())
         except ProtocolError as exc:
             log.warning("session %s: provider sent a malformed %s: %s", self.session_id, kind, exc.description)
             return FORWARD
@@ -306,6 +296,8 @@ class Conversation:
         return actions if rest is None else [*actions, ToClient(rest)]
 
     def _history(self, frame: str, data: dict[str, Any], now: float) -> Actions:
+        if not self._hide_history:
+            return FORWARD
         rest = filter_history(data, frame, self.backend_functions, self.calls.ids)
         return NOTHING if rest is None else (ToClient(rest),)
 
@@ -331,3 +323,17 @@ class Conversation:
         """An Error the client can show, then the close."""
         self.closed = True
         return (Close(close_code, code, error_frame(code, description)),)
+
+
+# Dispatch on the message type, one table per direction; a type not listed is relayed as received.
+_CLIENT_HANDLERS: dict[str, Handler] = {
+    "Settings": Conversation._settings_again,
+    "UpdateThink": Conversation._update_think,
+    "FunctionCallResponse": Conversation._client_function_response,
+    "FunctionCallRequest": Conversation._client_function_request,
+}
+_PROVIDER_HANDLERS: dict[str, Handler] = {
+    "FunctionCallRequest": Conversation._function_request,
+    "FunctionCallCancelled": Conversation._function_cancelled,
+    "History": Conversation._history,
+}

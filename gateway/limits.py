@@ -22,12 +22,12 @@ class TokenBucket:
     would not.
     """
 
-    def __init__(self, rate: float, burst: float, clock=time.monotonic) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, rate: float, burst: float, clock=time.monotonic, now: float | None = None) -> None:  # type: ignore[no-untyped-def]
         self.rate = rate
         self.burst = burst
         self._clock = clock
         self._tokens = burst
-        self._last = clock()
+        self._last = clock() if now is None else now
 
     def allow(self, cost: float = 1, now: float | None = None) -> bool:
         """Take ``cost`` tokens if there are that many. ``now`` (on the bucket's clock) spares a clock read when
@@ -65,10 +65,10 @@ class ClientBudget:
 
     def __init__(self, config: Config, now: float) -> None:
         rate, byte_rate = config.client_message_rate, config.client_byte_rate
-        # The buckets read the clock only here; every allow() gets the frame's time.
-        self._frames = TokenBucket(rate, 2 * rate, clock=lambda: now)
+        # Every allow() gets the frame's time: the buckets never read a clock.
+        self._frames = TokenBucket(rate, 2 * rate, now=now)
         # The burst also fits the largest frame the port accepts, or such a frame could never pass.
-        self._bytes = TokenBucket(byte_rate, max(2 * byte_rate, config.max_frame_bytes), clock=lambda: now)
+        self._bytes = TokenBucket(byte_rate, max(2 * byte_rate, config.max_frame_bytes), now=now)
         self._max_text = config.max_text_frame_bytes
         self._too_large = f"Text frames after Settings may be at most {self._max_text} bytes; larger ones were dropped."
         self._last_error: dict[str, float] = {}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 import uuid
@@ -56,7 +55,7 @@ class Session:
         self.dispatcher = dispatcher
         self.calls: dict[str, asyncio.Task[None]] = {}
         """Backend calls awaiting their result, by provider call id."""
-        self._read_functions = functools.partial(catalog.session_functions, config.catalog_wait)
+        self._catalog, self._catalog_wait = catalog, config.catalog_wait
         self._keepalive_period = min(1.0, config.keepalive_interval / 2)
 
     # --- lifecycle ----------------------------------------------------------------------------------------
@@ -117,10 +116,10 @@ class Session:
 
     async def _upstream_to_client(self) -> None:
         assert self.upstream is not None
-        to_client, conversation, clock = self.client.send, self.conversation, time.monotonic
+        recv, to_client, conversation, clock = self.upstream.recv, self.client.send, self.conversation, time.monotonic
         while True:
-            frame = await self.upstream.recv()
-            todo = conversation.provider_frame(frame, clock())
+            frame = await recv()
+            todo = conversation.provider_frame(frame, clock)
             if todo is FORWARD:
                 await to_client(frame)
             else:
@@ -173,7 +172,7 @@ class Session:
     async def _read_catalog(self) -> Mapping[str, FunctionSpec] | None:
         """This session's backend functions; None when Redis cannot tell (the conversation warns the client)."""
         try:
-            return await self._read_functions()
+            return await self._catalog.session_functions(self._catalog_wait)
         except REDIS_ERRORS:
             return None
 

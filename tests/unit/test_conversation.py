@@ -7,7 +7,7 @@ the workers or the clock did, and checks what the core asks the session loop to 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
@@ -52,6 +52,11 @@ def applied(owned: Mapping[str, FunctionSpec] = BACKEND, **config: Any) -> Conve
     assert conversation.client_frame(SETTINGS, 0.0) == (ReadCatalog(),)
     conversation.catalog_read(owned, 0.0)
     return conversation
+
+
+def at(now: float) -> Callable[[], float]:
+    """The clock a provider frame comes with: read only if the frame is acted on."""
+    return lambda: now
 
 
 def text(kind: str, **fields: Any) -> str:
@@ -181,7 +186,7 @@ def test_the_client_may_not_request_a_call() -> None:
 
 def test_the_client_may_not_answer_a_backend_call_by_name_or_by_id() -> None:
     conversation = applied()
-    conversation.provider_frame(request(call("c1")), 1.0)
+    conversation.provider_frame(request(call("c1")), at(1.0))
     by_name = text("FunctionCallResponse", id="c9", name="get_weather", content="{}")
     by_id = text("FunctionCallResponse", id="c1", name="open_door", content="{}")
     for answer in (by_name, by_id):
@@ -196,7 +201,7 @@ def test_a_backend_name_the_session_did_not_start_with_is_still_the_backends() -
     ever_owned: dict[str, FunctionSpec] = {}
     conversation = applied({}, ever_owned=ever_owned)
     ever_owned["get_weather"] = WEATHER  # learned later, by the process
-    actions = conversation.provider_frame(request(call("c1"), call("c2", "open_door")), 1.0)
+    actions = conversation.provider_frame(request(call("c1"), call("c2", "open_door")), at(1.0))
     [start] = [a for a in actions if isinstance(a, StartCall)]
     assert start.spec == WEATHER and [f["name"] for f in sent(actions)[0]["functions"]] == ["open_door"]
 
@@ -243,7 +248,7 @@ def test_a_big_text_frame_after_settings_is_dropped_unparsed(monkeypatch: pytest
 
 def test_calls_beyond_the_pending_limit_are_answered_with_an_error_at_once() -> None:
     conversation = applied(max_pending_calls=1)
-    first = conversation.provider_frame(request(call("c1"), call("c2")), 1.0)
+    first = conversation.provider_frame(request(call("c1"), call("c2")), at(1.0))
     assert [a.call.id for a in first if isinstance(a, StartCall)] == ["c1"]
     [answer] = sent(first, Answer)
     assert answer["id"] == "c2" and "too many calls are pending" in answer["content"]
@@ -259,7 +264,7 @@ def test_calls_beyond_the_pending_limit_are_answered_with_an_error_at_once() -> 
 
 def test_a_backend_call_is_run_and_answered_once() -> None:
     conversation = applied()
-    actions = conversation.provider_frame(request(call("c1", arguments='{"city": "Paris"}')), 1.0)
+    actions = conversation.provider_frame(request(call("c1", arguments='{"city": "Paris"}')), at(1.0))
     started, start = actions
     assert isinstance(start, StartCall) and (start.call.id, start.key, start.spec) == ("c1", "s1-c1", WEATHER)
     assert sent([started], Notify) == [
@@ -279,7 +284,7 @@ def test_a_backend_call_is_run_and_answered_once() -> None:
 
 def test_a_failed_call_is_answered_with_its_error() -> None:
     conversation = applied()
-    conversation.provider_frame(request(call("c1")), 1.0)
+    conversation.provider_frame(request(call("c1")), at(1.0))
     actions = conversation.call_finished("c1", Result.failure("s1-c1", "boom"), 1.1)
     [notice] = sent(actions, Notify)
     assert notice["ok"] is False and notice["error"] == "boom" and "boom" in sent(actions, Answer)[0]["content"]
@@ -287,55 +292,56 @@ def test_a_failed_call_is_answered_with_its_error() -> None:
 
 def test_notices_can_be_turned_off() -> None:
     conversation = applied(backend_call_notices=False)
-    actions = [*conversation.provider_frame(request(call("c1")), 1.0), *conversation.call_finished("c1", ok("c1"), 2)]
+    actions = [*conversation.provider_frame(request(call("c1")), at(1.0))]
+    actions += conversation.call_finished("c1", ok("c1"), 2)
     assert [type(a) for a in actions] == [StartCall, Answer]
 
 
 def test_a_repeated_call_id_is_run_once() -> None:
     conversation = applied()
-    conversation.provider_frame(request(call("c1")), 1.0)
-    assert conversation.provider_frame(request(call("c1")), 1.1) == []
+    conversation.provider_frame(request(call("c1")), at(1.0))
+    assert conversation.provider_frame(request(call("c1")), at(1.1)) == []
 
 
 def test_calls_the_backend_does_not_own_go_to_the_client_as_received() -> None:
     conversation = applied()
     frame = request(call("c1", "open_door"), call("c2", client_side=False))
-    assert conversation.provider_frame(frame, 1.0) == [ToClient(frame)]
+    assert conversation.provider_frame(frame, at(1.0)) == [ToClient(frame)]
 
 
 def test_a_mixed_request_is_split() -> None:
     conversation = applied()
-    actions = conversation.provider_frame(request(call("c1"), call("c2", "open_door")), 1.0)
+    actions = conversation.provider_frame(request(call("c1"), call("c2", "open_door")), at(1.0))
     assert [type(a) for a in actions] == [Notify, StartCall, ToClient]
     assert [f["id"] for f in sent(actions)[0]["functions"]] == ["c2"]
 
 
 def test_malformed_elements_are_answered_upstream_and_never_relayed() -> None:
     conversation = applied()
-    actions = conversation.provider_frame(request(call("c1"), {"id": "c2", "name": 7}, {"name": "x"}), 1.0)
+    actions = conversation.provider_frame(request(call("c1"), {"id": "c2", "name": 7}, {"name": "x"}), at(1.0))
     assert [a["id"] for a in sent(actions, Answer)] == ["c2"]
     [warning] = sent(actions)
     assert warning["code"] == ErrorCode.MALFORMED_FUNCTION_CALL and "2 malformed" in warning["description"]
     assert "1 were answered" in warning["description"]
-    repeated = conversation.provider_frame(request({"id": "c1", "name": 7}), 1.1)
+    repeated = conversation.provider_frame(request({"id": "c1", "name": 7}), at(1.1))
     assert sent(repeated, Answer) == [] and "0 were answered" in sent(repeated)[0]["description"]
 
 
 def test_cancellation_stops_the_backend_call_and_the_client_sees_only_its_own() -> None:
     conversation = applied()
-    conversation.provider_frame(request(call("c1"), call("c2", "open_door")), 1.0)
+    conversation.provider_frame(request(call("c1"), call("c2", "open_door")), at(1.0))
     cancel = text("FunctionCallCancelled", functions=[{"id": "c1", "name": "get_weather"}, {"id": "c2"}])
-    actions = conversation.provider_frame(cancel, 1.1)
+    actions = conversation.provider_frame(cancel, at(1.1))
     assert actions[0] == CancelCalls(("c1",))
     assert [n["status"] for n in sent(actions, Notify)] == ["cancelled"]
     assert [f["id"] for f in sent(actions)[0]["functions"]] == ["c2"]
     assert conversation.call_finished("c1", ok("s1-c1"), 1.2) == NOTHING  # no answer to a cancelled call
     own = text("FunctionCallCancelled", functions=[{"id": "c2"}])
-    assert conversation.provider_frame(own, 1.3) == [ToClient(own)]
+    assert conversation.provider_frame(own, at(1.3)) == [ToClient(own)]
 
 
 def test_a_malformed_cancellation_is_relayed() -> None:
-    assert applied().provider_frame(text("FunctionCallCancelled", functions=7), 1.0) is FORWARD
+    assert applied().provider_frame(text("FunctionCallCancelled", functions=7), at(1.0)) is FORWARD
 
 
 # --- History ------------------------------------------------------------------------------------------------
@@ -344,14 +350,14 @@ def test_a_malformed_cancellation_is_relayed() -> None:
 def test_history_hides_the_backends_calls() -> None:
     conversation = applied()
     entries = [{"id": "c1", "name": "get_weather"}, {"id": "c2", "name": "open_door"}]
-    [rest] = conversation.provider_frame(text("History", function_calls=entries), 1.0)
+    [rest] = conversation.provider_frame(text("History", function_calls=entries), at(1.0))
     assert isinstance(rest, ToClient) and json.loads(rest.frame)["function_calls"] == entries[1:]
-    assert conversation.provider_frame(text("History", function_calls=entries[:1]), 1.0) == NOTHING
+    assert conversation.provider_frame(text("History", function_calls=entries[:1]), at(1.0)) == NOTHING
 
 
 def test_history_is_relayed_when_shown() -> None:
     conversation = applied(history_backend_calls="shown")
-    assert conversation.provider_frame(text("History", function_calls=[{"name": "get_weather"}]), 1.0) is FORWARD
+    assert conversation.provider_frame(text("History", function_calls=[{"name": "get_weather"}]), at(1.0)) is FORWARD
 
 
 # --- the relay path -----------------------------------------------------------------------------------------
@@ -363,20 +369,23 @@ def test_frames_the_gateway_does_not_act_on_are_forwarded_unparsed(monkeypatch: 
     def no_parse(text: str, **kw: Any) -> Any:
         raise AssertionError("parsed")
 
+    def no_clock() -> float:
+        raise AssertionError("read the clock")
+
     monkeypatch.setattr(conversation_module, "parse_json_object", no_parse)
     assert conversation.client_frame(AUDIO, 1.0) is FORWARD
-    assert conversation.provider_frame(AUDIO, 1.0) is FORWARD
-    assert conversation.provider_frame(text("ConversationText", role="assistant", content="Hi"), 1.0) is FORWARD
+    assert conversation.provider_frame(AUDIO, no_clock) is FORWARD
+    assert conversation.provider_frame(text("ConversationText", role="assistant", content="Hi"), no_clock) is FORWARD
 
 
 def test_an_escaped_type_is_still_intercepted() -> None:
     escaped = request(call("c1")).replace("FunctionCallRequest", "\\u0046unctionCallRequest")
-    assert [type(a) for a in applied().provider_frame(escaped, 1.0)] == [Notify, StartCall]
+    assert [type(a) for a in applied().provider_frame(escaped, at(1.0))] == [Notify, StartCall]
 
 
 def test_unknown_provider_messages_are_forwarded() -> None:
-    assert applied().provider_frame('{"type": "X", "note": "\\u00e9"}', 1.0) is FORWARD
-    assert applied().provider_frame('{"FunctionCall', 1.0) is FORWARD  # not JSON: relayed as it is
+    assert applied().provider_frame('{"type": "X", "note": "\\u00e9"}', at(1.0)) is FORWARD
+    assert applied().provider_frame('{"FunctionCall', at(1.0)) is FORWARD  # not JSON: relayed as it is
 
 
 # --- time: keepalive ----------------------------------------------------------------------------------------
@@ -385,7 +394,7 @@ def test_unknown_provider_messages_are_forwarded() -> None:
 def test_keepalive_only_while_calls_are_pending_and_the_provider_heard_nothing() -> None:
     conversation = applied(keepalive_interval=5)  # the provider last heard from us at 0 (Settings)
     assert conversation.tick(10.0) == NOTHING  # no call pending
-    conversation.provider_frame(request(call("c1")), 10.0)
+    conversation.provider_frame(request(call("c1")), at(10.0))
     assert conversation.tick(10.0) == (ToProvider(KEEPALIVE),)
     assert conversation.tick(14.9) == NOTHING
     assert conversation.tick(15.0) == (ToProvider(KEEPALIVE),)

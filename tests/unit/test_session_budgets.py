@@ -181,7 +181,7 @@ async def test_a_call_to_a_backend_name_the_session_did_not_know_still_runs_on_t
             {"id": "c2", "name": "open_door", "arguments": "{}", "client_side": True},
         ],
     }
-    actions = conversation.provider_frame(json.dumps(request), 1.0)
+    actions = conversation.provider_frame(json.dumps(request), lambda: 1.0)
     assert [(a.call.name, a.spec) for a in actions if isinstance(a, StartCall)] == [("get_weather", WEATHER)]
     [forwarded] = [json.loads(a.frame) for a in actions if isinstance(a, ToClient)]
     assert [f["name"] for f in forwarded["functions"]] == ["open_door"]
