@@ -1,4 +1,6 @@
-"""Limits that keep one client from hurting the others: per WebSocket session, and per address over HTTP."""
+"""Limits that keep one client from hurting the others: per WebSocket session, and per address over HTTP.
+
+No I/O: the session core (``gateway.conversation``) and the HTTP routes apply them."""
 
 from __future__ import annotations
 
@@ -6,6 +8,10 @@ import math
 import time
 from collections.abc import Sized
 from dataclasses import dataclass, field
+
+from gateway.actions import NOTHING, Actions, Frame, ToClient
+from shared.config import Config
+from shared.protocol import ErrorCode, error_frame
 
 
 class TokenBucket:
@@ -16,15 +22,18 @@ class TokenBucket:
     would not.
     """
 
-    def __init__(self, rate: float, burst: float, clock=time.monotonic) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, rate: float, burst: float, clock=time.monotonic, now: float | None = None) -> None:  # type: ignore[no-untyped-def]
         self.rate = rate
         self.burst = burst
         self._clock = clock
         self._tokens = burst
-        self._last = clock()
+        self._last = clock() if now is None else now
 
-    def allow(self, cost: float = 1) -> bool:
-        now = self._clock()
+    def allow(self, cost: float = 1, now: float | None = None) -> bool:
+        """Take ``cost`` tokens if there are that many. ``now`` (on the bucket's clock) spares a clock read when
+        the caller has the time already: the session core passes the time of the frame it judges."""
+        if now is None:
+            now = self._clock()
         self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
         self._last = now
         if self._tokens >= cost:
@@ -46,6 +55,39 @@ class TokenBucket:
         now = self._clock()
         self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
         self._last = now
+
+
+class ClientBudget:
+    """What one session's client may send: ``CLIENT_MESSAGE_RATE`` frames and ``CLIENT_BYTE_RATE`` bytes a second,
+    and, once Settings are applied, text frames of at most ``MAX_TEXT_FRAME_BYTES`` (big JSON parsed on the shared
+    loop delays every session's frames). A frame over budget is dropped unread; the client hears why in an Error
+    at most once a second per reason: a flood must not get a flood back. Sans-I/O: every call gets the time."""
+
+    def __init__(self, config: Config, now: float) -> None:
+        rate, byte_rate = config.client_message_rate, config.client_byte_rate
+        # Every allow() gets the frame's time: the buckets never read a clock.
+        self._frames = TokenBucket(rate, 2 * rate, now=now)
+        # The burst also fits the largest frame the port accepts, or such a frame could never pass.
+        self._bytes = TokenBucket(byte_rate, max(2 * byte_rate, config.max_frame_bytes), now=now)
+        self._max_text = config.max_text_frame_bytes
+        self._too_large = f"Text frames after Settings may be at most {self._max_text} bytes; larger ones were dropped."
+        self._last_error: dict[str, float] = {}
+        """When each Error code was last sent."""
+
+    def refuse(self, frame: Frame, settings_applied: bool, now: float) -> Actions | None:
+        """None when ``frame`` may pass; else what to do instead of passing it (an Error, or nothing)."""
+        size = frame_size(frame)
+        if not (self._frames.allow(1, now) and self._bytes.allow(size, now)):
+            return self._error(ErrorCode.RATE_LIMITED, "Too many messages or bytes; some were dropped.", now)
+        if settings_applied and size > self._max_text and isinstance(frame, str):
+            return self._error(ErrorCode.MESSAGE_TOO_LARGE, self._too_large, now)
+        return None
+
+    def _error(self, code: str, description: str, now: float) -> Actions:
+        if now - self._last_error.get(code, float("-inf")) < 1.0:
+            return NOTHING
+        self._last_error[code] = now
+        return (ToClient(error_frame(code, description)),)
 
 
 @dataclass

@@ -32,7 +32,9 @@ __all__ = [
     "Warning",
     "Welcome",
     "dump",
+    "error_frame",
     "parse_json_object",
+    "warning_frame",
 ]
 
 
@@ -291,6 +293,17 @@ class Warning(Message):
     type: Literal["Warning"] = "Warning"
     description: str
     code: str
+
+
+def error_frame(code: str, description: str) -> str:
+    """The text frame of an ``Error``: the one way the gateway and its adapters build one, so every Error a
+    client sees has the same shape (``type``, ``description``, ``code``, in that order)."""
+    return dump(Error(code=code, description=description))
+
+
+def warning_frame(code: str, description: str) -> str:
+    """The text frame of a ``Warning`` (see :func:`error_frame`)."""
+    return dump(Warning(code=code, description=description))
 
 
 # --- The gateway's own messages ---------------------------------------------------------------------------

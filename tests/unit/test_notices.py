@@ -14,7 +14,6 @@ from gateway.notices import ClientNotices
 from gateway.session import Session
 from shared.config import Config
 from shared.envelopes import FunctionSpec, Result
-from shared.protocol import FunctionCall
 
 
 class StalledClient:
@@ -66,24 +65,71 @@ async def test_the_sender_stops_when_the_client_is_gone() -> None:
 async def test_a_call_is_answered_while_its_client_is_congested() -> None:
     """The provider gets its FunctionCallResponse although the client accepts none of the call's notices."""
 
-    class Upstream:
+    class Provider:
+        """Asks for one backend call, then stays quiet; records what the gateway sends."""
+
         def __init__(self) -> None:
             self.frames: list[Any] = []
+            self.script = [json.dumps({"type": "FunctionCallRequest", "functions": [{"id": "c1", "name": "f"}]})]
 
         async def send(self, frame: Any) -> None:
             self.frames.append(frame)
+
+        async def recv(self) -> Any:
+            if self.script:
+                return self.script.pop()
+            await asyncio.Event().wait()
+
+        def audio_problem(self, audio: Any) -> None:
+            return None
+
+        def use_functions(self, owned: Any) -> None:
+            pass
+
+        async def close(self) -> None:
+            pass
 
     class Dispatcher:
         async def call(self, *args: Any) -> Result:
             return Result(call_id="c1", ok=True, content='{"ok": true}', worker_id="w1")
 
-    spec = FunctionSpec(name="f", description="f", parameters={"type": "object"})
-    client = StalledClient()
-    session = Session(client, None, Dispatcher(), None, Config())  # type: ignore[arg-type]
-    session.upstream = upstream = Upstream()  # type: ignore[assignment]
-    session.owned = {"f": spec}
-    call = FunctionCall(id="c1", name="f", arguments="{}")
-    session.calls["c1"] = asyncio.current_task()  # type: ignore[assignment]
-    await asyncio.wait_for(session._run_call(call), 1)
-    assert [json.loads(f)["type"] for f in upstream.frames] == ["FunctionCallResponse"]
-    assert client.sent == [] and session.notices.pending == 2  # started, finished: still waiting for the client
+    class Catalog:
+        ever_owned: dict[str, FunctionSpec] = {}
+
+        async def session_functions(self, wait: float) -> dict[str, FunctionSpec]:
+            return {"f": FunctionSpec(name="f", description="f", parameters={"type": "object"})}
+
+    class Client(StalledClient):
+        """Sends Settings, then nothing; accepts no message (every send waits)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.waiting: list[str] = []
+
+        async def __aiter__(self) -> Any:
+            yield json.dumps({"type": "Settings", "agent": {}})
+            await asyncio.Event().wait()
+
+        async def send(self, text: str) -> None:
+            self.waiting.append(text)
+            await super().send(text)
+
+        async def close(self, code: int = 1000, reason: str = "") -> None:
+            pass
+
+    provider, client = Provider(), Client()
+
+    async def open_provider() -> Provider:
+        return provider
+
+    session = Session(client, open_provider, Dispatcher(), Catalog(), Config())  # type: ignore[arg-type]
+    running = asyncio.create_task(session.run())
+    for _ in range(100):
+        if len(provider.frames) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert [json.loads(f)["type"] for f in provider.frames[1:]] == ["FunctionCallResponse"]  # after Settings
+    # started, finished: still waiting for the client (one in the send the client does not complete)
+    assert client.sent == [] and len(client.waiting) + session.notices.pending == 2
+    running.cancel()
+    await asyncio.gather(running, return_exceptions=True)

@@ -1,12 +1,12 @@
-"""A session's budgets and refusals, with the real simulated upstream and the catalog on fakeredis.
+"""A session's budgets and refusals, with the real simulated provider and the catalog on fakeredis.
 
-Settings the upstream cannot honour are refused before anything reaches it; big text frames after Settings are
-dropped unparsed; bytes are rate-limited as well as frames; a catalog gap never hands a backend name to the client.
+Settings the provider cannot honour are refused before anything reaches it; bytes are rate-limited as well as
+frames; a catalog gap never hands a backend name to the client. Each session runs whole (``Session.run``) until
+its client has sent its frames. The same rules frame by frame, without I/O: tests/unit/test_conversation.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Iterable
@@ -15,8 +15,9 @@ from typing import Any
 import fakeredis
 import pytest
 
-from gateway import session as session_module
+from gateway.actions import ReadCatalog, StartCall, ToClient
 from gateway.catalog import Catalog
+from gateway.conversation import Conversation
 from gateway.providers.simulated.adapter import SimulatedProvider
 from gateway.session import Session
 from shared import keys
@@ -43,7 +44,7 @@ class Client:
         self.sent.append(text)
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
-        self.closed = (code, reason)
+        self.closed = self.closed or (code, reason)  # the first close counts, as on a real connection
 
     def messages(self, type_: str | None = None) -> list[dict[str, Any]]:
         return [m for m in map(json.loads, self.sent) if type_ is None or m["type"] == type_]
@@ -70,10 +71,16 @@ async def publish(redis: fakeredis.FakeAsyncRedis, *specs: FunctionSpec) -> None
     await redis.sadd(keys.CATALOG_INDEX, "w1")
 
 
-def new_session(frames: Iterable[str | bytes], catalog: Catalog, **config: Any) -> tuple[Session, Client]:
+async def run_session(frames: Iterable[str | bytes], catalog: Catalog, **config: Any) -> tuple[Session, Client]:
+    """Run a whole session whose client sends ``frames`` and leaves."""
     client = Client(frames)
-    session = Session(client, None, Dispatcher(), catalog, Config(**config))  # type: ignore[arg-type]
-    session.upstream = SimulatedProvider()
+    provider = SimulatedProvider()
+
+    async def open_provider() -> SimulatedProvider:
+        return provider
+
+    session = Session(client, open_provider, Dispatcher(), catalog, Config(**config))  # type: ignore[arg-type]
+    await session.run()
     return session, client
 
 
@@ -88,7 +95,7 @@ def catalog(server: fakeredis.FakeServer) -> Catalog:
 
 
 def agent_of(session: Session) -> Any:
-    return session.upstream.agent  # type: ignore[union-attr]
+    return session.provider.agent  # type: ignore[union-attr]
 
 
 # --- item 4: audio formats --------------------------------------------------------------------------------
@@ -107,8 +114,7 @@ def agent_of(session: Session) -> Any:
 async def test_unsupported_audio_is_refused_before_the_upstream_hears_anything(
     catalog: Catalog, audio: dict[str, Any], problem: str
 ) -> None:
-    session, client = new_session([settings(audio=audio), b"\0" * 640], catalog)
-    await session._client_to_upstream()
+    session, client = await run_session([settings(audio=audio), b"\0" * 640], catalog)
     [error] = client.messages("Error")
     assert error["code"] == ErrorCode.INVALID_SETTINGS and problem in error["description"]
     assert client.closed == (1008, ErrorCode.INVALID_SETTINGS)
@@ -121,44 +127,15 @@ async def test_unsupported_audio_is_refused_before_the_upstream_hears_anything(
 async def test_too_many_functions_refuse_the_settings(catalog: Catalog) -> None:
     functions = [{"name": f"f{i}"} for i in range(5)]
     frame = json.dumps({"type": "Settings", "agent": {"think": {"functions": functions}}})
-    session, client = new_session([frame], catalog, max_settings_functions=4)
-    await session._client_to_upstream()
+    session, client = await run_session([frame], catalog, max_settings_functions=4)
     [error] = client.messages("Error")
     assert error["code"] == ErrorCode.INVALID_SETTINGS and "at most 4" in error["description"]
     assert not agent_of(session).settings_applied
 
 
-async def test_a_big_text_frame_after_settings_is_dropped_unparsed(
-    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    parsed: list[int] = []
-    real_parse = session_module.parse_json_object
-    monkeypatch.setattr(
-        session_module, "parse_json_object", lambda text, **kw: parsed.append(len(text)) or real_parse(text, **kw)
-    )
-    big = json.dumps({"type": "InjectUserMessage", "content": "x" * 100 * 1024})
-    small = json.dumps({"type": "InjectUserMessage", "content": "hello"})
-    session, client = new_session([settings(prompt="p" * 100_000), big, big, small], catalog)
-    await session._client_to_upstream()
-    assert max(parsed) < len(big) and len(parsed) == 2  # Settings (long, before the cap applies) and `small`
-    errors = client.messages("Error")
-    assert [e["code"] for e in errors] == [ErrorCode.MESSAGE_TOO_LARGE]  # one a second, not one a frame
-    assert "65536" in errors[0]["description"]
-    await asyncio.sleep(0)
-    texts = [json.loads(f) for f in agent_seen_text(session)]
-    assert [t["content"] for t in texts if t.get("role") == "user"] == ["hello"]  # only the small one arrived
-
-
-def agent_seen_text(session: Session) -> list[str]:
-    queue = session.upstream._outgoing  # type: ignore[union-attr]
-    items = [queue.get_nowait() for _ in range(queue.qsize())]
-    return [f for f in items if isinstance(f, str) and '"ConversationText"' in f]
-
-
 async def test_bytes_beyond_the_byte_rate_are_dropped(catalog: Catalog) -> None:
     audio = [b"\0" * 1000] * 10  # 10 kB at once; the bucket holds 2048 bytes (rate 1024/s)
-    session, client = new_session([settings(), *audio], catalog, client_byte_rate=1024, max_frame_bytes=1024)
-    await session._client_to_upstream()
+    session, client = await run_session([settings(), *audio], catalog, client_byte_rate=1024, max_frame_bytes=1024)
     assert 1 <= agent_of(session).stats["audio_frames"] <= 2
     assert [e["code"] for e in client.messages("Error")] == [ErrorCode.RATE_LIMITED]
 
@@ -172,11 +149,10 @@ async def test_settings_during_a_redis_outage_get_the_last_known_catalog(
     await publish(catalog._redis, WEATHER)
     assert await catalog.functions() == {"get_weather": WEATHER}  # an earlier session read it
     server.connected = False
-    session, client = new_session([settings()], catalog)
-    await session._client_to_upstream()
+    session, client = await run_session([settings()], catalog)
     assert client.messages("Warning") == []  # no BACKEND_UNAVAILABLE
     assert agent_of(session).stats["settings"] == ["get_weather"]  # the provider was told about it
-    assert session.owned == {"get_weather": WEATHER}
+    assert session.conversation.owned == {"get_weather": WEATHER}
 
 
 async def test_settings_after_redis_came_back_empty_get_the_last_known_catalog(
@@ -185,17 +161,19 @@ async def test_settings_after_redis_came_back_empty_get_the_last_known_catalog(
     await publish(catalog._redis, WEATHER)
     await catalog.functions()
     await catalog._redis.flushall()  # Redis restarted empty; the workers have not republished yet
-    session, client = new_session([settings()], catalog)
-    await session._client_to_upstream()
+    session, client = await run_session([settings()], catalog)
     assert agent_of(session).stats["settings"] == ["get_weather"] and client.messages("Warning") == []
 
 
 async def test_a_call_to_a_backend_name_the_session_did_not_know_still_runs_on_the_backend(
     catalog: Catalog,
 ) -> None:
-    session, client = new_session([], catalog)
+    conversation = Conversation(Config(), catalog.ever_owned, now=0.0)
+    conversation.provider_opened(lambda audio: None)
+    assert conversation.client_frame(settings(), 0.0) == (ReadCatalog(),)
+    conversation.catalog_read({}, 0.0)  # this session started with no backend functions
     await publish(catalog._redis, WEATHER)
-    await catalog.functions()  # another session saw it; this one started with no backend functions
+    await catalog.functions()  # another session saw it
     request = {
         "type": "FunctionCallRequest",
         "functions": [
@@ -203,11 +181,10 @@ async def test_a_call_to_a_backend_name_the_session_did_not_know_still_runs_on_t
             {"id": "c2", "name": "open_door", "arguments": "{}", "client_side": True},
         ],
     }
-    await session._on_function_message(json.dumps(request))
-    await asyncio.gather(*session.calls.values())
-    assert session.dispatcher.calls == [("get_weather", WEATHER)]  # type: ignore[attr-defined]
-    [forwarded] = client.messages("FunctionCallRequest")
+    actions = conversation.provider_frame(json.dumps(request), lambda: 1.0)
+    assert [(a.call.name, a.spec) for a in actions if isinstance(a, StartCall)] == [("get_weather", WEATHER)]
+    [forwarded] = [json.loads(a.frame) for a in actions if isinstance(a, ToClient)]
     assert [f["name"] for f in forwarded["functions"]] == ["open_door"]
     answer = {"type": "FunctionCallResponse", "id": "c9", "name": "get_weather", "content": "{}"}
-    await session._on_client_function_response(json.dumps(answer), answer)
-    assert client.messages("Warning")[-1]["code"] == ErrorCode.FUNCTION_RESPONSE_REFUSED
+    [refusal] = conversation.client_frame(json.dumps(answer), 1.0)
+    assert isinstance(refusal, ToClient) and json.loads(refusal.frame)["code"] == ErrorCode.FUNCTION_RESPONSE_REFUSED

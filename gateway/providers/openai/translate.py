@@ -19,15 +19,15 @@ from typing import Any
 from gateway.providers.openai.audio import OPENAI_RATE
 from shared.protocol import (
     ConversationText,
-    Error,
     FunctionCall,
     FunctionCallCancelled,
     FunctionCallRequest,
     Message,
     SettingsApplied,
-    Warning,
     Welcome,
     dump,
+    error_frame,
+    warning_frame,
 )
 
 DEFAULT_INPUT_RATE = 16000
@@ -285,11 +285,11 @@ def error(event: Mapping[str, Any]) -> str:
     """``error {error: {code, message, type}}`` → ``Error {code, description}``."""
     details = as_dict(event.get("error"))
     code = details.get("code") or details.get("type") or "OPENAI_ERROR"
-    return _frame(Error(code=str(code), description=str(details.get("message") or "OpenAI reported an error.")))
+    return error_frame(str(code), str(details.get("message") or "OpenAI reported an error."))
 
 
 def warning(code: str, description: str) -> str:
-    return _frame(Warning(code=code, description=description))
+    return warning_frame(code, description)
 
 
 def function_call_request(calls: Iterable[tuple[str, str, str]]) -> str:
