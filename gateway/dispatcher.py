@@ -35,9 +35,8 @@ from shared import keys
 from shared.clock import REFRESH_EVERY, RedisClock
 from shared.config import Config
 from shared.envelopes import FunctionSpec, Job, Result
-from shared.redis_errors import REDIS_ERRORS
 
-__all__ = ["REDIS_ERRORS", "Dispatcher"]  # REDIS_ERRORS: re-exported for the modules that import it from here
+__all__ = ["Dispatcher"]
 
 log = logging.getLogger(__name__)
 
