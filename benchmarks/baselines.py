@@ -36,11 +36,11 @@ NAIVE_QUEUE = "bench-naive"
 def in_process(calls: int) -> dict[str, Any]:
     """Per-call times (ms) of the no-op function called directly and through ``workers.execute.execute``."""
     import benchmarks.functions as functions
-    from shared.envelopes import Job
+    from shared.envelopes import CallJob
     from workers.execute import execute
 
     direct, executed = [], []
-    job = Job(call_id="inproc", name="bench_noop", arguments="{}", reply_channel="-", deadline=time.time() + 3600)
+    job = CallJob(call_id="inproc", name="bench_noop", arguments="{}", reply_channel="-", deadline=time.time() + 3600)
     for _ in range(calls):
         started = time.perf_counter()
         functions.bench_noop()

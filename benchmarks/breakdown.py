@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from rq.job import Job as RQJob
 
 from shared import keys
-from shared.envelopes import Job, Result
+from shared.envelopes import CallJob, CallResult
 
 STAGES = [
     ("ws_hops", "provider → gateway → provider: two loopback WebSocket hops, frame parsing, the call's task"),
@@ -56,11 +56,11 @@ def breakdown(redis_url: str, notices: dict[str, float], upstream_p50_ms: float,
     try:
         # RQ scores its finished registry by expiry, not by finish time: read it all, keep the calls of this run.
         finished = [i.decode() for i in connection.zrange(f"rq:finished:{keys.queue_name('default')}", 0, -1)]
-        matched: list[tuple[Job, RQJob, str]] = []
+        matched: list[tuple[CallJob, RQJob, str]] = []
         for start in range(0, len(finished), 500):
             for rq_job in RQJob.fetch_many(finished[start : start + 500], connection=connection):
                 try:
-                    job = Job.from_json(rq_job.args[0]) if rq_job is not None else None
+                    job = CallJob.from_json(rq_job.args[0]) if rq_job is not None else None
                 except (ValidationError, IndexError, TypeError):
                     continue
                 provider_id = _provider_id(job.call_id, notices) if job else None
@@ -72,7 +72,7 @@ def breakdown(redis_url: str, notices: dict[str, float], upstream_p50_ms: float,
             rq_enqueued, rq_started = _epoch(rq_job.enqueued_at), _epoch(rq_job.started_at)
             if raw is None or rq_enqueued is None or rq_started is None:
                 continue
-            result = Result.from_json(raw)
+            result = CallResult.from_json(raw)
             rows["gateway_enqueue"].append((rq_enqueued - job.enqueued_at) * 1000)
             rows["queue_to_worker"].append((rq_started - rq_enqueued) * 1000)
             rows["worker_to_function"].append((result.started_at - rq_started) * 1000)

@@ -90,9 +90,9 @@ async def _enqueue(url: str, count: int, recorder: Recorder) -> list[list[str]]:
 
 
 def dispatcher_job(dispatcher: Dispatcher, call_id: str) -> Any:
-    from shared.envelopes import Job
+    from shared.envelopes import CallJob
 
-    return Job(
+    return CallJob(
         call_id=call_id,
         name=SPEC.name,
         arguments="{}",

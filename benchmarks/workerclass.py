@@ -22,7 +22,7 @@ from rq import Queue, SimpleWorker
 
 from benchmarks.stats import summarize
 from shared import keys
-from shared.envelopes import JOB_FUNCTION, Job
+from shared.envelopes import JOB_FUNCTION, CallJob
 from tests.support.processes import Process, wait_until
 
 CHANNEL = keys.reply_channel("bench-workerclass")
@@ -50,7 +50,7 @@ def _calls(url: str, count: int, pause: float) -> list[float]:
     connection.set(keys.gateway_alive(GATEWAY), "1", ex=3600)  # the gateway's heartbeat, once for the whole run
     samples = []
     for i in range(count):
-        job = Job(
+        job = CallJob(
             call_id=f"wc-{time.time_ns()}-{i}",
             name="bench_noop",
             arguments="{}",

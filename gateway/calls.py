@@ -17,7 +17,7 @@ from typing import Any
 from gateway.actions import NOTHING, Action, Actions, Answer, CancelCalls, Notify, StartCall
 from gateway.intercept import MalformedCall, malformed_response_frame, response_frame
 from shared.config import Config
-from shared.envelopes import FunctionSpec, Result
+from shared.envelopes import CallResult, FunctionSpec
 from shared.protocol import BackendFunctionCall, ErrorCode, FunctionCall, dump, warning_frame
 
 log = logging.getLogger(__name__)
@@ -57,12 +57,12 @@ class BackendCalls:
             warning = f"{call.name} was not run: {self._limit} calls already pending."
             actions.append(Notify(warning_frame(ErrorCode.TOO_MANY_PENDING_CALLS, warning)))
             error = f"{call.name} was not run: too many calls are pending. Try again shortly."
-            return actions + self._answer(call, Result.failure(call.id, error), 0.0)
+            return actions + self._answer(call, CallResult.failure(call.id, error), 0.0)
         self._pending[call.id] = _Pending(call, now)
         actions.append(StartCall(call, self.key(call.id), spec))
         return actions
 
-    def finished(self, call_id: str, result: Result, now: float) -> Actions:
+    def finished(self, call_id: str, result: CallResult, now: float) -> Actions:
         """A call's result: answered upstream, unless the call was cancelled meanwhile."""
         pending = self._pending.pop(call_id, None)
         if pending is None:
@@ -95,7 +95,7 @@ class BackendCalls:
         """
         return f"{self.session_id}-{call_id}"
 
-    def _answer(self, call: FunctionCall, result: Result, elapsed: float) -> list[Action]:
+    def _answer(self, call: FunctionCall, result: CallResult, elapsed: float) -> list[Action]:
         actions: list[Action] = []
         if self._notices:
             # Queued before the answer goes out, so the client hears of it before whatever the provider says next.

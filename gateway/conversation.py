@@ -52,7 +52,7 @@ from gateway.intercept import (
 )
 from gateway.limits import ClientBudget, functions_problem
 from shared.config import Config
-from shared.envelopes import FunctionSpec, Result
+from shared.envelopes import CallResult, FunctionSpec
 from shared.protocol import (
     Audio,
     ErrorCode,
@@ -303,7 +303,7 @@ class Conversation:
 
     # --- backend calls and time ----------------------------------------------------------------------------
 
-    def call_finished(self, call_id: str, result: Result, now: float) -> Actions:
+    def call_finished(self, call_id: str, result: CallResult, now: float) -> Actions:
         """A backend call's result: answered upstream once, unless the call was cancelled meanwhile."""
         actions = self.calls.finished(call_id, result, now)
         if actions:

@@ -34,7 +34,7 @@ from gateway.watchdog import Watchdog
 from shared import keys
 from shared.clock import REFRESH_EVERY, RedisClock
 from shared.config import Config
-from shared.envelopes import FunctionSpec, Job, Result
+from shared.envelopes import CallJob, CallResult, FunctionSpec
 
 __all__ = ["Dispatcher"]
 
@@ -101,17 +101,17 @@ class Dispatcher:
 
     async def call(
         self, call_id: str, name: str, arguments: str, spec: FunctionSpec, session_id: str = "", principal: str = ""
-    ) -> Result:
+    ) -> CallResult:
         """Run one call on a worker and return its result, or an error result at the deadline.
 
         Never raises for backend trouble (Redis down, worker dead, bad arguments): every outcome is a
-        :class:`Result` the caller can send upstream. Cancelling the awaiting task cancels the job.
+        :class:`CallResult` the caller can send upstream. Cancelling the awaiting task cancels the job.
         """
         existing = self._waiters.get(call_id)
         if existing is not None:
             # The same call requested twice in this process: one job, both callers get its result.
             return await self._join(existing, spec)
-        job = Job(
+        job = CallJob(
             call_id=call_id,
             name=name,
             arguments=arguments,
@@ -139,7 +139,7 @@ class Dispatcher:
             stored = await self.results.stored(call_id)
             if stored is None:
                 self.enqueuer.cancel_in_background(pending)
-                stored = Result.failure(call_id, f"{name} did not finish within {spec.timeout:g} s.")
+                stored = CallResult.failure(call_id, f"{name} did not finish within {spec.timeout:g} s.")
             if not pending.future.done():
                 pending.future.set_result(stored)  # callers that joined this call get the same answer now
             return stored
@@ -150,7 +150,7 @@ class Dispatcher:
         finally:
             self._waiters.pop(call_id, None)
 
-    async def _join(self, existing: Pending, spec: FunctionSpec) -> Result:
+    async def _join(self, existing: Pending, spec: FunctionSpec) -> CallResult:
         """Wait for a call another caller started, but never past this caller's own deadline.
 
         The first caller may be cancelled (its future is then cancelled) or time out; waiting on its future
@@ -166,10 +166,10 @@ class Dispatcher:
         if stored is not None:
             return stored
         if future.cancelled():
-            return Result.failure(call_id, f"{name} was cancelled before it finished.")
-        return Result.failure(call_id, f"{name} did not finish within {spec.timeout:g} s.")
+            return CallResult.failure(call_id, f"{name} was cancelled before it finished.")
+        return CallResult.failure(call_id, f"{name} did not finish within {spec.timeout:g} s.")
 
-    def _deliver(self, result: Result) -> None:
+    def _deliver(self, result: CallResult) -> None:
         """Resolve the future of ``result``'s call, if this process still waits for it."""
         pending = self._waiters.get(result.call_id)
         if pending is not None and not pending.future.done():

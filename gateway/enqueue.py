@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from gateway.pending import Pending
 from gateway.rq_enqueue import RQEnqueue, job_key, queue_key
 from shared import keys
-from shared.envelopes import FunctionSpec, Job
+from shared.envelopes import CallJob, FunctionSpec
 from shared.redis_errors import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ class Enqueuer:
             "if redis.call('lrem', KEYS[1], 0, ARGV[1]) > 0 then return redis.call('del', KEYS[2]) end return 0"
         )
 
-    async def enqueue(self, job: Job, spec: FunctionSpec, attempt: int = 0) -> None:
+    async def enqueue(self, job: CallJob, spec: FunctionSpec, attempt: int = 0) -> None:
         """Push the job onto its RQ queue, retrying through Redis outages (the caller's deadline bounds it)."""
         delay = 0.05
         job_id = keys.job_id(job.call_id, attempt, self.gateway_ref)

@@ -6,16 +6,16 @@ import asyncio
 from dataclasses import dataclass
 
 from shared import keys
-from shared.envelopes import FunctionSpec, Job, Result
+from shared.envelopes import CallJob, CallResult, FunctionSpec
 
 
 @dataclass
 class Pending:
     """One call in flight: its envelope, its function's spec, the future its callers await, and its attempts."""
 
-    job: Job
+    job: CallJob
     spec: FunctionSpec
-    future: asyncio.Future[Result]
+    future: asyncio.Future[CallResult]
     enqueued: bool = False
     attempts: int = 0
     """Runs again after its worker died (idempotent functions only)."""

@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from pydantic import ValidationError
 
 from shared import keys
-from shared.envelopes import Result
+from shared.envelopes import CallResult
 from shared.redis_errors import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class ResultListener:
         self,
         async_redis: aioredis.Redis,
         channel: str,
-        deliver: Callable[[Result], None],
+        deliver: Callable[[CallResult], None],
         pending_calls: Callable[[], list[str]],
     ) -> None:
         """``pending_calls`` lists the call ids whose stored results a (re)subscription re-reads."""
@@ -124,7 +124,7 @@ class ResultListener:
             if raw:
                 self._hand_over(raw)
 
-    async def stored(self, call_id: str) -> Result | None:
+    async def stored(self, call_id: str) -> CallResult | None:
         """The stored result of ``call_id``, or None when there is none or Redis does not answer in 0.5 s."""
         try:
             async with asyncio.timeout(0.5):
@@ -139,10 +139,10 @@ class ResultListener:
             self._deliver(result)
 
 
-def parse_result(raw: bytes | str) -> Result | None:
+def parse_result(raw: bytes | str) -> CallResult | None:
     """A result read from Redis, or None (logged) when it is unreadable."""
     try:
-        return Result.from_json(raw)
+        return CallResult.from_json(raw)
     except ValidationError:
         log.warning("ignoring an unreadable result on the reply channel")
         return None

@@ -8,7 +8,7 @@ things RQ does not promise, checked by ``tests/unit/test_rq_seam.py`` for the pi
 
 - the one read RQ's enqueue makes, the server version, is answered in advance (``Queue.redis_server_version``,
   read once asynchronously and cached here);
-- the key layout of queues and jobs (``Queue.redis_queue_namespace_prefix``, ``Job.key_for``), which the
+- the key layout of queues and jobs (``Queue.redis_queue_namespace_prefix``, ``CallJob.key_for``), which the
   gateway's cancel script and dead-worker watchdog address directly.
 """
 
@@ -23,7 +23,7 @@ from rq import Queue
 from rq.job import Job as RQJob
 
 from shared import keys
-from shared.envelopes import JOB_FUNCTION, FunctionSpec, Job
+from shared.envelopes import JOB_FUNCTION, CallJob, FunctionSpec
 
 FAKE_SERVER_VERSION = (5, 0, 9)
 """What RQ assumes of a server without ``INFO`` (fakeredis)."""
@@ -52,7 +52,7 @@ class RQEnqueue:
             self._queues[name] = queue
         return queue
 
-    def commands(self, queue: Queue, job: Job, spec: FunctionSpec, job_id: str) -> list[tuple[Any, Any]]:
+    def commands(self, queue: Queue, job: CallJob, spec: FunctionSpec, job_id: str) -> list[tuple[Any, Any]]:
         """The commands RQ's own enqueue of ``job`` sends, without sending them: ``(args, options)`` pairs for
         ``execute_command`` on the async client's pipeline. The job names :data:`JOB_FUNCTION` by its path."""
         seconds = max(1, math.ceil(spec.timeout))

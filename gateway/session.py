@@ -27,7 +27,7 @@ from gateway.dispatcher import Dispatcher
 from gateway.notices import ClientNotices
 from gateway.providers import Provider, ProviderClosed, ProviderUnavailable
 from shared.config import Config
-from shared.envelopes import FunctionSpec, Result
+from shared.envelopes import CallResult, FunctionSpec
 from shared.redis_errors import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
@@ -191,7 +191,7 @@ class Session:
         except Exception:
             # A bug must not hang the conversation: the provider still gets an answer.
             log.exception("session %s: call %s failed inside the gateway", self.id, call.id)
-            result = Result.failure(call.id, f"{call.name} failed: internal gateway error.")
+            result = CallResult.failure(call.id, f"{call.name} failed: internal gateway error.")
         self.calls.pop(call.id, None)
         elapsed = (time.monotonic() - started) * 1000
         await self._perform(self.conversation.call_finished(call.id, result, time.monotonic()))

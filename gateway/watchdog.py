@@ -23,7 +23,7 @@ from gateway.pending import Pending
 from gateway.results import ResultListener
 from gateway.rq_enqueue import job_key, queue_key
 from shared import keys
-from shared.envelopes import Result
+from shared.envelopes import CallResult
 from shared.redis_errors import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class Watchdog:
         waiters: dict[str, Pending],
         results: ResultListener,
         enqueuer: Enqueuer,
-        deliver: Callable[[Result], None],
+        deliver: Callable[[CallResult], None],
     ) -> None:
         self.redis = async_redis
         self._waiters = waiters
@@ -112,7 +112,7 @@ class Watchdog:
             log.warning("call %s: worker %s died running %s; not retried", job.call_id, worker_id, job.name)
             reason = "it is not marked idempotent" if not spec.idempotent else f"it failed {MAX_RETRIES + 1} times"
             self._deliver(
-                Result.failure(
+                CallResult.failure(
                     job.call_id,
                     f"{job.name} was interrupted: the worker running it stopped. "
                     f"It was not run again because {reason}.",

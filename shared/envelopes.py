@@ -58,7 +58,7 @@ class WorkerCatalog(_Envelope):
     published_at: float = 0.0
 
 
-class Job(_Envelope):
+class CallJob(_Envelope):
     """One function call to execute, as the gateway enqueues it (the single argument of the RQ job)."""
 
     call_id: str
@@ -78,7 +78,7 @@ class Job(_Envelope):
     gateway requires no credentials. Functions read it as ``ctx.principal`` to key a caller's data."""
 
 
-class Result(_Envelope):
+class CallResult(_Envelope):
     """The outcome of a call. ``content`` is exactly what the gateway sends as FunctionCallResponse content."""
 
     call_id: str
@@ -90,7 +90,7 @@ class Result(_Envelope):
     finished_at: float = 0.0
 
     @classmethod
-    def failure(cls, call_id: str, message: str, **fields: Any) -> Result:
+    def failure(cls, call_id: str, message: str, **fields: Any) -> CallResult:
         """An error result. ``message`` is shown to the LLM: never put a stack trace or a secret in it."""
         return cls(call_id=call_id, ok=False, content=error_content(message), **fields)
 

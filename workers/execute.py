@@ -2,7 +2,7 @@
 
 Two layers:
 
-- :func:`execute` is pure logic: a :class:`Job` in, a :class:`Result` out. Every failure becomes a result
+- :func:`execute` is pure logic: a :class:`CallJob` in, a :class:`CallResult` out. Every failure becomes a result
   the LLM can read; nothing that might hold a secret or internals (exception texts, tracebacks) leaves it.
 - :func:`run_call` is the RQ job function (the gateway enqueues ``"workers.execute.run_call"`` by name), and
   what runs under either worker class. It skips calls nobody waits for, makes sure a call id executes at most
@@ -33,7 +33,7 @@ from rq.timeouts import JobTimeoutException
 from shared import keys
 from shared.clock import CLOCK
 from shared.config import get_config
-from shared.envelopes import Job, Result
+from shared.envelopes import CallJob, CallResult
 from workers import registry
 from workers.registry import CallContext, FunctionError, Registered
 from workers.secrets import redact
@@ -47,12 +47,12 @@ class _InvalidArguments(Exception):
     """The provider's arguments do not fit the function; the message is safe to show (no input values)."""
 
 
-def execute(job: Job, ctx_redis: redis.Redis, worker_id: str) -> Result:
+def execute(job: CallJob, ctx_redis: redis.Redis, worker_id: str) -> CallResult:
     """Run ``job`` and describe the outcome. Never raises for anything the function does (except shutdown)."""
     started = time.time()
 
-    def fail(message: str) -> Result:
-        return Result.failure(
+    def fail(message: str) -> CallResult:
+        return CallResult.failure(
             job.call_id, redact(message), worker_id=worker_id, started_at=started, finished_at=time.time()
         )
 
@@ -87,7 +87,7 @@ def execute(job: Job, ctx_redis: redis.Redis, worker_id: str) -> Result:
         log.error("call %s: %s returned a value that is not JSON: %s", job.call_id, job.name, redact(str(exc)))
         return fail(f"{job.name} failed: its result is not JSON-serialisable")
     finished = time.time()
-    return Result(
+    return CallResult(
         call_id=job.call_id,
         ok=True,
         content=redact(content),
@@ -133,7 +133,7 @@ def _call(entry: Registered, args: BaseModel, ctx: CallContext) -> Any:
 
 
 def to_content(value: Any) -> str:
-    """The function's return value as Result content: JSON text, except a string which is sent as is."""
+    """The function's return value as CallResult content: JSON text, except a string which is sent as is."""
     if isinstance(value, str):
         return value
     if isinstance(value, BaseModel):
@@ -184,16 +184,16 @@ def run_call_with(
     return run_claimed(job, claimed, connection, worker_id, ttl)
 
 
-def decode_call(job_json: str) -> Job | None:
+def decode_call(job_json: str) -> CallJob | None:
     """The call envelope of an RQ job, or None (logged) when it is unreadable."""
     try:
-        return Job.from_json(job_json)
+        return CallJob.from_json(job_json)
     except ValidationError:
         log.error("dropping an unreadable job (%d bytes)", len(job_json))
         return None
 
 
-def is_late(job: Job) -> bool:
+def is_late(job: CallJob) -> bool:
     """True (logged) when nobody waits for this call any more: its gateway answered it with an error.
 
     The deadline is Redis-server time, compared with this worker's estimate of it (no round trip): a worker
@@ -205,7 +205,7 @@ def is_late(job: Job) -> bool:
     return False
 
 
-def run_claimed(job: Job, claimed: int, connection: redis.Redis, worker_id: str, ttl: int) -> str:
+def run_claimed(job: CallJob, claimed: int, connection: redis.Redis, worker_id: str, ttl: int) -> str:
     """Given the outcome of the :func:`claim`, run the call or explain why not."""
     if claimed == CANCELLED:
         log.info("call %s: %s skipped, cancelled", job.call_id, job.name)
@@ -228,10 +228,10 @@ def run_claimed(job: Job, claimed: int, connection: redis.Redis, worker_id: str,
     try:
         result = execute(job, connection, worker_id)
     except JobTimeoutException:  # the alarm fired outside the function itself (while validating, serialising)
-        result = Result.failure(job.call_id, timed_out_message(job.name), worker_id=worker_id)
+        result = CallResult.failure(job.call_id, timed_out_message(job.name), worker_id=worker_id)
     except BaseException:
         # A cold shutdown (SystemExit) or Ctrl-C mid-call: answer now rather than leave the gateway waiting.
-        interrupted = Result.failure(job.call_id, f"{job.name} was interrupted", worker_id=worker_id)
+        interrupted = CallResult.failure(job.call_id, f"{job.name} was interrupted", worker_id=worker_id)
         _store_and_publish(connection, job, interrupted, ttl)
         raise
     _store_and_publish(connection, job, result, ttl)
@@ -271,7 +271,7 @@ def claim(
     return client.eval(CLAIM_SCRIPT, 3, cancelled_key, claim_key, alive_key, worker_id, ttl)
 
 
-def _store_and_publish(connection: redis.Redis, job: Job, result: Result, ttl: int) -> None:
+def _store_and_publish(connection: redis.Redis, job: CallJob, result: CallResult, ttl: int) -> None:
     """``SET`` the result (for re-reads after a reconnect) and ``PUBLISH`` it, in one pipelined round trip."""
     payload = result.to_json()
     for attempt in (1, 2):

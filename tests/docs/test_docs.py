@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from shared.config import Config
-from shared.envelopes import Job, Result
+from shared.envelopes import CallJob, CallResult
 from shared.protocol import BackendFunctionCall, FunctionCallRequest, FunctionCallResponse, Message
 from shared.redis_server import RedisServer, free_port
 from tests.support.processes import ROOT, Gateway, http_status, start_server, wait_until
@@ -156,9 +156,9 @@ def test_json_examples_match_the_models(name: str, body: str):
         if document.get("type") in MODELS:
             MODELS[document["type"]].model_validate(document)
         elif "reply_channel" in document:
-            Job.model_validate(document)
+            CallJob.model_validate(document)
         elif "ok" in document and "call_id" in document:
-            Result.model_validate(document)
+            CallResult.model_validate(document)
 
 
 def test_procfile_shown_is_the_real_one():

@@ -73,13 +73,13 @@ def backend_keys(client: redis.Redis, provider_ids: list[str]) -> dict[str, str]
     ``Session.backend_key``), read from the envelopes of the RQ jobs the gateway enqueued."""
     from rq.job import Job as RQJob
 
-    from shared.envelopes import Job
+    from shared.envelopes import CallJob
 
     wanted = set(provider_ids)
     found: dict[str, str] = {}
     for key in client.scan_iter("rq:job:fc*"):
         try:
-            envelope = Job.from_json(RQJob.fetch(key.decode().removeprefix("rq:job:"), connection=client).args[0])
+            envelope = CallJob.from_json(RQJob.fetch(key.decode().removeprefix("rq:job:"), connection=client).args[0])
         except Exception:  # a job expiring under our feet
             continue
         provider_id = envelope.call_id.split("-", 1)[1]

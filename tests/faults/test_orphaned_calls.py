@@ -22,7 +22,7 @@ from rq.job import Job as RQJob
 
 from gateway.enqueue import ALIVE_TTL
 from shared import keys
-from shared.envelopes import Job
+from shared.envelopes import CallJob
 from shared.redis_server import RedisServer
 from tests.faults.helpers import call, queue_drained, stop_all
 from tests.support.client import AgentClient
@@ -43,7 +43,7 @@ def outcomes_of(client: redis.Redis, name: str) -> list[str]:
     found = []
     for key in client.scan_iter("rq:job:fc*"):
         rq_job = RQJob.fetch(key.decode().removeprefix("rq:job:"), connection=client)
-        if Job.from_json(rq_job.args[0]).name == name:
+        if CallJob.from_json(rq_job.args[0]).name == name:
             found.append(str(rq_job.return_value()))
     return sorted(found)
 

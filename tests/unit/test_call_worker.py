@@ -17,7 +17,7 @@ from rq.job import Job as RQJob
 from rq.job import JobStatus
 
 from shared import keys
-from shared.envelopes import Job, Result
+from shared.envelopes import CallJob, CallResult
 from workers import CallContext, function
 from workers.callworker import START_AFTER, TEST_PAUSE_ENV, CallWorker, _StartWriter
 
@@ -72,7 +72,9 @@ def enqueue(
     arguments: str = "{}",
     gateway: str | None = None,
 ) -> None:
-    job = Job(call_id=call_id, name=name, arguments=arguments, reply_channel="vfg:reply:t", deadline=time.time() + 30)
+    job = CallJob(
+        call_id=call_id, name=name, arguments=arguments, reply_channel="vfg:reply:t", deadline=time.time() + 30
+    )
     job_id = keys.job_id(call_id, attempt, gateway)
     queue.enqueue_call("workers.execute.run_call", args=(job.to_json(),), job_id=job_id, timeout=5, result_ttl=300)
 
@@ -88,7 +90,7 @@ def test_jobs_finish_with_rq_bookkeeping(fake: fakeredis.FakeRedis, restore_sign
         rq_job = queue.fetch_job(keys.job_id(call_id))
         assert rq_job is not None and rq_job.get_status() == JobStatus.FINISHED
         assert rq_job.return_value() == "ok" and rq_job.worker_name == "cw-1" and rq_job.started_at
-        assert Result.from_json(fake.get(keys.result(call_id))).content == "hi"  # type: ignore[arg-type]
+        assert CallResult.from_json(fake.get(keys.result(call_id))).content == "hi"  # type: ignore[arg-type]
     assert set(queue.finished_job_registry.get_job_ids()) == {keys.job_id("a"), keys.job_id("b")}
     assert queue.started_job_registry.get_job_ids() == [] and queue.count == 0
     worker.refresh()
@@ -117,7 +119,7 @@ def test_a_rerun_claims_the_same_call(fake: fakeredis.FakeRedis, restore_signals
     enqueue(queue, "again", attempt=2)
     CallWorker([queue], connection=fake, name="cw-6").work(burst=True)
     assert fake.get(keys.claim("again")) == b"cw-6"
-    assert Result.from_json(fake.get(keys.result("again"))).content == "hi"  # type: ignore[arg-type]
+    assert CallResult.from_json(fake.get(keys.result("again"))).content == "hi"  # type: ignore[arg-type]
 
 
 GATEWAY = keys.gateway_ref("gw-cw")
@@ -144,7 +146,7 @@ def test_a_call_whose_gateway_lives_is_run(fake: fakeredis.FakeRedis, restore_si
     RUNS.clear()
     CallWorker([queue], connection=fake, name="cw-12").work(burst=True)
     assert RUNS == ["cw_echo"] and fake.get(keys.claim("kept")) == b"cw-12"
-    assert Result.from_json(fake.get(keys.result("kept"))).content == "hi"  # type: ignore[arg-type]
+    assert CallResult.from_json(fake.get(keys.result("kept"))).content == "hi"  # type: ignore[arg-type]
 
 
 def test_the_test_pause_before_claim_is_off_by_default(
@@ -194,7 +196,7 @@ def test_a_long_call_shows_as_started_while_it_runs(fake: fakeredis.FakeRedis, r
     queue = Queue(keys.queue_name("default"), connection=fake)
     enqueue(queue, "long", name="cw_observe", arguments=json.dumps({"wait": START_AFTER * 5}))
     CallWorker([queue], connection=fake, name="cw-8").work(burst=True)
-    seen = json.loads(Result.from_json(fake.get(keys.result("long"))).content)  # type: ignore[arg-type]
+    seen = json.loads(CallResult.from_json(fake.get(keys.result("long"))).content)  # type: ignore[arg-type]
     assert seen == {"status": "started", "in_started_registry": True, "worker_state": "busy"}
     assert queue.fetch_job(keys.job_id("long")).get_status() == JobStatus.FINISHED  # type: ignore[union-attr]
 
@@ -204,7 +206,7 @@ def test_a_quick_call_is_answered_before_rq_records_its_start(fake: fakeredis.Fa
     queue = Queue(keys.queue_name("default"), connection=fake)
     enqueue(queue, "quick", name="cw_observe")
     CallWorker([queue], connection=fake, name="cw-9").work(burst=True)
-    result = Result.from_json(fake.get(keys.result("quick")))  # type: ignore[arg-type]
+    result = CallResult.from_json(fake.get(keys.result("quick")))  # type: ignore[arg-type]
     assert json.loads(result.content)["status"] == "queued"
     rq_job = queue.fetch_job(keys.job_id("quick"))
     assert rq_job is not None and rq_job.get_status() == JobStatus.FINISHED

@@ -29,7 +29,7 @@ from gateway.actions import (
 )
 from gateway.conversation import KEEPALIVE, Conversation
 from shared.config import Config
-from shared.envelopes import FunctionSpec, Result
+from shared.envelopes import CallResult, FunctionSpec
 from shared.protocol import ErrorCode
 
 WEATHER = FunctionSpec(name="get_weather", description="Weather.", parameters={"type": "object", "properties": {}})
@@ -86,8 +86,8 @@ def closed(actions: Actions) -> tuple[int, str, str]:
     return close.code, close.reason, json.loads(close.error)["code"]
 
 
-def ok(call_id: str) -> Result:
-    return Result(call_id=call_id, ok=True, content='{"ok": true}', worker_id="w1")
+def ok(call_id: str) -> CallResult:
+    return CallResult(call_id=call_id, ok=True, content='{"ok": true}', worker_id="w1")
 
 
 # --- Settings first, and once ---------------------------------------------------------------------------
@@ -285,7 +285,7 @@ def test_a_backend_call_is_run_and_answered_once() -> None:
 def test_a_failed_call_is_answered_with_its_error() -> None:
     conversation = applied()
     conversation.provider_frame(request(call("c1")), at(1.0))
-    actions = conversation.call_finished("c1", Result.failure("s1-c1", "boom"), 1.1)
+    actions = conversation.call_finished("c1", CallResult.failure("s1-c1", "boom"), 1.1)
     [notice] = sent(actions, Notify)
     assert notice["ok"] is False and notice["error"] == "boom" and "boom" in sent(actions, Answer)[0]["content"]
 

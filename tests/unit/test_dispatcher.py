@@ -18,7 +18,7 @@ from gateway.enqueue import ALIVE_TTL
 from gateway.results import SILENCE_LIMIT
 from shared import keys
 from shared.config import Config
-from shared.envelopes import JOB_FUNCTION, FunctionSpec, Job, Result
+from shared.envelopes import JOB_FUNCTION, CallJob, CallResult, FunctionSpec
 from workers.callworker import CallWorker
 from workers.execute import CANCELLED, claim
 
@@ -52,7 +52,7 @@ async def wait_for_job(d: Dispatcher, count: int = 1) -> list[RQJob]:
     raise AssertionError("job was not enqueued")
 
 
-async def publish(d: Dispatcher, result: Result, store: bool = True) -> None:
+async def publish(d: Dispatcher, result: CallResult, store: bool = True) -> None:
     if store:
         await d.redis.set(keys.result(result.call_id), result.to_json(), ex=60)
     await d.redis.publish(d.channel, result.to_json())
@@ -63,12 +63,12 @@ async def test_call_enqueues_rq_job_and_returns_published_result(dispatcher: Dis
     [rq_job] = await wait_for_job(dispatcher)
     assert rq_job.id == keys.job_id("c1", gateway=keys.gateway_ref("gw-test"))
     assert rq_job.func_name == JOB_FUNCTION
-    job = Job.from_json(rq_job.args[0])
+    job = CallJob.from_json(rq_job.args[0])
     assert (job.call_id, job.name, job.arguments, job.session_id) == ("c1", "echo", '{"text":"hi"}', "s1")
     assert job.reply_channel == keys.reply_channel("gw-test")
     assert job.principal == "alice"  # the verified caller travels to the worker's CallContext
     assert job.deadline == pytest.approx(time.time() + SPEC.timeout, abs=0.5)
-    await publish(dispatcher, Result(call_id="c1", ok=True, content='{"echo":"hi"}', worker_id="w1"))
+    await publish(dispatcher, CallResult(call_id="c1", ok=True, content='{"echo":"hi"}', worker_id="w1"))
     result = await asyncio.wait_for(task, 1)
     assert (result.ok, result.content, result.worker_id) == (True, '{"echo":"hi"}', "w1")
     assert dispatcher.pending == 0
@@ -77,11 +77,11 @@ async def test_call_enqueues_rq_job_and_returns_published_result(dispatcher: Dis
 async def test_results_for_other_calls_are_ignored(dispatcher: Dispatcher):
     task = asyncio.create_task(dispatcher.call("c1", "echo", "{}", SPEC))
     await wait_for_job(dispatcher)
-    await publish(dispatcher, Result(call_id="other", ok=True, content="1"))
+    await publish(dispatcher, CallResult(call_id="other", ok=True, content="1"))
     await dispatcher.redis.publish(dispatcher.channel, b"not json")
     await asyncio.sleep(0.05)
     assert not task.done()
-    await publish(dispatcher, Result(call_id="c1", ok=True, content="2"))
+    await publish(dispatcher, CallResult(call_id="c1", ok=True, content="2"))
     assert (await asyncio.wait_for(task, 1)).content == "2"
 
 
@@ -104,7 +104,7 @@ async def test_deadline_prefers_a_stored_result(dispatcher: Dispatcher):
     task = asyncio.create_task(dispatcher.call("late", "echo", "{}", spec))
     await wait_for_job(dispatcher)
     # Stored but never published (a pub/sub message lost): the final look at the deadline finds it.
-    await dispatcher.redis.set(keys.result("late"), Result(call_id="late", ok=True, content="x").to_json())
+    await dispatcher.redis.set(keys.result("late"), CallResult(call_id="late", ok=True, content="x").to_json())
     assert (await task).content == "x"
 
 
@@ -126,7 +126,7 @@ async def test_duplicate_call_id_shares_one_job(dispatcher: Dispatcher):
     await wait_for_job(dispatcher)
     await asyncio.sleep(0.05)
     assert len(queued_jobs(dispatcher)) == 1
-    await publish(dispatcher, Result(call_id="dup", ok=True, content="once"))
+    await publish(dispatcher, CallResult(call_id="dup", ok=True, content="once"))
     assert [r.content for r in await asyncio.gather(first, second)] == ["once", "once"]
 
 
@@ -149,7 +149,7 @@ async def test_a_second_caller_with_an_earlier_deadline_is_answered_at_it(dispat
     second = await asyncio.wait_for(dispatcher.call("dup3", "echo", "{}", SPEC.model_copy(update={"timeout": 0.3})), 5)
     assert json.loads(second.content) == {"error": "echo did not finish within 0.3 s."}
     assert not first.done()
-    await publish(dispatcher, Result(call_id="dup3", ok=True, content="late"))
+    await publish(dispatcher, CallResult(call_id="dup3", ok=True, content="late"))
     assert (await asyncio.wait_for(first, 5)).content == "late"
 
 
@@ -168,7 +168,7 @@ async def test_a_second_caller_is_answered_when_the_first_is_cancelled(dispatche
 async def test_reread_after_reconnect_delivers_stored_results(dispatcher: Dispatcher):
     task = asyncio.create_task(dispatcher.call("c3", "echo", "{}", SPEC))
     await wait_for_job(dispatcher)
-    await dispatcher.redis.set(keys.result("c3"), Result(call_id="c3", ok=True, content="stored").to_json())
+    await dispatcher.redis.set(keys.result("c3"), CallResult(call_id="c3", ok=True, content="stored").to_json())
     await dispatcher.results.reread()
     assert (await asyncio.wait_for(task, 1)).content == "stored"
 
@@ -244,9 +244,9 @@ async def test_a_call_taken_but_never_claimed_is_queued_again(dispatcher: Dispat
         assert take_job(dispatcher) == first.id
         [again] = await wait_for_job(dispatcher)  # the watcher ticks every 0.25 s
         assert (first.id, again.id) == tuple(keys.job_id("c6", a, dispatcher.gateway_ref) for a in (0, 1))
-        assert Job.from_json(again.args[0]) == Job.from_json(first.args[0])
+        assert CallJob.from_json(again.args[0]) == CallJob.from_json(first.args[0])
         assert keys.claim_of_job(again.id) == keys.claim_of_job(first.id)  # a late claim of either runs it once
-        await publish(dispatcher, Result(call_id="c6", ok=True, content="ran"))
+        await publish(dispatcher, CallResult(call_id="c6", ok=True, content="ran"))
         assert (await asyncio.wait_for(task, 1)).content == "ran"
     finally:
         task.cancel()
@@ -314,7 +314,7 @@ async def test_watcher_delivers_a_stored_result_whose_message_was_lost(dispatche
     spec = SPEC.model_copy(update={"timeout": 60.0})
     task = asyncio.create_task(dispatcher.call("lost", "echo", "{}", spec))
     await wait_for_job(dispatcher)
-    await dispatcher.redis.set(keys.result("lost"), Result(call_id="lost", ok=True, content="kept").to_json())
+    await dispatcher.redis.set(keys.result("lost"), CallResult(call_id="lost", ok=True, content="kept").to_json())
     result = await asyncio.wait_for(task, 10)
     assert result.content == "kept"
 
@@ -347,6 +347,6 @@ async def test_job_deadlines_are_in_redis_time(dispatcher: Dispatcher, monkeypat
     task = asyncio.create_task(dispatcher.call("skewed", "echo", "{}", SPEC))
     [rq_job] = await wait_for_job(dispatcher)
     monkeypatch.undo()
-    assert Job.from_json(rq_job.args[0]).deadline == pytest.approx(real() + SPEC.timeout, abs=1.5)
+    assert CallJob.from_json(rq_job.args[0]).deadline == pytest.approx(real() + SPEC.timeout, abs=1.5)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)

@@ -15,7 +15,7 @@ import pytest
 
 import workers.examples as examples
 from shared import keys
-from shared.envelopes import Job, Result
+from shared.envelopes import CallJob, CallResult
 from workers.execute import execute
 from workers.secrets import forget_all
 
@@ -33,8 +33,8 @@ def fake() -> fakeredis.FakeRedis:
     return fakeredis.FakeRedis()
 
 
-def call(name: str, redis: Any = None, principal: str = "", **arguments: Any) -> Result:
-    job = Job(
+def call(name: str, redis: Any = None, principal: str = "", **arguments: Any) -> CallResult:
+    job = CallJob(
         call_id="c1",
         name=name,
         arguments=json.dumps(arguments),
@@ -45,7 +45,7 @@ def call(name: str, redis: Any = None, principal: str = "", **arguments: Any) ->
     return execute(job, redis, "w-test")
 
 
-def content(result: Result) -> Any:
+def content(result: CallResult) -> Any:
     assert result.ok, result.content
     return json.loads(result.content)
 

@@ -18,7 +18,7 @@ from rq.timeouts import JobTimeoutException, UnixSignalDeathPenalty
 from shared import keys
 from shared.clock import CLOCK
 from shared.config import get_config
-from shared.envelopes import Job, Result
+from shared.envelopes import CallJob, CallResult
 from workers import CallContext, FunctionError, function, registry
 from workers.execute import execute, is_late, run_call_with
 from workers.secrets import forget_all, redact, remember, secret
@@ -126,17 +126,17 @@ def fake(server: fakeredis.FakeServer) -> fakeredis.FakeRedis:
     return fakeredis.FakeRedis(server=server)
 
 
-def make_job(name: str, arguments: object = None, call_id: str = "c1", **fields: object) -> Job:
+def make_job(name: str, arguments: object = None, call_id: str = "c1", **fields: object) -> CallJob:
     args = arguments if isinstance(arguments, str) else json.dumps(arguments or {"text": "hi"})
     defaults: dict[str, object] = {"reply_channel": keys.reply_channel("gw1"), "deadline": time.time() + 30}
-    return Job(call_id=call_id, name=name, arguments=args, **{**defaults, **fields})
+    return CallJob(call_id=call_id, name=name, arguments=args, **{**defaults, **fields})
 
 
-def run(name: str, arguments: object = None, redis: object = None) -> Result:
+def run(name: str, arguments: object = None, redis: object = None) -> CallResult:
     return execute(make_job(name, arguments), redis, "w-test")
 
 
-def error_of(result: Result) -> str:
+def error_of(result: CallResult) -> str:
     assert not result.ok
     return json.loads(result.content)["error"]
 
@@ -272,11 +272,11 @@ def subscriber(fake: fakeredis.FakeRedis) -> Iterator[fakeredis.FakeRedis]:
     pubsub.close()
 
 
-def published(pubsub) -> list[tuple[str, Result]]:  # type: ignore[no-untyped-def]
+def published(pubsub) -> list[tuple[str, CallResult]]:  # type: ignore[no-untyped-def]
     out = []
     while (message := pubsub.get_message(timeout=0.1)) is not None:
         if message["type"] == "message":
-            out.append((message["channel"].decode(), Result.from_json(message["data"])))
+            out.append((message["channel"].decode(), CallResult.from_json(message["data"])))
     return out
 
 
@@ -286,7 +286,7 @@ def test_run_call_stores_with_ttl_and_publishes(fake: fakeredis.FakeRedis, subsc
     [(channel, result)] = published(subscriber)
     assert channel == job.reply_channel
     assert result.ok and json.loads(result.content)["echo"] == "yo" and result.worker_id == "w1"
-    assert Result.from_json(fake.get(keys.result("c1"))) == result
+    assert CallResult.from_json(fake.get(keys.result("c1"))) == result
     assert 0 < fake.ttl(keys.result("c1")) <= get_config().result_ttl
     assert fake.get(keys.claim("c1")) == b"w1"
 

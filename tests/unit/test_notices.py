@@ -13,7 +13,7 @@ from websockets.exceptions import ConnectionClosedOK
 from gateway.notices import ClientNotices
 from gateway.session import Session
 from shared.config import Config
-from shared.envelopes import FunctionSpec, Result
+from shared.envelopes import CallResult, FunctionSpec
 
 
 class StalledClient:
@@ -90,8 +90,8 @@ async def test_a_call_is_answered_while_its_client_is_congested() -> None:
             pass
 
     class Dispatcher:
-        async def call(self, *args: Any) -> Result:
-            return Result(call_id="c1", ok=True, content='{"ok": true}', worker_id="w1")
+        async def call(self, *args: Any) -> CallResult:
+            return CallResult(call_id="c1", ok=True, content='{"ok": true}', worker_id="w1")
 
     class Catalog:
         ever_owned: dict[str, FunctionSpec] = {}

@@ -23,7 +23,7 @@ from rq.worker import WorkerStatus
 
 from gateway.rq_enqueue import RQEnqueue, job_key, queue_key
 from shared import keys
-from shared.envelopes import JOB_FUNCTION, FunctionSpec, Job
+from shared.envelopes import JOB_FUNCTION, CallJob, FunctionSpec
 from tests.unit.test_call_worker import enqueue, fake, restore_signals  # noqa: F401 - shared fixtures
 from workers import execute
 from workers.callworker import CallWorker
@@ -88,7 +88,7 @@ async def test_the_gateways_enqueue_writes_what_rqs_own_enqueue_writes() -> None
     """The gateway replays the commands RQ queues on a pipeline it never sends (no I/O: its client points at a
     closed port); what lands in Redis is what RQ's own enqueue writes, and the job names ``run_call``."""
     spec = FunctionSpec(name="echo", description="", parameters={"type": "object"}, timeout=2.5)
-    job = Job(call_id="c1", name="echo", arguments="{}", reply_channel="vfg:reply:g", deadline=time.time() + 60)
+    job = CallJob(call_id="c1", name="echo", arguments="{}", reply_channel="vfg:reply:g", deadline=time.time() + 60)
     job_id = keys.job_id("c1")
 
     own = fakeredis.FakeRedis(server=fakeredis.FakeServer())

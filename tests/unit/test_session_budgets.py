@@ -22,7 +22,7 @@ from gateway.providers.simulated.adapter import SimulatedProvider
 from gateway.session import Session
 from shared import keys
 from shared.config import Config
-from shared.envelopes import FunctionSpec, Result, WorkerCatalog
+from shared.envelopes import CallResult, FunctionSpec, WorkerCatalog
 from shared.protocol import ErrorCode
 
 WEATHER = FunctionSpec(name="get_weather", description="Weather.", parameters={"type": "object", "properties": {}})
@@ -56,9 +56,9 @@ class Dispatcher:
 
     async def call(
         self, call_id: str, name: str, arguments: str, spec: FunctionSpec, session_id: str, principal: str = ""
-    ) -> Result:
+    ) -> CallResult:
         self.calls.append((name, spec))
-        return Result(call_id=call_id, ok=True, content='{"ok": true}', worker_id="w1")
+        return CallResult(call_id=call_id, ok=True, content='{"ok": true}', worker_id="w1")
 
 
 def settings(**fields: Any) -> str:
