@@ -170,3 +170,16 @@ def test_every_setting_is_documented():
     table = (ROOT / "docs" / "BACKEND-PROXY.md").read_text()
     missing = [name.upper() for name in Config.model_fields if f"`{name.upper()}`" not in table]
     assert missing == []
+
+
+def test_architecture_names_every_product_module():
+    """docs/ARCHITECTURE.md matches the tree: every module of the product is named, by its path or, in a
+    folder's row, by its file name."""
+    text = (ROOT / "docs" / "ARCHITECTURE.md").read_text()
+    modules = [p.relative_to(ROOT) for d in ("gateway", "workers", "shared") for p in (ROOT / d).rglob("*.py")]
+    unnamed = [
+        str(m)
+        for m in modules
+        if m.name != "__init__.py" and f"`{m}`" not in text and not (f"`{m.parent}/`" in text and f"`{m.name}`" in text)
+    ]
+    assert not unnamed, f"modules docs/ARCHITECTURE.md does not name: {unnamed}"
