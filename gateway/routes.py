@@ -160,9 +160,12 @@ class FunctionCallEndpoint:
     async def _run(self, client_id: str, name: str, arguments: str, principal: str) -> HttpResponse:
         try:
             async with asyncio.timeout(CATALOG_TIMEOUT):
-                spec = (await self.catalog.functions()).get(name)
+                # As for a session: during a catalog gap (workers restarting, Redis just back) the last catalog
+                # read serves, and a name a worker ever owned is still the backend's; its call waits in its queue.
+                owned = await self.catalog.session_functions(wait=0)
         except (*REDIS_ERRORS, TimeoutError):
             return HttpResponse.json(HTTPStatus.SERVICE_UNAVAILABLE, {"id": client_id, "error": "Backend unavailable."})
+        spec = owned.get(name) or self.catalog.ever_owned.get(name)
         if spec is None:
             return HttpResponse.json(HTTPStatus.OK, {"id": client_id, "error": f"Unknown function: {name}"})
         result = await self.dispatcher.call(new_call_id(), name, arguments, spec, "http", principal)

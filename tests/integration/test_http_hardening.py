@@ -246,16 +246,19 @@ async def ws_status(gateway: Gateway) -> int:
 @pytest.mark.attack("POST /function-call around the WebSocket's rules")
 async def test_http_calls_count_with_sessions(strict: Gateway):
     held = {"seconds": 10}  # long enough to hold the gateway full on a loaded machine
-    threads = [
-        threading.Thread(target=call, args=(strict, "slow_call", held, f"s{i}", f"127.0.0.{8 + i}")) for i in range(3)
-    ]
+    answers: list[tuple[int, dict[str, str], dict]] = []  # shown if the gateway never fills: why a call ended
+
+    def held_call(i: int) -> None:
+        answers.append(call(strict, "slow_call", held, f"s{i}", f"127.0.0.{8 + i}"))
+
+    threads = [threading.Thread(target=held_call, args=(i,)) for i in range(3)]
     for thread in threads:
         thread.start()
     try:
         # Three HTTP calls in flight fill MAX_SESSIONS=3: a WebSocket is then refused, and so is a fourth call.
         deadline = time.monotonic() + 8
         while await ws_status(strict) != 503:
-            assert time.monotonic() < deadline, "the held calls never filled the gateway"
+            assert time.monotonic() < deadline, f"the held calls never filled the gateway: {answers}"
             await asyncio.sleep(0.05)
         status, _, body = call(strict, "slow_echo", {"text": "x"}, source="127.0.0.20")
         assert status == 503 and "retry later" in body["error"]
