@@ -45,7 +45,7 @@ def openai_gateway(redis_server: RedisServer, workers: Process, logs_dir: Path, 
     url = fake_openai.replace("http://", "ws://") + "/v1/realtime"
     gateway = Gateway(
         redis_server.url, logs_dir / "gw-openai.log", PROVIDER="openai", OPENAI_URL=url, OPENAI_API_KEY=KEY,
-        KEEPALIVE_INTERVAL="1",
+        KEEPALIVE_INTERVAL="1", FUNCTION_TIMEOUT="3",
     ).wait_ready()  # fmt: skip
     yield gateway
     assert gateway.stop() == 0, gateway.log()
@@ -208,3 +208,38 @@ async def test_a_refused_key_gives_a_clear_error(redis_server, workers, logs_dir
         await client.close()  # answer the gateway's close now: stop() below blocks this event loop
     finally:
         assert gateway.stop() == 0
+
+
+async def test_a_barge_in_truncates_the_answer_at_what_the_client_heard(openai_gateway, fake_openai):
+    client, session_id = await connect(openai_gateway)
+    await client.say("tell me a long story")
+    await client.expect("AgentStartedSpeaking")  # 4.8 s of speech, sent faster than real time
+    await client.send(sine(440, 16000, 0.2))
+    await client.expect("UserStartedSpeaking")
+    wait_until(lambda: stats(fake_openai, session_id)["truncates"], 10, "the truncate")
+    await client.close()
+    seen = stats(fake_openai, session_id)
+    [truncate] = seen["truncates"]
+    assert 0 <= truncate["audio_end_ms"] < 4800  # the fake refuses a position past the item's audio
+    assert_clean(seen)
+
+
+async def test_a_client_call_unanswered_in_time_gets_an_error_and_the_late_answer_a_warning(
+    openai_gateway, fake_openai
+):
+    settings = json.loads(json.dumps(SETTINGS))
+    settings["agent"]["think"]["functions"] = [
+        {"name": "client_lookup", "description": "", "parameters": {"type": "object", "properties": {}}}
+    ]
+    client, session_id = await connect(openai_gateway, settings)
+    await client.say(call("client_lookup", q="x"))
+    request = await client.expect("FunctionCallRequest")  # the client never answers in time
+    text = await client.assistant_text(timeout=15)  # FUNCTION_TIMEOUT is 3 s
+    assert text.startswith("client_lookup returned: ") and "did not answer in time" in text
+    [fn] = request["functions"]
+    await client.send({"type": "FunctionCallResponse", "id": fn["id"], "name": fn["name"], "content": "late"})
+    assert (await client.expect("Warning"))["code"] == "FUNCTION_RESPONSE_LATE"
+    await client.close()
+    seen = stats(fake_openai, session_id)
+    assert len(seen["function_outputs"]) == 1
+    assert_clean(seen)

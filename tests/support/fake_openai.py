@@ -15,7 +15,9 @@ How the "model" behaves, on ``response.create``:
   ``done_delay`` seconds, so answers can arrive while the response is still active. With "interrupt" in the
   text the user "barges in": ``speech_started`` and the response ends ``cancelled``;
 - otherwise it says ``You said: TEXT`` (or the ``response.instructions`` it was given);
-- speech is a 440 Hz sine at 24 kHz in ``response.output_audio.delta`` chunks, with its transcript.
+- speech is a 440 Hz sine at 24 kHz in ``response.output_audio.delta`` chunks, with its transcript (240 ms; 4.8 s
+  when the text has "long story", so a listener can barge in while it plays). ``conversation.item.truncate`` is
+  refused, as OpenAI does, for an unknown item or an ``audio_end_ms`` past the item's audio; stats ``truncates``.
 
 Input audio is collected; the first loud chunk gives ``input_audio_buffer.speech_started`` (and cancels an
 active response, as server VAD with ``interrupt_response`` does). There is no speech recognition.
@@ -84,6 +86,8 @@ class FakeSession:
         self.outputs: list[tuple[str, str]] = []
         """(name, output) received since the last response."""
         self.user_texts: list[str] = []
+        self.audio_items: dict[str, int] = {}
+        """item_id → ms of audio in each assistant item."""
         self.stats: dict[str, Any] = {
             "session_id": self.id,
             "events": [],
@@ -97,6 +101,7 @@ class FakeSession:
             "audio_in_bytes": 0,
             "audio_out_samples": 0,
             "user_messages": [],
+            "truncates": [],
         }
 
     async def send(self, event: dict[str, Any]) -> None:
@@ -183,6 +188,16 @@ class FakeSession:
         instructions = (event.get("response") or {}).get("instructions")
         self.task = asyncio.create_task(self.respond(self.active, instructions))
 
+    async def on_conversation_item_truncate(self, event: dict[str, Any]) -> None:
+        item_id, end = event.get("item_id"), event.get("audio_end_ms")
+        if item_id not in self.audio_items or event.get("content_index") != 0:
+            await self.error("invalid_value", f"Item {item_id!r} has no audio content to truncate.", event)
+        elif not isinstance(end, int) or not 0 <= end <= self.audio_items[item_id]:
+            await self.error("invalid_value", f"audio_end_ms {end} is past the item's audio.", event)
+        else:
+            self.stats["truncates"].append({"item_id": item_id, "audio_end_ms": end})
+            await self.send({"type": "conversation.item.truncated", "item_id": item_id, "audio_end_ms": end})
+
     async def on_response_cancel(self, event: dict[str, Any]) -> None:
         if self.active is None:
             await self.error("response_cancel_not_active", "Cancellation failed: no active response found.", event)
@@ -249,7 +264,8 @@ class FakeSession:
         await self.send({"type": "conversation.item.added", "item": {**item, "content": []}})
         await self.send({"type": "response.content_part.added", **part, "part": {"type": "audio", "transcript": ""}})
         await self.send({"type": "response.output_audio_transcript.delta", **part, "delta": text})
-        audio = tone()
+        audio = tone(TONE_SAMPLES * 20 if "long story" in text else TONE_SAMPLES)
+        self.audio_items[item_id] = len(audio) // 2 * 1000 // RATE
         for start in range(0, len(audio), 2 * CHUNK):
             if self.cancel.is_set():
                 break
