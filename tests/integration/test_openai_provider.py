@@ -242,4 +242,34 @@ async def test_a_client_call_unanswered_in_time_gets_an_error_and_the_late_answe
     await client.close()
     seen = stats(fake_openai, session_id)
     assert len(seen["function_outputs"]) == 1
+    [entry] = [h["function_calls"][0] for h in client.messages() if h["type"] == "History" and "function_calls" in h]
+    assert entry["id"] == fn["id"] and "did not answer in time" in entry["response"]  # a client call: shown
+    assert_clean(seen)
+
+
+async def test_settings_fields_are_mapped_and_history_hides_the_backends_calls(openai_gateway, fake_openai):
+    settings = json.loads(json.dumps(SETTINGS))
+    settings["agent"]["language"] = "fr"
+    settings["agent"]["listen"] = {"provider": {"type": "deepgram", "model": "nova-3", "keyterms": ["Nantes"]}}
+    settings["agent"]["greeting"] = "Bonjour."
+    client, session_id = await connect(openai_gateway, settings)
+    greeting = await client.assistant_text()
+    assert greeting.endswith("Bonjour.")  # the fake reads its instructions aloud
+    await client.say("What's the weather in Paris?")
+    text = await client.assistant_text()
+    assert text.startswith("get_weather returned: ")
+    await client.expect("AgentAudioDone")
+    await client.close()
+    histories = [m for m in client.messages() if m["type"] == "History"]
+    assert [(h["role"], h["content"]) for h in histories] == [
+        ("assistant", greeting),
+        ("user", "What's the weather in Paris?"),
+        ("assistant", text),
+    ]  # the backend's get_weather entry is hidden (HISTORY_BACKEND_CALLS=hidden)
+    seen = stats(fake_openai, session_id)
+    session = seen["session_updates"][0]
+    assert session["audio"]["input"]["transcription"]["language"] == "fr"
+    assert session["audio"]["input"]["transcription"]["prompt"] == "Nantes"
+    assert "use it in your reply" in session["instructions"]
+    assert seen["response_options"][0]["tool_choice"] == "none"  # the greeting is said, never a call
     assert_clean(seen)

@@ -102,6 +102,7 @@ class FakeSession:
             "audio_out_samples": 0,
             "user_messages": [],
             "truncates": [],
+            "response_options": [],
         }
 
     async def send(self, event: dict[str, Any]) -> None:
@@ -183,6 +184,7 @@ class FakeSession:
             await self.error("conversation_already_has_active_response", message, event)
             return
         self.stats["response_creates"] += 1
+        self.stats["response_options"].append(event.get("response") or {})
         self.active = _id("resp")
         self.cancel.clear()
         instructions = (event.get("response") or {}).get("instructions")

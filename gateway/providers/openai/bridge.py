@@ -34,6 +34,7 @@ from gateway.providers.openai import translate as tr
 from gateway.providers.openai.audio import OPENAI_RATE, Resampler
 from gateway.providers.openai.inputs import MAX_WAITING, Out, queue_full, string
 from gateway.providers.openai.ledger import Call, Ledger, Response
+from gateway.providers.openai.mapping import Transcript, history_wanted, refine_session, with_tool_note
 from gateway.providers.openai.playback import Playback, timeout_output, truncate
 from shared.envelopes import FunctionSpec
 
@@ -72,8 +73,7 @@ class Bridge:
         self._request_count = 0
         self._active: Response | None = None
         self._ledger = Ledger(clock, function_timeout)
-        self._texted: set[str] = set()
-        """Item ids that already gave a ConversationText."""
+        self._transcript = Transcript()
         self._audio_in: Resampler | None = None
         self._audio_out: Resampler | None = None
         self._bytes_per_ms = OPENAI_RATE * 2 / 1000
@@ -118,7 +118,11 @@ class Bridge:
             self._audio_out = Resampler(plan.output_rate, plan.output_rate)
             self._bytes_per_ms = plan.output_rate / 1000  # G.711: one byte a sample
         event, warnings = tr.session_update(message, self.voice, plan)
+        refine_session(event, message)
         self._prompt, self._context = tr.prompt_and_context(message)
+        if event["session"]["tools"]:
+            self._prompt = with_tool_note(self._prompt)
+        self._transcript.history = history_wanted(message)
         self._updates.append("settings")
         out.provider.append(event)
         out.client += [tr.warning("UNSUPPORTED_SETTING", text) for text in warnings]
@@ -178,7 +182,7 @@ class Bridge:
 
     def tick(self, now: float) -> Out:
         """Answer with an error each client call whose deadline passed at ``now``, so the response goes on."""
-        out = Out()
+        out = Out(client=self._transcript.tick(now))
         for call in self._ledger.overdue(now):
             log.warning("call %s (%s): the client did not answer in time", call.call_id, call.name)
             self._answer(call, timeout_output(call.name, self._ledger.deadlines.timeout), out)
@@ -187,6 +191,7 @@ class Bridge:
     def _answer(self, call: Call, content: str, out: Out) -> None:
         self._ledger.answered(call)
         out.provider.append(tr.function_output(call.call_id, content))
+        out.client += self._transcript.call(call.call_id, call.name, call.arguments, content)
         self._settle(self._ledger.response_of(call), out)
 
     def _on_keepalive(self, message: dict[str, Any], out: Out) -> None:
@@ -240,16 +245,9 @@ class Bridge:
             self._cancel(response, out)
         self._wanted = deque(say for say in self._wanted if say is not None)  # server VAD answers the user
 
-    def _on_item(self, event: dict[str, Any], out: Out) -> None:
-        item = tr.as_dict(event.get("item"))
-        text = tr.user_text(item)
-        if text is not None:
-            self._text(str(item.get("id")), "user", text, out)
-
-    def _on_user_transcript(self, event: dict[str, Any], out: Out) -> None:
-        transcript = event.get("transcript")
-        if isinstance(transcript, str) and transcript.strip():
-            self._text(str(event.get("item_id")), "user", transcript, out)
+    def _on_text(self, event: dict[str, Any], out: Out) -> None:
+        """Message items, transcripts: ConversationText and History, the user's turn first."""
+        out.client += self._transcript.handle(event, self._clock())
 
     def _on_response_created(self, event: dict[str, Any], out: Out) -> None:
         self._requested = False
@@ -268,11 +266,6 @@ class Bridge:
 
     def _on_output_delta(self, event: dict[str, Any], out: Out) -> None:
         self._start_speaking(event, out)
-
-    def _on_transcript_done(self, event: dict[str, Any], out: Out) -> None:
-        text = event.get("transcript") if "transcript" in event else event.get("text")
-        if isinstance(text, str) and text.strip():
-            self._text(str(event.get("item_id")), "assistant", text, out)
 
     def _on_call(self, event: dict[str, Any], out: Out) -> None:
         info = tr.call_info(event)
@@ -322,6 +315,7 @@ class Bridge:
     def _add_call(self, info: tr.CallInfo, out: Out) -> None:
         """Register a call once (it is reported by several events); hand it over unless it must wait."""
         call = self._ledger.add(info, side_effects=info.name in self.side_effects)
+        out.client += self._transcript.thinking(info.response_id)
         if call is not None and not call.side_effects:
             self._emit([call], out)
 
@@ -361,11 +355,6 @@ class Bridge:
             response.speaking = True
             out.client.append(tr.agent_started_speaking(self._clock() - response.created_at))
 
-    def _text(self, item_id: str, role: str, text: str, out: Out) -> None:
-        if item_id not in self._texted:
-            self._texted.add(item_id)
-            out.client.append(tr.conversation_text(role, text))
-
 
 _Handler = Callable[[Bridge, dict[str, Any], Out], None]
 
@@ -382,16 +371,18 @@ _PROVIDER_HANDLERS: dict[str, _Handler] = {
     "session.created": Bridge._on_session_created,
     "session.updated": Bridge._on_session_updated,
     "input_audio_buffer.speech_started": Bridge._on_speech_started,
-    "conversation.item.added": Bridge._on_item,
-    "conversation.item.done": Bridge._on_item,
-    "conversation.item.created": Bridge._on_item,  # the beta name, still sent by some deployments
-    "conversation.item.input_audio_transcription.completed": Bridge._on_user_transcript,
+    "conversation.item.added": Bridge._on_text,
+    "conversation.item.done": Bridge._on_text,
+    "conversation.item.created": Bridge._on_text,  # the beta name, still sent by some deployments
+    "conversation.item.input_audio_transcription.completed": Bridge._on_text,
+    "conversation.item.input_audio_transcription.failed": Bridge._on_text,
+    "input_audio_buffer.committed": Bridge._on_text,
     "response.created": Bridge._on_response_created,
     "response.output_audio.delta": Bridge._on_output_audio,
     "response.output_audio_transcript.delta": Bridge._on_output_delta,
     "response.output_text.delta": Bridge._on_output_delta,
-    "response.output_audio_transcript.done": Bridge._on_transcript_done,
-    "response.output_text.done": Bridge._on_transcript_done,
+    "response.output_audio_transcript.done": Bridge._on_text,
+    "response.output_text.done": Bridge._on_text,
     "response.function_call_arguments.done": Bridge._on_call,
     "response.output_item.done": Bridge._on_call,
     "response.done": Bridge._on_response_done,
