@@ -273,3 +273,32 @@ async def test_settings_fields_are_mapped_and_history_hides_the_backends_calls(o
     assert "use it in your reply" in session["instructions"]
     assert seen["response_options"][0]["tool_choice"] == "none"  # the greeting is said, never a call
     assert_clean(seen)
+
+
+async def test_the_users_late_transcript_comes_before_the_agents_text(openai_gateway, fake_openai):
+    client, session_id = await connect(openai_gateway)
+    await client.send(sine(440, 16000, 0.2))
+    await client.expect("UserStartedSpeaking")
+    for _ in range(2):  # silence (the first chunk still holds the resampler's tail of the tone)
+        await client.send(bytes(6400))  # server VAD ends the turn and answers at once
+    first = await client.expect("ConversationText")
+    second = await client.expect("ConversationText")
+    await client.close()
+    assert (first["role"], first["content"]) == ("user", "(spoken)")  # arrived after the agent's answer
+    assert (second["role"], second["content"]) == ("assistant", "I heard you.")
+    assert_clean(stats(fake_openai, session_id))
+
+
+async def test_text_before_a_tool_call_is_agent_thinking(openai_gateway, fake_openai):
+    settings = json.loads(json.dumps(SETTINGS))
+    settings["agent"]["think"]["functions"] = [{"name": "client_lookup", "description": "", "parameters": {}}]
+    client, session_id = await connect(openai_gateway, settings)
+    await client.say("think, then " + call("client_lookup", q="x"))
+    thinking = await client.expect("AgentThinking")
+    request = await client.expect("FunctionCallRequest")
+    assert thinking["content"] == "Let me check."
+    [fn] = request["functions"]
+    await client.send({"type": "FunctionCallResponse", "id": fn["id"], "name": fn["name"], "content": "found"})
+    assert await client.assistant_text() == "client_lookup returned: found."
+    await client.close()
+    assert_clean(stats(fake_openai, session_id))

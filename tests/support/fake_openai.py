@@ -20,7 +20,11 @@ How the "model" behaves, on ``response.create``:
   refused, as OpenAI does, for an unknown item or an ``audio_end_ms`` past the item's audio; stats ``truncates``.
 
 Input audio is collected; the first loud chunk gives ``input_audio_buffer.speech_started`` (and cancels an
-active response, as server VAD with ``interrupt_response`` does). There is no speech recognition.
+active response, as server VAD with ``interrupt_response`` does). The next quiet chunk ends the turn, as server
+VAD with ``create_response`` does: ``speech_stopped``, ``committed``, the user's audio item, a response saying
+"I heard you." and, later (``TRANSCRIPT_DELAY``, as OpenAI's async transcription does), the item's transcript
+"(spoken)". There is no speech recognition. With "think" in the user's text, a response with calls first says
+"Let me check." (text before a tool call).
 
 Run it alone: ``python -m tests.support.fake_openai --port 8765 [--require-key K] [--done-delay 0.3]``.
 """
@@ -56,6 +60,7 @@ TONE_SAMPLES = 5760
 CHUNK = 480
 SPEECH_RMS = 500.0
 """An input chunk louder than this (PCM16 RMS) counts as speech for the fake's voice activity detection."""
+TRANSCRIPT_DELAY = 0.5
 _WEATHER = re.compile(r"weather (?:in|for) ([A-Z][\w'-]*(?:\s+[A-Z][\w'-]*)*)")
 
 
@@ -81,6 +86,7 @@ class FakeSession:
         self.active: str | None = None
         self.cancel = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        self.background: asyncio.Task[None] | None = None
         self.calls: dict[str, str] = {}
         """call_id → name of every call the model made."""
         self.outputs: list[tuple[str, str]] = []
@@ -153,6 +159,25 @@ class FakeSession:
         elif not loud and self.speaking and samples.size:
             self.speaking = False
             await self.send({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 0, "item_id": _id("item")})
+            turn = self.session.get("audio", {}).get("input", {}).get("turn_detection") or {}
+            if turn.get("create_response") and self.active is None:
+                await self.audio_turn()
+
+    async def audio_turn(self) -> None:
+        """Server VAD ends the user's turn: the audio item, an automatic response, the transcript later."""
+        item_id = _id("item")
+        await self.send({"type": "input_audio_buffer.committed", "item_id": item_id, "previous_item_id": None})
+        content = [{"type": "input_audio", "transcript": None}]
+        item = {"id": item_id, "type": "message", "object": "realtime.item", "role": "user", "content": content}
+        await self.send({"type": "conversation.item.added", "previous_item_id": None, "item": item})
+        self.active = _id("resp")
+        self.cancel.clear()
+        self.task = asyncio.create_task(self.respond(self.active, "I heard you."))
+        asyncio.get_running_loop().call_later(TRANSCRIPT_DELAY, self._transcribed, item_id)
+
+    def _transcribed(self, item_id: str) -> None:
+        event = {"type": "conversation.item.input_audio_transcription.completed", "item_id": item_id}
+        self.background = asyncio.create_task(self.send({**event, "content_index": 0, "transcript": "(spoken)"}))
 
     async def on_input_audio_buffer_commit(self, event: dict[str, Any]) -> None:
         await self.send({"type": "input_audio_buffer.committed", "item_id": _id("item"), "previous_item_id": None})
@@ -220,6 +245,8 @@ class FakeSession:
             self.user_texts = []
             calls = self.plan_calls(user) if instructions is None else []
             if calls:
+                if "think" in user.lower():
+                    await self.speak_text(response_id, "Let me check.")
                 await self.call(response_id, calls, interrupt="interrupt" in user.lower())
             else:
                 await self.say(response_id, instructions or (f"You said: {user}" if user else "How can I help?"))
@@ -256,6 +283,13 @@ class FakeSession:
             await self.send({"type": "input_audio_buffer.speech_started", "audio_start_ms": 0, "item_id": _id("item")})
             self.cancel.set()
         await self.finish(response_id, items)
+
+    async def speak_text(self, response_id: str, text: str) -> None:
+        """A text-only message item before the calls (``output_text``), as a model thinking aloud does."""
+        item_id = _id("item")
+        where = {"response_id": response_id, "output_index": 0, "item_id": item_id, "content_index": 0}
+        await self.send({"type": "response.output_text.delta", **where, "delta": text})
+        await self.send({"type": "response.output_text.done", **where, "text": text})
 
     async def say(self, response_id: str, text: str) -> None:
         item_id = _id("item")
