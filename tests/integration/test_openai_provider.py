@@ -45,7 +45,7 @@ def openai_gateway(redis_server: RedisServer, workers: Process, logs_dir: Path, 
     url = fake_openai.replace("http://", "ws://") + "/v1/realtime"
     gateway = Gateway(
         redis_server.url, logs_dir / "gw-openai.log", PROVIDER="openai", OPENAI_URL=url, OPENAI_API_KEY=KEY,
-        KEEPALIVE_INTERVAL="1",
+        KEEPALIVE_INTERVAL="1", FUNCTION_TIMEOUT="3",
     ).wait_ready()  # fmt: skip
     yield gateway
     assert gateway.stop() == 0, gateway.log()
@@ -208,3 +208,97 @@ async def test_a_refused_key_gives_a_clear_error(redis_server, workers, logs_dir
         await client.close()  # answer the gateway's close now: stop() below blocks this event loop
     finally:
         assert gateway.stop() == 0
+
+
+async def test_a_barge_in_truncates_the_answer_at_what_the_client_heard(openai_gateway, fake_openai):
+    client, session_id = await connect(openai_gateway)
+    await client.say("tell me a long story")
+    await client.expect("AgentStartedSpeaking")  # 4.8 s of speech, sent faster than real time
+    await client.send(sine(440, 16000, 0.2))
+    await client.expect("UserStartedSpeaking")
+    wait_until(lambda: stats(fake_openai, session_id)["truncates"], 10, "the truncate")
+    await client.close()
+    seen = stats(fake_openai, session_id)
+    [truncate] = seen["truncates"]
+    assert 0 <= truncate["audio_end_ms"] < 4800  # the fake refuses a position past the item's audio
+    assert_clean(seen)
+
+
+async def test_a_client_call_unanswered_in_time_gets_an_error_and_the_late_answer_a_warning(
+    openai_gateway, fake_openai
+):
+    settings = json.loads(json.dumps(SETTINGS))
+    settings["agent"]["think"]["functions"] = [
+        {"name": "client_lookup", "description": "", "parameters": {"type": "object", "properties": {}}}
+    ]
+    client, session_id = await connect(openai_gateway, settings)
+    await client.say(call("client_lookup", q="x"))
+    request = await client.expect("FunctionCallRequest")  # the client never answers in time
+    text = await client.assistant_text(timeout=15)  # FUNCTION_TIMEOUT is 3 s
+    assert text.startswith("client_lookup returned: ") and "did not answer in time" in text
+    [fn] = request["functions"]
+    await client.send({"type": "FunctionCallResponse", "id": fn["id"], "name": fn["name"], "content": "late"})
+    assert (await client.expect("Warning"))["code"] == "FUNCTION_RESPONSE_LATE"
+    await client.close()
+    seen = stats(fake_openai, session_id)
+    assert len(seen["function_outputs"]) == 1
+    [entry] = [h["function_calls"][0] for h in client.messages() if h["type"] == "History" and "function_calls" in h]
+    assert entry["id"] == fn["id"] and "did not answer in time" in entry["response"]  # a client call: shown
+    assert_clean(seen)
+
+
+async def test_settings_fields_are_mapped_and_history_hides_the_backends_calls(openai_gateway, fake_openai):
+    settings = json.loads(json.dumps(SETTINGS))
+    settings["agent"]["language"] = "fr"
+    settings["agent"]["listen"] = {"provider": {"type": "deepgram", "model": "nova-3", "keyterms": ["Nantes"]}}
+    settings["agent"]["greeting"] = "Bonjour."
+    client, session_id = await connect(openai_gateway, settings)
+    greeting = await client.assistant_text()
+    assert greeting.endswith("Bonjour.")  # the fake reads its instructions aloud
+    await client.say("What's the weather in Paris?")
+    text = await client.assistant_text()
+    assert text.startswith("get_weather returned: ")
+    await client.expect("AgentAudioDone")
+    await client.close()
+    histories = [m for m in client.messages() if m["type"] == "History"]
+    assert [(h["role"], h["content"]) for h in histories] == [
+        ("assistant", greeting),
+        ("user", "What's the weather in Paris?"),
+        ("assistant", text),
+    ]  # the backend's get_weather entry is hidden (HISTORY_BACKEND_CALLS=hidden)
+    seen = stats(fake_openai, session_id)
+    session = seen["session_updates"][0]
+    assert session["audio"]["input"]["transcription"]["language"] == "fr"
+    assert session["audio"]["input"]["transcription"]["prompt"] == "Nantes"
+    assert "use it in your reply" in session["instructions"]
+    assert seen["response_options"][0]["tool_choice"] == "none"  # the greeting is said, never a call
+    assert_clean(seen)
+
+
+async def test_the_users_late_transcript_comes_before_the_agents_text(openai_gateway, fake_openai):
+    client, session_id = await connect(openai_gateway)
+    await client.send(sine(440, 16000, 0.2))
+    await client.expect("UserStartedSpeaking")
+    for _ in range(2):  # silence (the first chunk still holds the resampler's tail of the tone)
+        await client.send(bytes(6400))  # server VAD ends the turn and answers at once
+    first = await client.expect("ConversationText")
+    second = await client.expect("ConversationText")
+    await client.close()
+    assert (first["role"], first["content"]) == ("user", "(spoken)")  # arrived after the agent's answer
+    assert (second["role"], second["content"]) == ("assistant", "I heard you.")
+    assert_clean(stats(fake_openai, session_id))
+
+
+async def test_text_before_a_tool_call_is_agent_thinking(openai_gateway, fake_openai):
+    settings = json.loads(json.dumps(SETTINGS))
+    settings["agent"]["think"]["functions"] = [{"name": "client_lookup", "description": "", "parameters": {}}]
+    client, session_id = await connect(openai_gateway, settings)
+    await client.say("think, then " + call("client_lookup", q="x"))
+    thinking = await client.expect("AgentThinking")
+    request = await client.expect("FunctionCallRequest")
+    assert thinking["content"] == "Let me check."
+    [fn] = request["functions"]
+    await client.send({"type": "FunctionCallResponse", "id": fn["id"], "name": fn["name"], "content": "found"})
+    assert await client.assistant_text() == "client_lookup returned: found."
+    await client.close()
+    assert_clean(stats(fake_openai, session_id))

@@ -15,10 +15,16 @@ How the "model" behaves, on ``response.create``:
   ``done_delay`` seconds, so answers can arrive while the response is still active. With "interrupt" in the
   text the user "barges in": ``speech_started`` and the response ends ``cancelled``;
 - otherwise it says ``You said: TEXT`` (or the ``response.instructions`` it was given);
-- speech is a 440 Hz sine at 24 kHz in ``response.output_audio.delta`` chunks, with its transcript.
+- speech is a 440 Hz sine at 24 kHz in ``response.output_audio.delta`` chunks, with its transcript (240 ms; 4.8 s
+  when the text has "long story", so a listener can barge in while it plays). ``conversation.item.truncate`` is
+  refused, as OpenAI does, for an unknown item or an ``audio_end_ms`` past the item's audio; stats ``truncates``.
 
 Input audio is collected; the first loud chunk gives ``input_audio_buffer.speech_started`` (and cancels an
-active response, as server VAD with ``interrupt_response`` does). There is no speech recognition.
+active response, as server VAD with ``interrupt_response`` does). The next quiet chunk ends the turn, as server
+VAD with ``create_response`` does: ``speech_stopped``, ``committed``, the user's audio item, a response saying
+"I heard you." and, later (``TRANSCRIPT_DELAY``, as OpenAI's async transcription does), the item's transcript
+"(spoken)". There is no speech recognition. With "think" in the user's text, a response with calls first says
+"Let me check." (text before a tool call).
 
 Run it alone: ``python -m tests.support.fake_openai --port 8765 [--require-key K] [--done-delay 0.3]``.
 """
@@ -54,6 +60,7 @@ TONE_SAMPLES = 5760
 CHUNK = 480
 SPEECH_RMS = 500.0
 """An input chunk louder than this (PCM16 RMS) counts as speech for the fake's voice activity detection."""
+TRANSCRIPT_DELAY = 0.5
 _WEATHER = re.compile(r"weather (?:in|for) ([A-Z][\w'-]*(?:\s+[A-Z][\w'-]*)*)")
 
 
@@ -79,11 +86,14 @@ class FakeSession:
         self.active: str | None = None
         self.cancel = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        self.background: asyncio.Task[None] | None = None
         self.calls: dict[str, str] = {}
         """call_id → name of every call the model made."""
         self.outputs: list[tuple[str, str]] = []
         """(name, output) received since the last response."""
         self.user_texts: list[str] = []
+        self.audio_items: dict[str, int] = {}
+        """item_id → ms of audio in each assistant item."""
         self.stats: dict[str, Any] = {
             "session_id": self.id,
             "events": [],
@@ -97,6 +107,8 @@ class FakeSession:
             "audio_in_bytes": 0,
             "audio_out_samples": 0,
             "user_messages": [],
+            "truncates": [],
+            "response_options": [],
         }
 
     async def send(self, event: dict[str, Any]) -> None:
@@ -147,6 +159,25 @@ class FakeSession:
         elif not loud and self.speaking and samples.size:
             self.speaking = False
             await self.send({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 0, "item_id": _id("item")})
+            turn = self.session.get("audio", {}).get("input", {}).get("turn_detection") or {}
+            if turn.get("create_response") and self.active is None:
+                await self.audio_turn()
+
+    async def audio_turn(self) -> None:
+        """Server VAD ends the user's turn: the audio item, an automatic response, the transcript later."""
+        item_id = _id("item")
+        await self.send({"type": "input_audio_buffer.committed", "item_id": item_id, "previous_item_id": None})
+        content = [{"type": "input_audio", "transcript": None}]
+        item = {"id": item_id, "type": "message", "object": "realtime.item", "role": "user", "content": content}
+        await self.send({"type": "conversation.item.added", "previous_item_id": None, "item": item})
+        self.active = _id("resp")
+        self.cancel.clear()
+        self.task = asyncio.create_task(self.respond(self.active, "I heard you."))
+        asyncio.get_running_loop().call_later(TRANSCRIPT_DELAY, self._transcribed, item_id)
+
+    def _transcribed(self, item_id: str) -> None:
+        event = {"type": "conversation.item.input_audio_transcription.completed", "item_id": item_id}
+        self.background = asyncio.create_task(self.send({**event, "content_index": 0, "transcript": "(spoken)"}))
 
     async def on_input_audio_buffer_commit(self, event: dict[str, Any]) -> None:
         await self.send({"type": "input_audio_buffer.committed", "item_id": _id("item"), "previous_item_id": None})
@@ -178,10 +209,21 @@ class FakeSession:
             await self.error("conversation_already_has_active_response", message, event)
             return
         self.stats["response_creates"] += 1
+        self.stats["response_options"].append(event.get("response") or {})
         self.active = _id("resp")
         self.cancel.clear()
         instructions = (event.get("response") or {}).get("instructions")
         self.task = asyncio.create_task(self.respond(self.active, instructions))
+
+    async def on_conversation_item_truncate(self, event: dict[str, Any]) -> None:
+        item_id, end = event.get("item_id"), event.get("audio_end_ms")
+        if item_id not in self.audio_items or event.get("content_index") != 0:
+            await self.error("invalid_value", f"Item {item_id!r} has no audio content to truncate.", event)
+        elif not isinstance(end, int) or not 0 <= end <= self.audio_items[item_id]:
+            await self.error("invalid_value", f"audio_end_ms {end} is past the item's audio.", event)
+        else:
+            self.stats["truncates"].append({"item_id": item_id, "audio_end_ms": end})
+            await self.send({"type": "conversation.item.truncated", "item_id": item_id, "audio_end_ms": end})
 
     async def on_response_cancel(self, event: dict[str, Any]) -> None:
         if self.active is None:
@@ -203,6 +245,8 @@ class FakeSession:
             self.user_texts = []
             calls = self.plan_calls(user) if instructions is None else []
             if calls:
+                if "think" in user.lower():
+                    await self.speak_text(response_id, "Let me check.")
                 await self.call(response_id, calls, interrupt="interrupt" in user.lower())
             else:
                 await self.say(response_id, instructions or (f"You said: {user}" if user else "How can I help?"))
@@ -240,6 +284,13 @@ class FakeSession:
             self.cancel.set()
         await self.finish(response_id, items)
 
+    async def speak_text(self, response_id: str, text: str) -> None:
+        """A text-only message item before the calls (``output_text``), as a model thinking aloud does."""
+        item_id = _id("item")
+        where = {"response_id": response_id, "output_index": 0, "item_id": item_id, "content_index": 0}
+        await self.send({"type": "response.output_text.delta", **where, "delta": text})
+        await self.send({"type": "response.output_text.done", **where, "text": text})
+
     async def say(self, response_id: str, text: str) -> None:
         item_id = _id("item")
         item = {"id": item_id, "type": "message", "object": "realtime.item", "role": "assistant"}
@@ -249,7 +300,8 @@ class FakeSession:
         await self.send({"type": "conversation.item.added", "item": {**item, "content": []}})
         await self.send({"type": "response.content_part.added", **part, "part": {"type": "audio", "transcript": ""}})
         await self.send({"type": "response.output_audio_transcript.delta", **part, "delta": text})
-        audio = tone()
+        audio = tone(TONE_SAMPLES * 20 if "long story" in text else TONE_SAMPLES)
+        self.audio_items[item_id] = len(audio) // 2 * 1000 // RATE
         for start in range(0, len(audio), 2 * CHUNK):
             if self.cancel.is_set():
                 break

@@ -21,4 +21,6 @@ async def open_from_config(config: Config) -> OpenAIProvider:
     if config.openai_api_key is None:
         raise ProviderUnavailable("PROVIDER=openai needs OPENAI_API_KEY on the gateway.")
     key = config.openai_api_key.get_secret_value()
-    return await open_openai(config.openai_url, config.openai_model, key, config.openai_voice)
+    return await open_openai(
+        config.openai_url, config.openai_model, key, config.openai_voice, function_timeout=config.function_timeout
+    )

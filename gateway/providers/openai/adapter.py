@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 MAX_QUEUED_FRAMES = 256
 """Component frames waiting for the session to read them. A client that stops reading fills the queue; then the
 adapter stops reading OpenAI's events (and the client's own frames wait), instead of buffering without end."""
+TICK_INTERVAL = 0.25
+"""How often the bridge is told the time, to answer the client calls past their deadline (``Bridge.tick``)."""
 
 
 class OpenAIProvider(Provider):
@@ -78,6 +81,7 @@ class OpenAIProvider(Provider):
         (a ``function_call_output`` is always on the wire before the ``response.create`` that follows it)."""
         self._closed: ProviderClosed | None = None
         self._reader = asyncio.create_task(self._read(), name="openai-reader")
+        self._ticker = asyncio.create_task(self._tick(), name="openai-ticker")
 
     def use_functions(self, owned: Mapping[str, FunctionSpec]) -> None:
         self._bridge.use_functions(owned)
@@ -100,7 +104,8 @@ class OpenAIProvider(Provider):
         if self._closed is None:
             self._end(ProviderClosed(1000, "closed by the gateway"))
         self._reader.cancel()
-        await asyncio.gather(self._reader, return_exceptions=True)
+        self._ticker.cancel()
+        await asyncio.gather(self._reader, self._ticker, return_exceptions=True)
         await self._ws.close()
 
     async def _read(self) -> None:
@@ -120,6 +125,14 @@ class OpenAIProvider(Provider):
         except Exception:
             log.exception("translating OpenAI events failed")
             self._end(ProviderClosed(1011, "the gateway failed to translate the provider's events"))
+
+    async def _tick(self) -> None:
+        """Tell the bridge the time until the connection ends."""
+        with contextlib.suppress(ProviderClosed):
+            while self._closed is None:
+                await asyncio.sleep(TICK_INTERVAL)
+                async with self._lock:
+                    await self._apply(self._bridge.tick(time.monotonic()))
 
     async def _apply(self, out: Out) -> None:
         """Queue the frames for the session, then send the events to OpenAI, in the bridge's order."""
@@ -153,11 +166,11 @@ def realtime_url(url: str, model: str) -> str:
 
 
 async def open_openai(
-    url: str, model: str, api_key: str, voice: str = "marin", open_timeout: float = 10.0
+    url: str, model: str, api_key: str, voice: str = "marin", open_timeout: float = 10.0, function_timeout: float = 10.0
 ) -> OpenAIProvider:
     """Connect to the Realtime endpoint with the gateway's key."""
     authorization = f"Bearer {api_key}"
     connection = await connect_provider(
         realtime_url(url, model), authorization, "OpenAI", "OPENAI_API_KEY", open_timeout
     )
-    return OpenAIProvider(connection, Bridge(voice=voice))
+    return OpenAIProvider(connection, Bridge(voice=voice, function_timeout=function_timeout))

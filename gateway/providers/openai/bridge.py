@@ -27,40 +27,33 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.providers.base import Frame
 from gateway.providers.openai import translate as tr
 from gateway.providers.openai.audio import OPENAI_RATE, Resampler
-from gateway.providers.openai.ledger import Ledger, Response
+from gateway.providers.openai.inputs import MAX_WAITING, Out, queue_full, string
+from gateway.providers.openai.ledger import Call, Ledger, Response
+from gateway.providers.openai.mapping import Transcript, history_wanted, refine_session, with_tool_note
+from gateway.providers.openai.playback import Playback, timeout_output, truncate
 from shared.envelopes import FunctionSpec
-from shared.protocol import ErrorCode
 
 log = logging.getLogger(__name__)
 
 ACTIVE_RESPONSE = "conversation_already_has_active_response"
-MAX_WAITING = 32
-"""Client messages that may wait for OpenAI at once, per kind (user messages before the session is ready, texts
-to say while a response is active, prompt updates not yet confirmed). A client sending more, faster than OpenAI
-answers, gets a Warning and the extra messages are dropped: they would otherwise wait in memory without end."""
+LATE_ANSWER = "FUNCTION_RESPONSE_LATE"
+"""Warning: the client answered a call after its deadline, when OpenAI already had an error for it; dropped."""
 MAX_PROMPT_CHARS = 1 << 20
 """Longest prompt UpdatePrompt may grow to (Deepgram appends, so each update makes it longer): the size of the
 largest Settings frame, and every update sends the whole prompt again."""
 
 
-@dataclass
-class Out:
-    """What one input produced: OpenAI events to send to the provider, component frames for the session."""
-
-    provider: list[dict[str, Any]] = field(default_factory=list)
-    client: list[Frame] = field(default_factory=list)
-
-
 class Bridge:
     """One conversation's translation state. Not thread-safe; the adapter calls it from one event loop."""
 
-    def __init__(self, voice: str = "marin", clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, voice: str = "marin", clock: Callable[[], float] = time.monotonic, function_timeout: float = 10.0
+    ) -> None:
         self.voice = voice
         self._clock = clock
         self.side_effects: set[str] = set()
@@ -79,14 +72,16 @@ class Bridge:
         self._request_event_id = ""
         self._request_count = 0
         self._active: Response | None = None
-        self._ledger = Ledger(clock)
-        self._texted: set[str] = set()
-        """Item ids that already gave a ConversationText."""
+        self._ledger = Ledger(clock, function_timeout)
+        self._transcript = Transcript()
         self._audio_in: Resampler | None = None
         self._audio_out: Resampler | None = None
+        self._bytes_per_ms = OPENAI_RATE * 2 / 1000
+        self._playback = Playback()
 
     def use_functions(self, owned: Mapping[str, FunctionSpec]) -> None:
         self.side_effects = {name for name, spec in owned.items() if spec.side_effects}
+        self._ledger.owned = set(owned)
 
     # --- component frames from the session -----------------------------------------------------------------
 
@@ -121,8 +116,13 @@ class Bridge:
         else:
             self._audio_in = Resampler(plan.input_rate, plan.input_rate)  # equal rates: bytes pass through
             self._audio_out = Resampler(plan.output_rate, plan.output_rate)
+            self._bytes_per_ms = plan.output_rate / 1000  # G.711: one byte a sample
         event, warnings = tr.session_update(message, self.voice, plan)
+        refine_session(event, message)
         self._prompt, self._context = tr.prompt_and_context(message)
+        if event["session"]["tools"]:
+            self._prompt = with_tool_note(self._prompt)
+        self._transcript.history = history_wanted(message)
         self._updates.append("settings")
         out.provider.append(event)
         out.client += [tr.warning("UNSUPPORTED_SETTING", text) for text in warnings]
@@ -130,11 +130,11 @@ class Bridge:
             self._wanted.append(text)
 
     def _on_update_prompt(self, message: dict[str, Any], out: Out) -> None:
-        addition = _string(message, "prompt", out)
+        addition = string(message, "prompt", out)
         if addition is None:
             return
         if len(self._updates) >= MAX_WAITING:
-            out.client.append(_queue_full("UpdatePrompt", "prompt updates are waiting for OpenAI"))
+            out.client.append(queue_full("UpdatePrompt", "prompt updates are waiting for OpenAI"))
             return
         if len(self._prompt) + len(addition) > MAX_PROMPT_CHARS:
             description = f"UpdatePrompt dropped: the prompt would exceed {MAX_PROMPT_CHARS} characters."
@@ -145,14 +145,14 @@ class Bridge:
         out.provider.append(tr.instructions_update(tr.instructions(self._prompt, self._context)))
 
     def _on_inject_user_message(self, message: dict[str, Any], out: Out) -> None:
-        content = _string(message, "content", out)
+        content = string(message, "content", out)
         if content is None:
             return
         item = tr.user_message(content)
         if self.ready:
             out.provider.append(item)
         elif len(self._held) >= MAX_WAITING:
-            out.client.append(_queue_full("InjectUserMessage", "messages are waiting for the session to be ready"))
+            out.client.append(queue_full("InjectUserMessage", "messages are waiting for the session to be ready"))
             return
         else:
             self._held.append(item)
@@ -160,23 +160,38 @@ class Bridge:
         self._pump(out)
 
     def _on_inject_agent_message(self, message: dict[str, Any], out: Out) -> None:
-        text = _string(message, "message", out, older="content")
+        text = string(message, "message", out, older="content")
         if text is None:
             return
         if len(self._wanted) >= MAX_WAITING:
-            out.client.append(_queue_full("InjectAgentMessage", "responses are waiting for the active one to end"))
+            out.client.append(queue_full("InjectAgentMessage", "responses are waiting for the active one to end"))
             return
         self._want(text)
         self._pump(out)
 
     def _on_function_call_response(self, message: dict[str, Any], out: Out) -> None:
         call_id, content = message.get("id"), message.get("content")
+        if isinstance(call_id, str) and self._ledger.deadlines.expired(call_id):
+            out.client.append(tr.warning(LATE_ANSWER, f"The answer to call {call_id} came after its deadline."))
+            return
         call = self._ledger.call(call_id) if isinstance(call_id, str) else None
         if call is None or call.answered or not isinstance(content, str):
             log.info("answer to call %r dropped: unknown, cancelled or already answered", call_id)
             return
-        call.answered = True
+        self._answer(call, content, out)
+
+    def tick(self, now: float) -> Out:
+        """Answer with an error each client call whose deadline passed at ``now``, so the response goes on."""
+        out = Out(client=self._transcript.tick(now))
+        for call in self._ledger.overdue(now):
+            log.warning("call %s (%s): the client did not answer in time", call.call_id, call.name)
+            self._answer(call, timeout_output(call.name, self._ledger.deadlines.timeout), out)
+        return out
+
+    def _answer(self, call: Call, content: str, out: Out) -> None:
+        self._ledger.answered(call)
         out.provider.append(tr.function_output(call.call_id, content))
+        out.client += self._transcript.call(call.call_id, call.name, call.arguments, content)
         self._settle(self._ledger.response_of(call), out)
 
     def _on_keepalive(self, message: dict[str, Any], out: Out) -> None:
@@ -218,18 +233,21 @@ class Bridge:
             self._pump(out)
 
     def _on_speech_started(self, event: dict[str, Any], out: Out) -> None:
+        """A barge-in: OpenAI learns what was heard; a response it was said in gets no continuation."""
         out.client.append(tr.user_started_speaking())
+        cut = self._playback.interrupt(self._clock())
+        if cut is None:
+            return
+        item, heard_ms = cut
+        out.provider.append(truncate(item.item_id, heard_ms))
+        response = self._ledger.response(item.response_id)
+        if response is not None and response is not self._active:  # the active one ends cancelled: same rule
+            self._cancel(response, out)
+        self._wanted = deque(say for say in self._wanted if say is not None)  # server VAD answers the user
 
-    def _on_item(self, event: dict[str, Any], out: Out) -> None:
-        item = tr.as_dict(event.get("item"))
-        text = tr.user_text(item)
-        if text is not None:
-            self._text(str(item.get("id")), "user", text, out)
-
-    def _on_user_transcript(self, event: dict[str, Any], out: Out) -> None:
-        transcript = event.get("transcript")
-        if isinstance(transcript, str) and transcript.strip():
-            self._text(str(event.get("item_id")), "user", transcript, out)
+    def _on_text(self, event: dict[str, Any], out: Out) -> None:
+        """Message items, transcripts: ConversationText and History, the user's turn first."""
+        out.client += self._transcript.handle(event, self._clock())
 
     def _on_response_created(self, event: dict[str, Any], out: Out) -> None:
         self._requested = False
@@ -237,18 +255,17 @@ class Bridge:
         self._active = self._ledger.open(response_id)
 
     def _on_output_audio(self, event: dict[str, Any], out: Out) -> None:
+        audio, now = tr.audio_bytes(event), self._clock()
+        heard = len(audio) / self._bytes_per_ms
+        if not self._playback.sent(str(event.get("item_id")), str(event.get("response_id")), heard, now):
+            return  # cut at a barge-in: the client wants silence
         self._start_speaking(event, out)
-        pcm = self._audio_out.process(tr.audio_bytes(event)) if self._audio_out else tr.audio_bytes(event)
+        pcm = self._audio_out.process(audio) if self._audio_out else audio
         if pcm:
             out.client.append(pcm)
 
     def _on_output_delta(self, event: dict[str, Any], out: Out) -> None:
         self._start_speaking(event, out)
-
-    def _on_transcript_done(self, event: dict[str, Any], out: Out) -> None:
-        text = event.get("transcript") if "transcript" in event else event.get("text")
-        if isinstance(text, str) and text.strip():
-            self._text(str(event.get("item_id")), "assistant", text, out)
 
     def _on_call(self, event: dict[str, Any], out: Out) -> None:
         info = tr.call_info(event)
@@ -273,18 +290,11 @@ class Bridge:
             out.client.append(tr.agent_audio_done())
         if status == "completed":
             response.completed = True
-            late = [c for c in response.calls.values() if not c.emitted]
-            for call in late:
-                call.emitted = True
-            if late:
-                out.client.append(tr.function_call_request((c.call_id, c.name, c.arguments) for c in late))
+            self._emit([c for c in response.calls.values() if not c.emitted], out)
             self._settle(response, out)
         else:
-            pending = [c for c in response.calls.values() if c.emitted and not c.answered]
-            if pending:
-                out.client.append(tr.function_call_cancelled((c.call_id, c.name) for c in pending))
-            log.info("response %s ended %s; %d call(s) cancelled", response.id, status, len(pending))
-            self._ledger.forget(response)
+            log.info("response %s ended %s", response.id, status)
+            self._cancel(response, out)
         self._pump(out)
 
     def _on_error(self, event: dict[str, Any], out: Out) -> None:
@@ -305,9 +315,18 @@ class Bridge:
     def _add_call(self, info: tr.CallInfo, out: Out) -> None:
         """Register a call once (it is reported by several events); hand it over unless it must wait."""
         call = self._ledger.add(info, side_effects=info.name in self.side_effects)
+        out.client += self._transcript.thinking(info.response_id)
         if call is not None and not call.side_effects:
-            call.emitted = True
-            out.client.append(tr.function_call_request([(call.call_id, call.name, call.arguments)]))
+            self._emit([call], out)
+
+    def _emit(self, calls: list[Call], out: Out) -> None:
+        if self._ledger.emit(calls):
+            out.client.append(tr.function_call_request((c.call_id, c.name, c.arguments) for c in calls))
+
+    def _cancel(self, response: Response, out: Out) -> None:
+        """The response was cancelled or interrupted: its calls still pending are cancelled, none is answered."""
+        if pending := self._ledger.cancel(response):
+            out.client.append(tr.function_call_cancelled((c.call_id, c.name) for c in pending))
 
     def _settle(self, response: Response, out: Out) -> None:
         """A completed response whose calls are all answered: the model may continue, once."""
@@ -336,25 +355,6 @@ class Bridge:
             response.speaking = True
             out.client.append(tr.agent_started_speaking(self._clock() - response.created_at))
 
-    def _text(self, item_id: str, role: str, text: str, out: Out) -> None:
-        if item_id not in self._texted:
-            self._texted.add(item_id)
-            out.client.append(tr.conversation_text(role, text))
-
-
-def _string(message: dict[str, Any], key: str, out: Out, older: str | None = None) -> str | None:
-    """``message[key]`` (or its ``older`` name, which older clients send) when it is a string; otherwise None,
-    and a Warning tells the client why its message was dropped."""
-    value = message.get(key, message.get(older)) if older else message.get(key)
-    if isinstance(value, str):
-        return value
-    out.client.append(tr.warning("INVALID_MESSAGE", f"{message.get('type')} needs a string {key!r}."))
-    return None
-
-
-def _queue_full(kind: str, waiting: str) -> str:
-    return tr.warning(ErrorCode.QUEUE_FULL, f"{kind} dropped: {MAX_WAITING} {waiting}.")
-
 
 _Handler = Callable[[Bridge, dict[str, Any], Out], None]
 
@@ -371,16 +371,18 @@ _PROVIDER_HANDLERS: dict[str, _Handler] = {
     "session.created": Bridge._on_session_created,
     "session.updated": Bridge._on_session_updated,
     "input_audio_buffer.speech_started": Bridge._on_speech_started,
-    "conversation.item.added": Bridge._on_item,
-    "conversation.item.done": Bridge._on_item,
-    "conversation.item.created": Bridge._on_item,  # the beta name, still sent by some deployments
-    "conversation.item.input_audio_transcription.completed": Bridge._on_user_transcript,
+    "conversation.item.added": Bridge._on_text,
+    "conversation.item.done": Bridge._on_text,
+    "conversation.item.created": Bridge._on_text,  # the beta name, still sent by some deployments
+    "conversation.item.input_audio_transcription.completed": Bridge._on_text,
+    "conversation.item.input_audio_transcription.failed": Bridge._on_text,
+    "input_audio_buffer.committed": Bridge._on_text,
     "response.created": Bridge._on_response_created,
     "response.output_audio.delta": Bridge._on_output_audio,
     "response.output_audio_transcript.delta": Bridge._on_output_delta,
     "response.output_text.delta": Bridge._on_output_delta,
-    "response.output_audio_transcript.done": Bridge._on_transcript_done,
-    "response.output_text.done": Bridge._on_transcript_done,
+    "response.output_audio_transcript.done": Bridge._on_text,
+    "response.output_text.done": Bridge._on_text,
     "response.function_call_arguments.done": Bridge._on_call,
     "response.output_item.done": Bridge._on_call,
     "response.done": Bridge._on_response_done,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from gateway.providers.openai.playback import Deadlines
 from gateway.providers.openai.translate import CallInfo
 
 
@@ -39,8 +40,11 @@ class Response:
 class Ledger:
     """Responses whose calls are not all answered yet (the active one too), and those calls by id."""
 
-    def __init__(self, clock: Callable[[], float]) -> None:
+    def __init__(self, clock: Callable[[], float], function_timeout: float = 10.0) -> None:
         self._clock = clock
+        self.owned: set[str] = set()
+        """Functions the backend owns; calls to the others go to the client, under ``deadlines``."""
+        self.deadlines = Deadlines(function_timeout)
         self._responses: dict[str, Response] = {}
         self._calls: dict[str, Call] = {}
 
@@ -74,3 +78,27 @@ class Ledger:
         self._responses.pop(response.id, None)
         for call_id in response.calls:
             self._calls.pop(call_id, None)
+
+    def emit(self, calls: list[Call]) -> list[Call]:
+        """The calls are handed over now; the client's own get a deadline."""
+        for call in calls:
+            call.emitted = True
+            if call.name not in self.owned:
+                self.deadlines.start(call.call_id, self._clock())
+        return calls
+
+    def answered(self, call: Call) -> None:
+        call.answered = True
+        self.deadlines.stop(call.call_id)
+
+    def overdue(self, now: float) -> list[Call]:
+        """Client calls whose deadline passed at ``now``, each reported once."""
+        return [call for call_id in self.deadlines.tick(now) if (call := self._calls.get(call_id))]
+
+    def cancel(self, response: Response) -> list[Call]:
+        """Forget a cancelled or interrupted response; its calls handed over and not answered yet."""
+        pending = [c for c in response.calls.values() if c.emitted and not c.answered]
+        for call in pending:
+            self.deadlines.stop(call.call_id)
+        self.forget(response)
+        return pending

@@ -232,7 +232,7 @@ def response_create(say: str | None = None, event_id: str | None = None) -> dict
     if event_id is not None:
         event["event_id"] = event_id
     if say is not None:
-        event["response"] = {"instructions": SAY_EXACTLY + say}
+        event["response"] = {"instructions": SAY_EXACTLY + say, "tool_choice": "none"}  # words only, no calls
     return event
 
 

@@ -126,7 +126,7 @@ def test_unmapped_provider_events_are_not_sent():
 def test_one_conversation_text_per_item():
     bridge = ready_bridge()
     item = {"id": "u1", "type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hi"}]}
-    assert types(provider(bridge, "conversation.item.added", item=item)) == ["ConversationText"]
+    assert types(provider(bridge, "conversation.item.added", item=item)) == ["ConversationText", "History"]
     assert provider(bridge, "conversation.item.done", item=item).client == []
     out = provider(bridge, "conversation.item.input_audio_transcription.completed", item_id="u2", transcript="Yes")
     assert json.loads(out.client[0]) == {"type": "ConversationText", "role": "user", "content": "Yes"}
