@@ -33,6 +33,8 @@ from typing import Any
 from gateway.providers.base import Frame
 from gateway.providers.openai import translate as tr
 from gateway.providers.openai.audio import OPENAI_RATE, Resampler
+from gateway.providers.openai.configure import MAX_WAITING, SessionConfig
+from gateway.providers.openai.errors import error_event, failed_response
 from gateway.providers.openai.ledger import Ledger, Response
 from shared.envelopes import FunctionSpec
 from shared.protocol import ErrorCode
@@ -40,13 +42,8 @@ from shared.protocol import ErrorCode
 log = logging.getLogger(__name__)
 
 ACTIVE_RESPONSE = "conversation_already_has_active_response"
-MAX_WAITING = 32
-"""Client messages that may wait for OpenAI at once, per kind (user messages before the session is ready, texts
-to say while a response is active, prompt updates not yet confirmed). A client sending more, faster than OpenAI
-answers, gets a Warning and the extra messages are dropped: they would otherwise wait in memory without end."""
-MAX_PROMPT_CHARS = 1 << 20
-"""Longest prompt UpdatePrompt may grow to (Deepgram appends, so each update makes it longer): the size of the
-largest Settings frame, and every update sends the whole prompt again."""
+MAX_HELD_AUDIO = 5 * OPENAI_RATE * 2
+"""Bytes of input audio (5 s at 24 kHz PCM16) held until OpenAI confirms the Settings; later audio is dropped."""
 
 
 @dataclass
@@ -55,23 +52,23 @@ class Out:
 
     provider: list[dict[str, Any]] = field(default_factory=list)
     client: list[Frame] = field(default_factory=list)
+    end: str | None = None
+    """Set when the conversation cannot go on (OpenAI refused the Settings): the reason the adapter closes with."""
 
 
 class Bridge:
     """One conversation's translation state. Not thread-safe; the adapter calls it from one event loop."""
 
     def __init__(self, voice: str = "marin", clock: Callable[[], float] = time.monotonic) -> None:
-        self.voice = voice
+        self.config = SessionConfig(voice)
         self._clock = clock
         self.side_effects: set[str] = set()
         self.ready = False
         """OpenAI confirmed the session.update made from Settings."""
-        self._prompt = ""
-        self._context: list[Any] = []
-        self._updates: deque[str] = deque()
-        """Why each unconfirmed session.update was sent ("settings" or "prompt"), oldest first."""
         self._held: list[dict[str, Any]] = []
         """Items injected before the session was ready."""
+        self._held_audio: list[dict[str, Any]] = []
+        self._held_audio_bytes = 0
         self._wanted: deque[str | None] = deque()
         """Responses to create when no response is active: None = continue the conversation, text = say it."""
         self._requested = False
@@ -87,16 +84,19 @@ class Bridge:
 
     def use_functions(self, owned: Mapping[str, FunctionSpec]) -> None:
         self.side_effects = {name for name, spec in owned.items() if spec.side_effects}
+        self.config.use_functions(owned)
 
     # --- component frames from the session -----------------------------------------------------------------
 
     def from_component(self, frame: Frame) -> Out:
         out = Out()
         if isinstance(frame, bytes):
-            if self._audio_in is not None:
-                pcm = self._audio_in.process(frame)
-                if pcm:
-                    out.provider.append(tr.audio_append(pcm))
+            pcm = self._audio_in.process(frame) if self._audio_in is not None else frame
+            if pcm and self.ready:
+                out.provider.append(tr.audio_append(pcm))
+            elif pcm and not self.config.settings_refused and self._held_audio_bytes + len(pcm) <= MAX_HELD_AUDIO:
+                self._held_audio.append(tr.audio_append(pcm))  # OpenAI takes no audio before the Settings
+                self._held_audio_bytes += len(pcm)
             return out
         try:
             message = json.loads(frame)
@@ -114,35 +114,16 @@ class Bridge:
         return out
 
     def _on_settings(self, message: dict[str, Any], out: Out) -> None:
-        plan = tr.audio_plan(message)
-        if plan.resample:
-            self._audio_in = Resampler(plan.input_rate, OPENAI_RATE)
-            self._audio_out = Resampler(OPENAI_RATE, plan.output_rate)
-        else:
-            self._audio_in = Resampler(plan.input_rate, plan.input_rate)  # equal rates: bytes pass through
-            self._audio_out = Resampler(plan.output_rate, plan.output_rate)
-        event, warnings = tr.session_update(message, self.voice, plan)
-        self._prompt, self._context = tr.prompt_and_context(message)
-        self._updates.append("settings")
-        out.provider.append(event)
-        out.client += [tr.warning("UNSUPPORTED_SETTING", text) for text in warnings]
+        plan = self.config.settings(message, out)
+        self._audio_in = Resampler(plan.input.client_rate, OPENAI_RATE) if plan.input.resample else None
+        self._audio_out = Resampler(OPENAI_RATE, plan.output.client_rate) if plan.output.resample else None
         if (text := tr.greeting(message)) is not None:
             self._wanted.append(text)
 
     def _on_update_prompt(self, message: dict[str, Any], out: Out) -> None:
         addition = _string(message, "prompt", out)
-        if addition is None:
-            return
-        if len(self._updates) >= MAX_WAITING:
-            out.client.append(_queue_full("UpdatePrompt", "prompt updates are waiting for OpenAI"))
-            return
-        if len(self._prompt) + len(addition) > MAX_PROMPT_CHARS:
-            description = f"UpdatePrompt dropped: the prompt would exceed {MAX_PROMPT_CHARS} characters."
-            out.client.append(tr.warning("INVALID_MESSAGE", description))
-            return
-        self._prompt = f"{self._prompt}\n\n{addition}" if self._prompt else addition  # Deepgram appends
-        self._updates.append("prompt")
-        out.provider.append(tr.instructions_update(tr.instructions(self._prompt, self._context)))
+        if addition is not None:
+            self.config.update_prompt(addition, out)
 
     def _on_inject_user_message(self, message: dict[str, Any], out: Out) -> None:
         content = _string(message, "content", out)
@@ -207,14 +188,12 @@ class Bridge:
         out.client.append(tr.welcome(event))
 
     def _on_session_updated(self, event: dict[str, Any], out: Out) -> None:
-        reason = self._updates.popleft() if self._updates else None
-        if reason == "prompt":
-            out.client.append(tr.prompt_updated())
-        elif reason == "settings":
+        update = self.config.updated(out)
+        if update is not None and update.kind == "Settings":
             self.ready = True
-            out.client.append(tr.settings_applied())
-            out.provider += self._held
-            self._held = []
+            out.client.insert(0, tr.settings_applied())
+            out.provider[:0] = self._held_audio + self._held  # before any next update
+            self._held, self._held_audio = [], []
             self._pump(out)
 
     def _on_speech_started(self, event: dict[str, Any], out: Out) -> None:
@@ -263,6 +242,8 @@ class Bridge:
         status = response_data.get("status")
         if self._active is response:
             self._active = None
+        if (failure := failed_response(response_data)) is not None:
+            out.client.append(failure)  # else the agent would just go mute
         if response is None:
             self._pump(out)
             return
@@ -288,6 +269,10 @@ class Bridge:
         self._pump(out)
 
     def _on_error(self, event: dict[str, Any], out: Out) -> None:
+        if self.config.refused(event, out) is not None:
+            if self.config.settings_refused:
+                out.end = "OpenAI refused the Settings"
+            return
         details = tr.as_dict(event.get("error"))
         if details.get("code") == ACTIVE_RESPONSE and self._requested:
             # Server VAD started a response just before ours arrived: ask again once it is done.
@@ -298,7 +283,7 @@ class Bridge:
             return
         if self._requested and details.get("event_id") == self._request_event_id:
             self._requested = False  # our response.create was refused: no response.created will come
-        out.client.append(tr.error(event))
+        out.client.append(error_event(event))
 
     # --- helpers -------------------------------------------------------------------------------------------
 
@@ -361,6 +346,9 @@ _Handler = Callable[[Bridge, dict[str, Any], Out], None]
 _COMPONENT_HANDLERS: dict[str, _Handler] = {
     "Settings": Bridge._on_settings,
     "UpdatePrompt": Bridge._on_update_prompt,
+    "UpdateThink": lambda bridge, message, out: bridge.config.update_think(message, out),
+    "UpdateSpeak": lambda bridge, message, out: bridge.config.update_speak(message, out),
+    "UpdateListen": lambda bridge, message, out: bridge.config.update_listen(message, out),
     "InjectUserMessage": Bridge._on_inject_user_message,
     "InjectAgentMessage": Bridge._on_inject_agent_message,
     "FunctionCallResponse": Bridge._on_function_call_response,
