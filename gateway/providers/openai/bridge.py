@@ -6,7 +6,8 @@ hand the session. The pure message mapping is in :mod:`.translate`, the calls it
 :mod:`.ledger`; this class adds the rules that need memory:
 
 - **Readiness.** ``SettingsApplied`` goes out only once OpenAI confirms the ``session.update`` it came from;
-  user messages injected before that wait.
+  user messages and input audio before that wait. Settings and ``Update*`` messages are :mod:`.configure`'s:
+  one ``session.update`` at a time, each confirmed or refused on its own; errors are mapped by :mod:`.errors`.
 - **Function calls.** Each model call becomes a component ``FunctionCallRequest`` (``client_side: true``), so
   the session treats it exactly like a Deepgram call: backend-owned ones run on the workers, the rest go to the
   client. Answers come back as ``FunctionCallResponse`` and become ``function_call_output`` items.
