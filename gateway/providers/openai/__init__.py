@@ -3,6 +3,8 @@
 - :mod:`.translate`: pure functions, component messages ↔ OpenAI events;
 - :mod:`.bridge`: the per-conversation state (readiness, calls, one response at a time), no I/O;
 - :mod:`.ledger`: the responses and function calls the bridge is waiting on;
+- :mod:`.configure` and :mod:`.updates`: Settings and Update* as ``session.update``s, one at a time;
+- :mod:`.formats`: audio formats per direction and Realtime voices; :mod:`.errors`: OpenAI errors by kind;
 - :mod:`.audio`: streaming PCM16 resampling to and from 24 kHz;
 - :mod:`.adapter`: the WebSocket I/O that feeds the bridge.
 """
