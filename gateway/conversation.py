@@ -155,8 +155,8 @@ class Conversation:
             handler = _CLIENT_HANDLERS.get(data["type"])
             if handler is not None:
                 return handler(self, frame, data, now)
-        except ProtocolError as exc:
-            return (ToClient(error_frame(exc.code, exc.description)),)
+        except ProtocolError as exc:  # the frame is dropped and the session goes on: a Warning, not an Error
+            return (ToClient(warning_frame(exc.code, exc.description)),)
         self._provider_sent = now
         return FORWARD
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from gateway.actions import NOTHING, Actions, Frame, ToClient
 from shared.config import Config
-from shared.protocol import ErrorCode, error_frame
+from shared.protocol import ErrorCode, warning_frame
 
 
 class TokenBucket:
@@ -60,7 +60,7 @@ class TokenBucket:
 class ClientBudget:
     """What one session's client may send: ``CLIENT_MESSAGE_RATE`` frames and ``CLIENT_BYTE_RATE`` bytes a second,
     and, once Settings are applied, text frames of at most ``MAX_TEXT_FRAME_BYTES`` (big JSON parsed on the shared
-    loop delays every session's frames). A frame over budget is dropped unread; the client hears why in an Error
+    loop delays every session's frames). A frame over budget is dropped unread; the client hears why in a Warning
     at most once a second per reason: a flood must not get a flood back. Sans-I/O: every call gets the time."""
 
     def __init__(self, config: Config, now: float) -> None:
@@ -72,10 +72,10 @@ class ClientBudget:
         self._max_text = config.max_text_frame_bytes
         self._too_large = f"Text frames after Settings may be at most {self._max_text} bytes; larger ones were dropped."
         self._last_error: dict[str, float] = {}
-        """When each Error code was last sent."""
+        """When each Warning code was last sent."""
 
     def refuse(self, frame: Frame, settings_applied: bool, now: float) -> Actions | None:
-        """None when ``frame`` may pass; else what to do instead of passing it (an Error, or nothing)."""
+        """None when ``frame`` may pass; else what to do instead of passing it (a Warning, or nothing)."""
         size = frame_size(frame)
         if not (self._frames.allow(1, now) and self._bytes.allow(size, now)):
             return self._error(ErrorCode.RATE_LIMITED, "Too many messages or bytes; some were dropped.", now)
@@ -87,7 +87,7 @@ class ClientBudget:
         if now - self._last_error.get(code, float("-inf")) < 1.0:
             return NOTHING
         self._last_error[code] = now
-        return (ToClient(error_frame(code, description)),)
+        return (ToClient(warning_frame(code, description)),)  # the session goes on: not a (fatal) Error
 
 
 @dataclass

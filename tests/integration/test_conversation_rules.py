@@ -106,7 +106,7 @@ def test_update_think_cannot_redefine_or_drop_backend_functions(gateway: Gateway
         # Refused first (not an object), then a redefinition of get_weather that drops get_current_time.
         ws.send(json.dumps({"type": "UpdateThink", "think": ["not", "an", "object"]}))
         error = json.loads(ws.recv(timeout=WAIT))
-        assert error["type"] == "Error" and error["code"] == "INVALID_MESSAGE", error
+        assert error["type"] == "Warning" and error["code"] == "INVALID_MESSAGE", error
         think = {"provider": {"type": "open_ai", "model": "gpt-4o"}, "prompt": "Be terse."}
         ws.send(json.dumps({"type": "UpdateThink", "think": {**think, "functions": [ATTACKER_WEATHER]}}))
         ws.send(json.dumps({"type": "UpdateThink", "think": think}))  # no functions key: still the backend's

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import redis
 
+from gateway.providers.openai.mapping import USE_TOOL_RESULTS
 from shared.redis_server import RedisServer, free_port
 from tests.integration.conftest import CANARY_FINGERPRINT
 from tests.support.audio import peak_hz, sine
@@ -70,6 +71,7 @@ def stats(base: str, session_id: str) -> dict[str, Any]:
 def assert_clean(stats_: dict[str, Any]) -> None:
     assert stats_["active_response_errors"] == 0
     assert stats_["errors"] == []
+    assert stats_["audio_before_session"] == 0
 
 
 def notes_with(redis_client: redis.Redis, text: str) -> int:
@@ -191,6 +193,96 @@ async def test_audio_is_resampled_both_ways(openai_gateway, fake_openai):
     assert len(out) // 2 == sent * 16000 // 24000  # 24 kHz from OpenAI, 16 kHz as the client asked
     assert abs(peak_hz(bytes(out), 16000) - 440) < 3
     assert_clean(stats(fake_openai, session_id))
+
+
+def with_audio(input_: dict[str, Any], output: dict[str, Any], **agent: Any) -> dict[str, Any]:
+    settings = json.loads(json.dumps(SETTINGS))
+    settings["audio"] = {"input": input_, "output": output}
+    settings["agent"].update(agent)
+    return settings
+
+
+async def test_mulaw_in_and_linear16_out_are_chosen_independently(openai_gateway, fake_openai):
+    settings = with_audio({"encoding": "mulaw", "sample_rate": 8000}, {"encoding": "linear16", "sample_rate": 16000})
+    client, session_id = await connect(openai_gateway, settings)
+    await client.send(bytes(range(256)) * 4)  # G.711 bytes pass as they are
+    wait_until(lambda: stats(fake_openai, session_id)["audio_in_bytes"] >= 1024, 10, "input audio")
+    await client.say("hello")
+    await client.expect("AgentStartedSpeaking")
+    out = bytearray()
+    while not isinstance(frame := await client.next(), str) or json.loads(frame)["type"] != "AgentAudioDone":
+        out += frame if isinstance(frame, bytes) else b""
+    await client.close()
+    seen = stats(fake_openai, session_id)
+    audio = seen["session_updates"][0]["audio"]
+    assert audio["input"]["format"] == {"type": "audio/pcmu"}
+    assert audio["output"]["format"] == {"type": "audio/pcm", "rate": 24000}
+    assert len(out) // 2 == seen["audio_out_samples"] * 16000 // 24000  # resampled for the client
+    with urllib.request.urlopen(f"{fake_openai}/audio/{session_id}", timeout=5) as response:
+        assert response.read() == bytes(range(256)) * 4
+    assert_clean(seen)
+
+
+async def test_a_tts_only_voice_is_never_sent_and_the_client_is_warned(openai_gateway, fake_openai):
+    settings = with_audio(
+        {"sample_rate": 16000}, {"sample_rate": 24000}, speak={"provider": {"type": "open_ai", "voice": "nova"}}
+    )
+    client = await AgentClient.connect(openai_gateway.url)
+    session_id = (await client.expect("Welcome"))["request_id"]
+    await client.send(settings)
+    warning = await client.expect("Warning")
+    assert "'nova' is not an OpenAI Realtime voice" in warning["description"]
+    await client.expect("SettingsApplied")
+    await client.close()
+    seen = stats(fake_openai, session_id)
+    assert seen["session_updates"][0]["audio"]["output"]["voice"] == "marin"
+    assert_clean(seen)
+
+
+async def test_update_think_speak_and_listen_are_acknowledged_or_warned(openai_gateway, fake_openai):
+    client, session_id = await connect(openai_gateway)
+    lookup = {"name": "lookup", "description": "Look up", "parameters": {"type": "object", "properties": {}}}
+    await client.send({"type": "UpdateThink", "think": {"prompt": "Be terse.", "functions": [lookup]}})
+    await client.expect("ThinkUpdated")
+    await client.send({"type": "UpdateSpeak", "speak": {"provider": {"type": "open_ai", "voice": "cedar"}}})
+    await client.expect("SpeakUpdated")
+    await client.send({"type": "UpdateListen", "listen": {"provider": {"type": "deepgram", "model": "nova-3"}}})
+    assert (await client.expect("Warning"))["code"] == "UNSUPPORTED_MESSAGE"
+    await client.close()
+    seen = stats(fake_openai, session_id)
+    think = seen["session_updates"][1]
+    assert think["instructions"] == f"Be terse.\n\n{USE_TOOL_RESULTS}"  # with tools, the note stays last
+    assert {"lookup", "get_weather", "get_current_time", "add_note"} <= {t["name"] for t in think["tools"]}
+    assert seen["session_updates"][2]["audio"]["output"]["voice"] == "cedar"
+    assert_clean(seen)
+
+
+async def test_a_refused_update_is_a_warning_and_later_confirmations_stay_matched(openai_gateway, fake_openai):
+    client, session_id = await connect(openai_gateway)
+    await client.say("hello")
+    await client.expect("AgentAudioDone")  # the assistant has spoken: OpenAI refuses a new voice now
+    await client.send({"type": "UpdateSpeak", "speak": {"provider": {"type": "open_ai", "voice": "ash"}}})
+    await client.send({"type": "UpdatePrompt", "prompt": "Be kind."})
+    warning = await client.expect("Warning")
+    assert warning["code"] == "UPDATE_REFUSED" and "UpdateSpeak" in warning["description"]
+    assert "session.audio.output.voice" in warning["description"]
+    await client.expect("PromptUpdated")
+    assert not any(m["type"] in ("SpeakUpdated", "Error") for m in client.messages())
+    await client.say("again")
+    assert await client.assistant_text() == "You said: again"  # the session goes on
+    await client.close()
+    assert stats(fake_openai, session_id)["refused_updates"] == 1
+
+
+async def test_a_failed_response_reaches_the_client(openai_gateway, fake_openai):
+    client, session_id = await connect(openai_gateway)
+    await client.say("please fail the response")
+    warning = await client.expect("Warning")
+    assert warning["code"] == "server_error" and "The model is unavailable." in warning["description"]
+    await client.say("hello")
+    assert await client.assistant_text() == "You said: hello"
+    await client.close()
+    assert [r["status"] for r in stats(fake_openai, session_id)["responses"]] == ["failed", "completed"]
 
 
 async def test_a_refused_key_gives_a_clear_error(redis_server, workers, logs_dir, fake_openai):

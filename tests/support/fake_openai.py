@@ -3,7 +3,11 @@
 It sends server events in the order the real API does (PROTOCOL.md §2) and enforces what a gateway can get
 wrong: ``session.update`` needs ``session.type``; a ``response.create`` while a response is active gets the
 ``conversation_already_has_active_response`` error (and is counted); a ``function_call_output`` must name a
-call the model made; unknown client events are refused. Each session keeps statistics a test reads over HTTP
+call the model made; unknown client events are refused; a ``session.update`` naming a voice that is not a
+Realtime voice, an unknown audio format, or a new voice once the assistant has spoken, is refused with an
+``error`` echoing its ``event_id`` and naming the ``param``, as the real API does. Audio appended before the
+first ``session.update`` is counted (``audio_before_session``). A user text with "fail the response" gets a
+response that ends ``failed``. Each session keeps statistics a test reads over HTTP
 on the same port: ``GET /stats/<session_id>`` (JSON) and ``GET /audio/<session_id>`` (the input audio as raw
 24 kHz PCM16). The session id is what the gateway gives its client as ``Welcome.request_id``.
 
@@ -61,6 +65,11 @@ CHUNK = 480
 SPEECH_RMS = 500.0
 """An input chunk louder than this (PCM16 RMS) counts as speech for the fake's voice activity detection."""
 TRANSCRIPT_DELAY = 0.5
+VOICES = frozenset({"alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar"})
+"""Realtime voices; TTS-only names (nova, onyx, fable...) are refused, as by the real API."""
+FORMATS = frozenset({"audio/pcm", "audio/pcmu", "audio/pcma"})
+FAIL = "fail the response"
+"""A user text containing this gets a response that ends ``failed`` (``status_details.error``)."""
 _WEATHER = re.compile(r"weather (?:in|for) ([A-Z][\w'-]*(?:\s+[A-Z][\w'-]*)*)")
 
 
@@ -105,6 +114,7 @@ class FakeSession:
             "function_outputs": [],
             "responses": [],
             "audio_in_bytes": 0,
+            "audio_before_session": 0,
             "audio_out_samples": 0,
             "user_messages": [],
             "truncates": [],
@@ -114,9 +124,11 @@ class FakeSession:
     async def send(self, event: dict[str, Any]) -> None:
         await self.ws.send(json.dumps({"event_id": _id("event"), **event}))
 
-    async def error(self, code: str | None, message: str, client_event: dict[str, Any]) -> None:
+    async def error(
+        self, code: str | None, message: str, client_event: dict[str, Any], param: str | None = None
+    ) -> None:
         self.stats["errors"].append(code or message)
-        details = {"type": "invalid_request_error", "code": code, "message": message, "param": None}
+        details = {"type": "invalid_request_error", "code": code, "message": message, "param": param}
         await self.send({"type": "error", "error": {**details, "event_id": client_event.get("event_id")}})
 
     async def run(self) -> None:
@@ -141,11 +153,40 @@ class FakeSession:
         if session.get("type") != "realtime":
             await self.error("missing_required_parameter", "Missing required parameter: 'session.type'.", event)
             return
+        refusal = self.refusal(session)
+        if refusal is not None:
+            self.stats["refused_updates"] = self.stats.get("refused_updates", 0) + 1
+            await self.error("invalid_value", refusal[1], event, refusal[0])
+            return
         self.stats["session_updates"].append(session)
-        self.session.update(session)
+        self.session.update({k: v for k, v in session.items() if k != "audio"})
+        for direction in ("input", "output"):
+            old = self.session.setdefault("audio", {}).setdefault(direction, {})
+            old.update((session.get("audio") or {}).get(direction) or {})
         await self.send({"type": "session.updated", "session": self.session})
 
+    def refusal(self, session: dict[str, Any]) -> tuple[str, str] | None:
+        """(param, message) for what the real API refuses in a session.update: unknown voices and formats, and a
+        voice change once the assistant has spoken."""
+        output = (session.get("audio") or {}).get("output") or {}
+        voice = output.get("voice")
+        if voice is not None and voice not in VOICES:
+            return "session.audio.output.voice", f"Invalid value: '{voice}'. Supported values are: {sorted(VOICES)}."
+        if (
+            voice is not None
+            and self.stats["audio_out_samples"]
+            and voice != self.session.get("audio", {}).get("output", {}).get("voice")
+        ):
+            return "session.audio.output.voice", "Cannot update a conversation's voice if assistant audio is present."
+        for direction in ("input", "output"):
+            kind = (((session.get("audio") or {}).get(direction) or {}).get("format") or {}).get("type")
+            if kind is not None and kind not in FORMATS:
+                return f"session.audio.{direction}.format.type", f"Invalid value: '{kind}'."
+        return None
+
     async def on_input_audio_buffer_append(self, event: dict[str, Any]) -> None:
+        if not self.stats["session_updates"]:
+            self.stats["audio_before_session"] += 1
         pcm = base64.b64decode(event["audio"])
         self.audio_in += pcm
         self.stats["audio_in_bytes"] += len(pcm)
@@ -243,6 +284,9 @@ class FakeSession:
                 return
             user = self.user_texts[-1] if self.user_texts else ""
             self.user_texts = []
+            if FAIL in user:
+                await self.finish(response_id, [], failed="The model is unavailable.")
+                return
             calls = self.plan_calls(user) if instructions is None else []
             if calls:
                 if "think" in user.lower():
@@ -318,11 +362,15 @@ class FakeSession:
         await self.send({"type": "conversation.item.done", "item": done})
         await self.finish(response_id, [done])
 
-    async def finish(self, response_id: str, output: list[dict[str, Any]]) -> None:
-        status = "cancelled" if self.cancel.is_set() else "completed"
+    async def finish(self, response_id: str, output: list[dict[str, Any]], failed: str | None = None) -> None:
+        status = "failed" if failed else "cancelled" if self.cancel.is_set() else "completed"
         self.stats["responses"].append({"id": response_id, "status": status})
         self.active = None  # before response.done: a response.create sent after it must be accepted
-        await self.send({"type": "response.done", "response": _response(response_id, status, output)})
+        response = _response(response_id, status, output)
+        if failed:
+            error = {"type": "server_error", "code": "server_error", "message": failed}
+            response["status_details"] = {"type": "failed", "error": error}
+        await self.send({"type": "response.done", "response": response})
 
     async def _wait(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

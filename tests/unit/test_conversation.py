@@ -147,9 +147,12 @@ def test_a_second_settings_is_refused() -> None:
     assert codes(conversation.client_frame(SETTINGS, 1.0)) == [ErrorCode.SETTINGS_ALREADY_APPLIED]
 
 
-def test_a_bad_text_frame_after_settings_gets_an_error_and_the_session_goes_on() -> None:
+def test_a_bad_text_frame_after_settings_gets_a_warning_and_the_session_goes_on() -> None:
+    """A Deepgram Error is session-ending for its clients: a refusal the session survives is a Warning."""
     conversation = applied()
-    assert codes(conversation.client_frame("{not json", 1.0)) == [ErrorCode.INVALID_MESSAGE]
+    assert [(m["type"], m["code"]) for m in sent(conversation.client_frame("{not json", 1.0))] == [
+        ("Warning", ErrorCode.INVALID_MESSAGE)
+    ]
     assert codes(conversation.client_frame('{"type": "X", "type": "Y"}', 1.0)) == [ErrorCode.INVALID_MESSAGE]
     assert not conversation.closed and conversation.client_frame(text("KeepAlive"), 1.0) is FORWARD
 
@@ -209,14 +212,15 @@ def test_a_backend_name_the_session_did_not_start_with_is_still_the_backends() -
 # --- limits -------------------------------------------------------------------------------------------------
 
 
-def test_frames_beyond_the_message_rate_are_dropped_with_one_error_a_second() -> None:
+def test_frames_beyond_the_message_rate_are_dropped_with_one_warning_a_second() -> None:
     conversation = applied(client_message_rate=10)  # bursts of 20; Settings took one token
     results = [conversation.client_frame(AUDIO, 0.0) for _ in range(25)]
     assert results[:19] == [FORWARD] * 19
+    assert sent(results[19])[0]["type"] == "Warning"  # the session goes on
     assert [codes(r) for r in results[19:]] == [[ErrorCode.RATE_LIMITED], [], [], [], [], []]
     later = [conversation.client_frame(AUDIO, 0.5) for _ in range(6)]  # 5 tokens back; the same second
     assert later == [FORWARD] * 5 + [NOTHING]
-    again = [conversation.client_frame(AUDIO, 1.0) for _ in range(6)]  # a second after the Error
+    again = [conversation.client_frame(AUDIO, 1.0) for _ in range(6)]  # a second after the Warning
     assert again[:5] == [FORWARD] * 5 and codes(again[5]) == [ErrorCode.RATE_LIMITED]
 
 

@@ -137,7 +137,7 @@ async def test_bytes_beyond_the_byte_rate_are_dropped(catalog: Catalog) -> None:
     audio = [b"\0" * 1000] * 10  # 10 kB at once; the bucket holds 2048 bytes (rate 1024/s)
     session, client = await run_session([settings(), *audio], catalog, client_byte_rate=1024, max_frame_bytes=1024)
     assert 1 <= agent_of(session).stats["audio_frames"] <= 2
-    assert [e["code"] for e in client.messages("Error")] == [ErrorCode.RATE_LIMITED]
+    assert [e["code"] for e in client.messages("Warning")] == [ErrorCode.RATE_LIMITED]
 
 
 # --- item 8: no protection gap when the catalog cannot be read ------------------------------------------

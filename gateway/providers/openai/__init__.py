@@ -3,6 +3,10 @@
 - :mod:`.translate`: pure functions, component messages ↔ OpenAI events;
 - :mod:`.bridge`: the per-conversation state (readiness, calls, one response at a time), no I/O;
 - :mod:`.ledger`: the responses and function calls the bridge is waiting on;
+- :mod:`.configure` and :mod:`.updates`: Settings and Update* as ``session.update``s, one at a time;
+- :mod:`.formats`: audio formats per direction and Realtime voices; :mod:`.errors`: OpenAI errors by kind;
+- :mod:`.playback`: what the client heard (barge-in), client call deadlines; :mod:`.mapping`: Settings fields,
+  ConversationText/History/AgentThinking; :mod:`.inputs`: ``Out`` and checks on client messages;
 - :mod:`.audio`: streaming PCM16 resampling to and from 24 kHz;
 - :mod:`.adapter`: the WebSocket I/O that feeds the bridge.
 """

@@ -24,7 +24,7 @@ from websockets.exceptions import ConnectionClosed
 from gateway.providers.base import AudioSupport, Frame, Provider, ProviderClosed
 from gateway.providers.connect import closed_from, connect_provider
 from gateway.providers.openai.bridge import Bridge, Out
-from gateway.providers.openai.translate import G711
+from gateway.providers.openai.formats import ENCODINGS, audio_problem
 from shared.envelopes import FunctionSpec
 
 if TYPE_CHECKING:
@@ -45,28 +45,18 @@ class OpenAIProvider(Provider):
     """One OpenAI Realtime conversation, translated to and from the component protocol."""
 
     label = "openai"
-    audio_support: ClassVar[AudioSupport] = AudioSupport(
-        input_encodings=frozenset({"linear16", *G711}), output_encodings=frozenset({"linear16", *G711})
-    )
-    """linear16 is resampled to and from 24 kHz; mulaw/alaw pass through at 8 kHz. OpenAI takes nothing else."""
+    audio_support: ClassVar[AudioSupport] = AudioSupport(input_encodings=ENCODINGS, output_encodings=ENCODINGS)
+    """linear16 is resampled to and from 24 kHz; mulaw/alaw pass through at 8 kHz; each direction chosen on its
+    own. OpenAI takes nothing else."""
 
     def audio_problem(self, audio: Audio | None) -> str | None:
-        """Beyond the encodings: OpenAI takes mulaw/alaw only at 8 kHz and only the same encoding both ways (a
-        mixed pair would be relayed as the wrong format and heard as noise)."""
+        """Beyond the encodings: OpenAI takes mulaw/alaw only at 8 kHz."""
         problem = super().audio_problem(audio)
         if problem is not None or audio is None:
             return problem
-        formats = [f for f in (audio.input, audio.output) if f is not None]
-        source, sink = ((f.encoding if f else None) or "linear16" for f in (audio.input, audio.output))
-        if source not in G711 and sink not in G711:
-            return None
-        if source != sink:
-            return (
-                "With the openai provider, mulaw/alaw must be the encoding of both audio.input and audio.output "
-                f"(got {source} and {sink})."
-            )
-        if any(f.sample_rate not in (None, 8000) for f in formats):
-            return f"With the openai provider, {source} audio must be 8000 Hz."
+        for direction, fmt in (("input", audio.input), ("output", audio.output)):
+            if fmt is not None and (problem := audio_problem(fmt.encoding, fmt.sample_rate, direction)):
+                return problem
         return None
 
     def __init__(self, connection: ClientConnection, bridge: Bridge) -> None:
@@ -144,6 +134,8 @@ class OpenAIProvider(Provider):
         except ConnectionClosed as exc:
             self._end(closed_from(exc))
             raise self._closed from None  # type: ignore[misc]
+        if out.end is not None:  # the conversation cannot go on: the client has been told why
+            self._end(ProviderClosed(1000, out.end))
 
     def _end(self, closed: ProviderClosed) -> None:
         if self._closed is None:

@@ -6,7 +6,8 @@ hand the session. The pure message mapping is in :mod:`.translate`, the calls it
 :mod:`.ledger`; this class adds the rules that need memory:
 
 - **Readiness.** ``SettingsApplied`` goes out only once OpenAI confirms the ``session.update`` it came from;
-  user messages injected before that wait.
+  user messages and input audio before that wait. Settings and ``Update*`` messages are :mod:`.configure`'s:
+  one ``session.update`` at a time, each confirmed or refused on its own; errors are mapped by :mod:`.errors`.
 - **Function calls.** Each model call becomes a component ``FunctionCallRequest`` (``client_side: true``), so
   the session treats it exactly like a Deepgram call: backend-owned ones run on the workers, the rest go to the
   client. Answers come back as ``FunctionCallResponse`` and become ``function_call_output`` items.
@@ -32,20 +33,19 @@ from typing import Any
 from gateway.providers.base import Frame
 from gateway.providers.openai import translate as tr
 from gateway.providers.openai.audio import OPENAI_RATE, Resampler
+from gateway.providers.openai.configure import SessionConfig
+from gateway.providers.openai.errors import error_event, failed_response
 from gateway.providers.openai.inputs import MAX_WAITING, Out, queue_full, string
 from gateway.providers.openai.ledger import Call, Ledger, Response
-from gateway.providers.openai.mapping import Transcript, history_wanted, refine_session, with_tool_note
-from gateway.providers.openai.playback import Playback, timeout_output, truncate
+from gateway.providers.openai.mapping import Transcript, history_wanted
+from gateway.providers.openai.playback import LATE_ANSWER, Playback, timeout_output, truncate
 from shared.envelopes import FunctionSpec
 
 log = logging.getLogger(__name__)
 
 ACTIVE_RESPONSE = "conversation_already_has_active_response"
-LATE_ANSWER = "FUNCTION_RESPONSE_LATE"
-"""Warning: the client answered a call after its deadline, when OpenAI already had an error for it; dropped."""
-MAX_PROMPT_CHARS = 1 << 20
-"""Longest prompt UpdatePrompt may grow to (Deepgram appends, so each update makes it longer): the size of the
-largest Settings frame, and every update sends the whole prompt again."""
+MAX_HELD_AUDIO = 5 * OPENAI_RATE * 2
+"""Bytes of input audio (5 s at 24 kHz PCM16) held until OpenAI confirms the Settings; later audio is dropped."""
 
 
 class Bridge:
@@ -54,17 +54,15 @@ class Bridge:
     def __init__(
         self, voice: str = "marin", clock: Callable[[], float] = time.monotonic, function_timeout: float = 10.0
     ) -> None:
-        self.voice = voice
+        self.config = SessionConfig(voice)
         self._clock = clock
         self.side_effects: set[str] = set()
         self.ready = False
         """OpenAI confirmed the session.update made from Settings."""
-        self._prompt = ""
-        self._context: list[Any] = []
-        self._updates: deque[str] = deque()
-        """Why each unconfirmed session.update was sent ("settings" or "prompt"), oldest first."""
         self._held: list[dict[str, Any]] = []
         """Items injected before the session was ready."""
+        self._held_audio: list[dict[str, Any]] = []
+        self._held_audio_bytes = 0
         self._wanted: deque[str | None] = deque()
         """Responses to create when no response is active: None = continue the conversation, text = say it."""
         self._requested = False
@@ -82,16 +80,19 @@ class Bridge:
     def use_functions(self, owned: Mapping[str, FunctionSpec]) -> None:
         self.side_effects = {name for name, spec in owned.items() if spec.side_effects}
         self._ledger.owned = set(owned)
+        self.config.use_functions(owned)
 
     # --- component frames from the session -----------------------------------------------------------------
 
     def from_component(self, frame: Frame) -> Out:
         out = Out()
         if isinstance(frame, bytes):
-            if self._audio_in is not None:
-                pcm = self._audio_in.process(frame)
-                if pcm:
-                    out.provider.append(tr.audio_append(pcm))
+            pcm = self._audio_in.process(frame) if self._audio_in is not None else frame
+            if pcm and self.ready:
+                out.provider.append(tr.audio_append(pcm))
+            elif pcm and not self.config.settings_refused and self._held_audio_bytes + len(pcm) <= MAX_HELD_AUDIO:
+                self._held_audio.append(tr.audio_append(pcm))  # OpenAI takes no audio before the Settings
+                self._held_audio_bytes += len(pcm)
             return out
         try:
             message = json.loads(frame)
@@ -109,40 +110,18 @@ class Bridge:
         return out
 
     def _on_settings(self, message: dict[str, Any], out: Out) -> None:
-        plan = tr.audio_plan(message)
-        if plan.resample:
-            self._audio_in = Resampler(plan.input_rate, OPENAI_RATE)
-            self._audio_out = Resampler(OPENAI_RATE, plan.output_rate)
-        else:
-            self._audio_in = Resampler(plan.input_rate, plan.input_rate)  # equal rates: bytes pass through
-            self._audio_out = Resampler(plan.output_rate, plan.output_rate)
-            self._bytes_per_ms = plan.output_rate / 1000  # G.711: one byte a sample
-        event, warnings = tr.session_update(message, self.voice, plan)
-        refine_session(event, message)
-        self._prompt, self._context = tr.prompt_and_context(message)
-        if event["session"]["tools"]:
-            self._prompt = with_tool_note(self._prompt)
+        plan = self.config.settings(message, out)
+        self._audio_in = Resampler(plan.input.client_rate, OPENAI_RATE) if plan.input.resample else None
+        self._audio_out = Resampler(OPENAI_RATE, plan.output.client_rate) if plan.output.resample else None
+        self._bytes_per_ms = plan.output.bytes_per_ms
         self._transcript.history = history_wanted(message)
-        self._updates.append("settings")
-        out.provider.append(event)
-        out.client += [tr.warning("UNSUPPORTED_SETTING", text) for text in warnings]
         if (text := tr.greeting(message)) is not None:
             self._wanted.append(text)
 
     def _on_update_prompt(self, message: dict[str, Any], out: Out) -> None:
         addition = string(message, "prompt", out)
-        if addition is None:
-            return
-        if len(self._updates) >= MAX_WAITING:
-            out.client.append(queue_full("UpdatePrompt", "prompt updates are waiting for OpenAI"))
-            return
-        if len(self._prompt) + len(addition) > MAX_PROMPT_CHARS:
-            description = f"UpdatePrompt dropped: the prompt would exceed {MAX_PROMPT_CHARS} characters."
-            out.client.append(tr.warning("INVALID_MESSAGE", description))
-            return
-        self._prompt = f"{self._prompt}\n\n{addition}" if self._prompt else addition  # Deepgram appends
-        self._updates.append("prompt")
-        out.provider.append(tr.instructions_update(tr.instructions(self._prompt, self._context)))
+        if addition is not None:
+            self.config.update_prompt(addition, out)
 
     def _on_inject_user_message(self, message: dict[str, Any], out: Out) -> None:
         content = string(message, "content", out)
@@ -222,14 +201,12 @@ class Bridge:
         out.client.append(tr.welcome(event))
 
     def _on_session_updated(self, event: dict[str, Any], out: Out) -> None:
-        reason = self._updates.popleft() if self._updates else None
-        if reason == "prompt":
-            out.client.append(tr.prompt_updated())
-        elif reason == "settings":
+        update = self.config.updated(out)
+        if update is not None and update.kind == "Settings":
             self.ready = True
-            out.client.append(tr.settings_applied())
-            out.provider += self._held
-            self._held = []
+            out.client.insert(0, tr.settings_applied())
+            out.provider[:0] = self._held_audio + self._held  # before any next update
+            self._held, self._held_audio = [], []
             self._pump(out)
 
     def _on_speech_started(self, event: dict[str, Any], out: Out) -> None:
@@ -280,6 +257,8 @@ class Bridge:
         status = response_data.get("status")
         if self._active is response:
             self._active = None
+        if (failure := failed_response(response_data)) is not None:
+            out.client.append(failure)  # else the agent would just go mute
         if response is None:
             self._pump(out)
             return
@@ -298,6 +277,10 @@ class Bridge:
         self._pump(out)
 
     def _on_error(self, event: dict[str, Any], out: Out) -> None:
+        if self.config.refused(event, out) is not None:
+            if self.config.settings_refused:
+                out.end = "OpenAI refused the Settings"
+            return
         details = tr.as_dict(event.get("error"))
         if details.get("code") == ACTIVE_RESPONSE and self._requested:
             # Server VAD started a response just before ours arrived: ask again once it is done.
@@ -308,7 +291,7 @@ class Bridge:
             return
         if self._requested and details.get("event_id") == self._request_event_id:
             self._requested = False  # our response.create was refused: no response.created will come
-        out.client.append(tr.error(event))
+        out.client.append(error_event(event))
 
     # --- helpers -------------------------------------------------------------------------------------------
 
@@ -361,6 +344,9 @@ _Handler = Callable[[Bridge, dict[str, Any], Out], None]
 _COMPONENT_HANDLERS: dict[str, _Handler] = {
     "Settings": Bridge._on_settings,
     "UpdatePrompt": Bridge._on_update_prompt,
+    "UpdateThink": lambda bridge, message, out: bridge.config.update_think(message, out),
+    "UpdateSpeak": lambda bridge, message, out: bridge.config.update_speak(message, out),
+    "UpdateListen": lambda bridge, message, out: bridge.config.update_listen(message, out),
     "InjectUserMessage": Bridge._on_inject_user_message,
     "InjectAgentMessage": Bridge._on_inject_agent_message,
     "FunctionCallResponse": Bridge._on_function_call_response,

@@ -11,7 +11,7 @@ from shared.protocol import ErrorCode
 
 MAX_WAITING = 32
 """Client messages that may wait for OpenAI at once, per kind (user messages before the session is ready, texts
-to say while a response is active, prompt updates not yet confirmed). A client sending more, faster than OpenAI
+to say while a response is active, updates not yet confirmed). A client sending more, faster than OpenAI
 answers, gets a Warning and the extra messages are dropped: they would otherwise wait in memory without end."""
 
 
@@ -21,6 +21,8 @@ class Out:
 
     provider: list[dict[str, Any]] = field(default_factory=list)
     client: list[Frame] = field(default_factory=list)
+    end: str | None = None
+    """Set when the conversation cannot go on (OpenAI refused the Settings): the reason the adapter closes with."""
 
 
 def string(message: dict[str, Any], key: str, out: Out, older: str | None = None) -> str | None:

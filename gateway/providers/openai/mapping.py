@@ -26,11 +26,11 @@ USER_TEXT_WAIT = 2.0
 MAX_HELD = 32
 
 
-def refine_session(event: dict[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
-    """``session.update`` made from Settings, with the transcription and the tool-result instruction mapped."""
+def refine_session(session: dict[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``session`` of the ``session.update`` made from Settings, with the transcription and the tool-result
+    instruction mapped."""
     agent = tr.as_dict(settings.get("agent"))
     listen = tr.as_dict(tr.as_dict(agent.get("listen")).get("provider"))
-    session = event["session"]
     transcription = session["audio"]["input"]["transcription"]
     language = agent.get("language", listen.get("language"))
     if isinstance(language, str) and language and language != "multi":
@@ -38,12 +38,14 @@ def refine_session(event: dict[str, Any], settings: Mapping[str, Any]) -> dict[s
     keyterms = [k for k in listen.get("keyterms") or [] if isinstance(k, str) and k.strip()]
     if keyterms:
         transcription["prompt"] = ", ".join(keyterms)
-    if session.get("tools"):
-        session["instructions"] = with_tool_note(session["instructions"])
-    return event
+    session["instructions"] = with_tool_note(session["instructions"], session.get("tools"))
+    return session
 
 
-def with_tool_note(instructions: str) -> str:
+def with_tool_note(instructions: str, tools: Any) -> str:
+    """The instructions, with :data:`USE_TOOL_RESULTS` at the end when the session declares ``tools``."""
+    if not tools:
+        return instructions
     return f"{instructions}\n\n{USE_TOOL_RESULTS}" if instructions else USE_TOOL_RESULTS
 
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.providers.openai.audio import OPENAI_RATE
+from gateway.providers.openai.formats import AudioPlan
 from shared.protocol import (
     ConversationText,
     FunctionCall,
@@ -26,19 +26,13 @@ from shared.protocol import (
     SettingsApplied,
     Welcome,
     dump,
-    error_frame,
     warning_frame,
 )
 
-DEFAULT_INPUT_RATE = 16000
-"""The component sends 16 kHz when Settings do not say (sources disagree; clients should always say)."""
-DEFAULT_OUTPUT_RATE = 24000
 TRANSCRIPTION_MODEL = "gpt-4o-mini-transcribe"
 """Transcribes the user's audio, so the client gets ``ConversationText`` for what the user said."""
 SAY_EXACTLY = "Say exactly the following, word for word, and nothing else: "
 """How a greeting or ``InjectAgentMessage`` becomes speech: OpenAI has no "speak this text" event."""
-G711 = {"mulaw": "audio/pcmu", "alaw": "audio/pcma"}
-"""Encodings OpenAI takes as they are (8 kHz telephony), so they pass without resampling."""
 SILENT_EVENTS = frozenset(
     {
         "conversation.created",
@@ -75,46 +69,6 @@ def _message(type_: str, **fields: Any) -> str:
 
 
 # --- Settings -------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AudioPlan:
-    """How the client's declared audio maps to OpenAI's formats."""
-
-    input_rate: int
-    output_rate: int
-    input_format: dict[str, Any]
-    output_format: dict[str, Any]
-    resample: bool
-    """True for linear16: PCM16 is resampled between the client's rates and 24 kHz."""
-    warnings: tuple[str, ...] = ()
-
-
-def audio_plan(settings: Mapping[str, Any]) -> AudioPlan:
-    """Read ``audio.input``/``audio.output`` of Settings. linear16 at any rate becomes ``audio/pcm`` at 24 kHz
-    (resampled); mulaw/alaw pass through as ``audio/pcmu``/``audio/pcma``; anything else is treated as linear16
-    with a warning, because OpenAI accepts no other encoding."""
-    audio = as_dict(settings.get("audio"))
-    source, sink = as_dict(audio.get("input")), as_dict(audio.get("output"))
-    in_encoding = str(source.get("encoding") or "linear16")
-    out_encoding = str(sink.get("encoding") or "linear16")
-    warnings = [
-        f"Audio encoding {enc!r} is not supported with OpenAI; it is treated as linear16."
-        for enc in dict.fromkeys((in_encoding, out_encoding))
-        if enc != "linear16" and enc not in G711
-    ]
-    if in_encoding in G711 and in_encoding == out_encoding:
-        return AudioPlan(8000, 8000, {"type": G711[in_encoding]}, {"type": G711[out_encoding]}, False, ())
-    if in_encoding in G711 or out_encoding in G711:
-        warnings.append("OpenAI needs the same encoding both ways for mulaw/alaw; linear16 is used.")
-    return AudioPlan(
-        input_rate=int(source.get("sample_rate") or DEFAULT_INPUT_RATE),
-        output_rate=int(sink.get("sample_rate") or DEFAULT_OUTPUT_RATE),
-        input_format={"type": "audio/pcm", "rate": OPENAI_RATE},
-        output_format={"type": "audio/pcm", "rate": OPENAI_RATE},
-        resample=True,
-        warnings=tuple(warnings),
-    )
 
 
 def instructions(prompt: str, context_messages: Iterable[Any] = ()) -> str:
@@ -163,43 +117,54 @@ def tools(functions: Iterable[Mapping[str, Any]]) -> tuple[list[dict[str, Any]],
 
 
 def session_update(settings: Mapping[str, Any], voice: str, plan: AudioPlan) -> tuple[dict[str, Any], list[str]]:
-    """``Settings`` → ``session.update``, and warnings for what could not be translated.
+    """``Settings`` → the ``session`` of a ``session.update``, and warnings for what could not be translated.
 
     Server VAD detects turns, creates responses and interrupts the agent when the user speaks, as Deepgram
-    does. A ``speak.provider`` of type ``open_ai`` with a ``voice`` chooses the voice; otherwise ``voice``.
+    does. ``voice`` is the Realtime voice already chosen (see :func:`.formats.voice`).
     """
-    agent = as_dict(settings.get("agent"))
-    think = as_dict(agent.get("think"))
-    speak = as_dict(as_dict(agent.get("speak")).get("provider"))
-    if speak.get("type") in ("open_ai", "openai") and isinstance(speak.get("voice"), str):
-        voice = speak["voice"]
-    declared, skipped = tools(f for f in think.get("functions") or [] if isinstance(f, dict) and f.get("name"))
-    warnings = list(plan.warnings) + [
-        f"Function {name!r} has an endpoint, which OpenAI cannot call; it was not declared." for name in skipped
-    ]
+    prompt, context = prompt_and_context(settings)
+    fields, warnings = think_fields(think_of(settings), prompt, context)
     session = {
         "type": "realtime",
-        "instructions": instructions(*prompt_and_context(settings)),
+        "instructions": fields["instructions"],
         "output_modalities": ["audio"],
         "audio": {
             "input": {
-                "format": plan.input_format,
+                "format": plan.input.format,
                 "transcription": {"model": TRANSCRIPTION_MODEL},
                 "turn_detection": {"type": "server_vad", "create_response": True, "interrupt_response": True},
             },
-            "output": {"format": plan.output_format, "voice": voice},
+            "output": {"format": plan.output.format, "voice": voice},
         },
-        "tools": declared,
+        "tools": fields["tools"],
         "tool_choice": "auto",
     }
-    return {"type": "session.update", "session": session}, warnings
+    return session, warnings
+
+
+def think_fields(think: Mapping[str, Any], prompt: str, context: Iterable[Any]) -> tuple[dict[str, Any], list[str]]:
+    """The ``instructions`` and ``tools`` of a think configuration (Settings' or an ``UpdateThink``'s), and a
+    warning for each function OpenAI cannot declare."""
+    declared, skipped = tools(f for f in think.get("functions") or [] if isinstance(f, dict) and f.get("name"))
+    text = "Function {!r} has an endpoint, which OpenAI cannot call; it was not declared."
+    warnings = [text.format(name) for name in skipped]
+    return {"instructions": instructions(prompt, context), "tools": declared}, warnings
+
+
+def think_of(message: Mapping[str, Any]) -> dict[str, Any]:
+    """``agent.think`` of Settings, or ``think`` of an UpdateThink; of a list of fallback providers (Deepgram,
+    2026-01), the first: OpenAI Realtime is its own and only model."""
+    agent = as_dict(message.get("agent"))
+    think = agent.get("think") if "agent" in message else message.get("think")
+    if isinstance(think, list):
+        think = next((t for t in think if isinstance(t, dict)), {})
+    return as_dict(think)
 
 
 def prompt_and_context(settings: Mapping[str, Any]) -> tuple[str, list[Any]]:
     """``agent.think.prompt`` and ``agent.context.messages``: what the instructions are made of."""
-    agent = as_dict(settings.get("agent"))
-    prompt = as_dict(agent.get("think")).get("prompt")
-    messages = as_dict(agent.get("context")).get("messages")
+    prompt = think_of(settings).get("prompt")
+    messages = as_dict(as_dict(settings.get("agent")).get("context")).get("messages")
     return (prompt if isinstance(prompt, str) else ""), (messages if isinstance(messages, list) else [])
 
 
@@ -210,11 +175,6 @@ def greeting(settings: Mapping[str, Any]) -> str | None:
 
 
 # --- client → OpenAI events -----------------------------------------------------------------------------------
-
-
-def instructions_update(text: str) -> dict[str, Any]:
-    """``UpdatePrompt`` → ``session.update`` with new instructions (the caller appends, as Deepgram does)."""
-    return {"type": "session.update", "session": {"type": "realtime", "instructions": text}}
 
 
 def user_message(text: str) -> dict[str, Any]:
@@ -259,8 +219,9 @@ def settings_applied() -> str:
     return _frame(SettingsApplied())
 
 
-def prompt_updated() -> str:
-    return _message("PromptUpdated")
+def acknowledgement(type_: str) -> str:
+    """A confirmation without fields: ``PromptUpdated``, ``ThinkUpdated``, ``SpeakUpdated``."""
+    return _message(type_)
 
 
 def user_started_speaking() -> str:
@@ -279,13 +240,6 @@ def agent_audio_done() -> str:
 
 def conversation_text(role: str, content: str) -> str:
     return _frame(ConversationText(role=role, content=content))  # type: ignore[arg-type]
-
-
-def error(event: Mapping[str, Any]) -> str:
-    """``error {error: {code, message, type}}`` → ``Error {code, description}``."""
-    details = as_dict(event.get("error"))
-    code = details.get("code") or details.get("type") or "OPENAI_ERROR"
-    return error_frame(str(code), str(details.get("message") or "OpenAI reported an error."))
 
 
 def warning(code: str, description: str) -> str:

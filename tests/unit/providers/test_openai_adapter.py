@@ -163,3 +163,35 @@ async def test_the_fake_requires_session_type_and_known_events(fake):
         output = {"type": "function_call_output", "call_id": "nope", "output": "x"}
         await ws.send(json.dumps({"type": "conversation.item.create", "item": output}))
         assert (await next_event(ws, "error"))["error"]["code"] == "invalid_tool_call_id"
+
+
+async def test_the_fake_refuses_what_the_real_api_refuses_in_a_session_update(fake):
+    _, url = fake
+    async with await raw(url) as ws:
+        await next_event(ws, "session.created")
+        for audio, param in (
+            ({"output": {"voice": "nova"}}, "session.audio.output.voice"),
+            ({"input": {"format": {"type": "audio/opus"}}}, "session.audio.input.format.type"),
+        ):
+            update = {"type": "session.update", "event_id": param, "session": {"type": "realtime", "audio": audio}}
+            await ws.send(json.dumps(update))
+            error = (await next_event(ws, "error"))["error"]
+            assert (error["code"], error["param"], error["event_id"]) == ("invalid_value", param, param)
+        await ws.send(json.dumps({"type": "response.cancel"}))
+        assert (await next_event(ws, "error"))["error"]["code"] == "response_cancel_not_active"
+
+
+async def test_refused_settings_are_an_error_then_the_end_never_a_settings_applied(fake):
+    """OPENAI_VOICE set to a TTS-only name: OpenAI refuses the Settings' session.update."""
+    _, url = fake
+    provider = await open_openai(url, "gpt-realtime", KEY, voice="onyx")
+    await next_message(provider, "Welcome")
+    await provider.send(SETTINGS)
+    error = await next_message(provider, "Error")
+    assert error["code"] == "INVALID_SETTINGS" and "session.audio.output.voice" in error["description"]
+    with pytest.raises(ProviderClosed) as closed:
+        while True:
+            frame = await asyncio.wait_for(provider.recv(), 5)
+            assert not (isinstance(frame, str) and json.loads(frame)["type"] == "SettingsApplied")
+    assert closed.value.code == 1000
+    await provider.close()

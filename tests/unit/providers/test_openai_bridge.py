@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from gateway.providers.openai.bridge import Bridge, Out
+from gateway.providers.openai.mapping import USE_TOOL_RESULTS
 from shared.envelopes import FunctionSpec
 
 SETTINGS = {
@@ -104,14 +105,98 @@ def test_keepalive_sends_nothing_and_unknown_messages_get_a_warning():
     assert out.provider == [] and types(out) == ["Warning"]
 
 
-def test_update_think_cannot_change_the_tools():
-    """OpenAI has no UpdateThink translation yet: nothing reaches session.update, so a client function cannot
-    override a backend one there (issue 12, item 5; full support is a later issue)."""
+def test_update_think_replaces_instructions_and_tools_and_keeps_the_backend_functions():
     bridge = ready_bridge({"get_weather": spec("get_weather")})
-    think = {"functions": [{"name": "get_weather", "description": "mine", "endpoint": {"url": "https://x.example"}}]}
+    mine = {"name": "get_weather", "description": "mine", "endpoint": {"url": "https://x.example"}}
+    think = {"prompt": "New.", "functions": [mine, {"name": "lookup", "description": "client's"}]}
     out = client(bridge, {"type": "UpdateThink", "think": think})
-    assert out.provider == []
-    assert [(m["type"], m["code"]) for m in map(json.loads, out.client)] == [("Warning", "UNSUPPORTED_MESSAGE")]
+    [event] = out.provider
+    assert event["session"]["instructions"] == f"New.\n\n{USE_TOOL_RESULTS}"  # tools: the note stays last
+    tools = {t["name"]: t for t in event["session"]["tools"]}
+    assert set(tools) == {"get_weather", "lookup"} and tools["get_weather"]["description"] == ""  # the backend's
+    assert types(provider(bridge, "session.updated", session={})) == ["ThinkUpdated"]
+
+
+def test_update_speak_changes_a_realtime_voice_and_warns_about_others():
+    bridge = ready_bridge()
+    out = client(bridge, {"type": "UpdateSpeak", "speak": {"provider": {"type": "open_ai", "voice": "cedar"}}})
+    assert out.provider[0]["session"]["audio"] == {"output": {"voice": "cedar"}}
+    assert types(provider(bridge, "session.updated", session={})) == ["SpeakUpdated"]
+    for speak in ({"provider": {"type": "open_ai", "voice": "nova"}}, {"provider": {"type": "deepgram"}}):
+        out = client(bridge, {"type": "UpdateSpeak", "speak": speak})
+        assert out.provider == [] and types(out) == ["Warning"]
+    out = client(bridge, {"type": "UpdateListen", "listen": {"provider": {"type": "deepgram"}}})
+    assert out.provider == [] and [json.loads(f)["code"] for f in out.client] == ["UNSUPPORTED_MESSAGE"]
+
+
+def test_a_tts_only_voice_in_settings_is_never_sent():
+    bridge = Bridge(voice="marin")
+    out = client(bridge, {**SETTINGS, "agent": {"speak": {"provider": {"type": "open_ai", "voice": "fable"}}}})
+    assert out.provider[0]["session"]["audio"]["output"]["voice"] == "marin"
+    assert types(out) == ["Warning"] and "fable" in json.loads(out.client[0])["description"]
+
+
+# --- session.update one at a time -----------------------------------------------------------------------------
+
+
+def test_updates_wait_for_the_previous_answer_and_confirmations_are_not_mixed_up():
+    bridge = Bridge()
+    first = client(bridge, SETTINGS).provider[0]
+    assert client(bridge, {"type": "UpdatePrompt", "prompt": "More."}).provider == []  # waits for the Settings'
+    out = provider(bridge, "session.updated", session={})
+    assert types(out) == ["SettingsApplied"] and provider_types(out) == ["session.update"]
+    assert out.provider[0]["event_id"] != first["event_id"]
+    assert types(provider(bridge, "session.updated", session={})) == ["PromptUpdated"]
+
+
+def test_refused_settings_are_an_error_naming_what_and_no_later_confirmation_counts():
+    bridge = Bridge()
+    event_id = client(bridge, SETTINGS).provider[0]["event_id"]
+    client(bridge, {"type": "UpdatePrompt", "prompt": "More."})
+    client(bridge, b"\x01\x02" * 400)
+    refusal = {"type": "invalid_request_error", "code": "invalid_value", "message": "Invalid value: 'x'."}
+    out = provider(bridge, "error", error={**refusal, "param": "session.audio.output.voice", "event_id": event_id})
+    [error] = [json.loads(f) for f in out.client]
+    assert error["type"] == "Error" and error["code"] == "INVALID_SETTINGS"
+    assert "Settings" in error["description"] and "session.audio.output.voice" in error["description"]
+    assert out.provider == [] and out.end is not None
+    assert types(provider(bridge, "session.updated", session={})) == []  # never taken for the Settings'
+    assert not bridge.ready and client(bridge, b"\x01\x02" * 400).provider == []
+
+
+def test_a_refused_update_is_a_warning_and_the_next_update_goes_out():
+    bridge = ready_bridge()
+    event_id = client(bridge, {"type": "UpdatePrompt", "prompt": "A."}).provider[0]["event_id"]
+    client(bridge, {"type": "UpdatePrompt", "prompt": "B."})
+    error = {"type": "invalid_request_error", "code": "invalid_value", "message": "Too long.", "event_id": event_id}
+    out = provider(bridge, "error", error=error)
+    assert [(m["type"], m["code"]) for m in map(json.loads, out.client)] == [("Warning", "UPDATE_REFUSED")]
+    assert provider_types(out) == ["session.update"] and out.end is None
+    assert types(provider(bridge, "session.updated", session={})) == ["PromptUpdated"]
+
+
+def test_no_audio_is_appended_before_the_settings_are_confirmed():
+    bridge = Bridge()
+    client(bridge, SETTINGS)
+    assert client(bridge, b"\x00\x10" * 1600).provider == []
+    out = provider(bridge, "session.updated", session={})
+    assert provider_types(out) == ["input_audio_buffer.append"]
+    assert provider_types(client(bridge, b"\x00\x10" * 1600)) == ["input_audio_buffer.append"]
+
+
+def test_g711_input_passes_as_it_is_while_linear16_output_is_resampled():
+    bridge = Bridge()
+    audio = {
+        "input": {"encoding": "mulaw", "sample_rate": 8000},
+        "output": {"encoding": "linear16", "sample_rate": 16000},
+    }
+    out = client(bridge, {**SETTINGS, "audio": audio})
+    session_audio = out.provider[0]["session"]["audio"]
+    assert session_audio["input"]["format"] == {"type": "audio/pcmu"}
+    assert session_audio["output"]["format"] == {"type": "audio/pcm", "rate": 24000}
+    provider(bridge, "session.updated", session={})
+    [append] = client(bridge, b"\x7f\x00\xff").provider  # one byte a sample: an odd length is whole
+    assert base64.b64decode(append["audio"]) == b"\x7f\x00\xff"
 
 
 def test_unmapped_provider_events_are_not_sent():
@@ -141,7 +226,7 @@ def test_speech_started_and_errors():
     bridge = ready_bridge()
     assert types(provider(bridge, "input_audio_buffer.speech_started", audio_start_ms=0)) == ["UserStartedSpeaking"]
     out = provider(bridge, "error", error={"type": "invalid_request_error", "code": "bad", "message": "No."})
-    assert [json.loads(f) for f in out.client] == [{"type": "Error", "code": "bad", "description": "No."}]
+    assert [json.loads(f) for f in out.client] == [{"type": "Warning", "code": "bad", "description": "No."}]
 
 
 def test_speaking_starts_once_and_ends_with_the_response():
@@ -268,3 +353,25 @@ def test_a_refused_response_create_does_not_block_the_next_one():
         bridge, "error", error={"type": "invalid_request_error", "code": "x", "message": "no", "event_id": event_id}
     )
     assert provider_types(client(bridge, {"type": "InjectUserMessage", "content": "Again"}))[-1] == "response.create"
+
+
+# --- errors by kind -------------------------------------------------------------------------------------------
+
+
+def test_recoverable_errors_are_warnings_and_session_ending_ones_errors():
+    bridge = ready_bridge()
+    for code in ("response_cancel_not_active", "invalid_tool_call_id", "rate_limit_exceeded"):
+        out = provider(bridge, "error", error={"type": "invalid_request_error", "code": code, "message": "m"})
+        assert types(out) == ["Warning"], code
+    out = provider(bridge, "error", error={"type": "invalid_request_error", "code": "session_expired", "message": "m"})
+    assert types(out) == ["Error"]
+
+
+def test_a_failed_response_reaches_the_client_and_cancels_its_calls():
+    bridge = ready_bridge()
+    created(bridge)
+    call(bridge, "c1", "quick")
+    failure = {"type": "failed", "error": {"type": "server_error", "code": "server_error", "message": "Model down."}}
+    out = provider(bridge, "response.done", response={"id": "r1", "status": "failed", "status_details": failure})
+    assert types(out) == ["Warning", "FunctionCallCancelled"]
+    assert "Model down." in json.loads(out.client[0])["description"]

@@ -7,6 +7,7 @@ from typing import Any
 
 from gateway.providers.openai import translate as tr
 from gateway.providers.openai.bridge import Bridge
+from gateway.providers.openai.formats import audio_plan
 from gateway.providers.openai.mapping import USE_TOOL_RESULTS, Transcript, refine_session
 from tests.unit.providers.test_openai_bridge import (
     SETTINGS,
@@ -24,8 +25,8 @@ FIELDS = {"response_id": "r1", "output_index": 0, "content_index": 0}
 
 
 def session_for(settings: dict[str, Any]) -> dict[str, Any]:
-    event, _ = tr.session_update(settings, "marin", tr.audio_plan(settings))
-    return refine_session(event, settings)["session"]
+    session, _ = tr.session_update(settings, "marin", audio_plan(settings))
+    return refine_session(session, settings)
 
 
 def frames(out_client: list[Any]) -> list[dict[str, Any]]:
@@ -51,6 +52,16 @@ def test_the_instructions_ask_for_tool_results_only_when_there_are_tools():
     think = {"prompt": "Base.", "functions": [{"name": "f", "description": "", "parameters": {}}]}
     instructions = session_for({**SETTINGS, "agent": {"think": think}})["instructions"]
     assert instructions.startswith("Base.") and instructions.endswith(USE_TOOL_RESULTS)
+
+
+def test_prompt_updates_keep_the_tool_result_instruction_last_while_there_are_tools():
+    bridge = Bridge(clock=lambda: 0.0)
+    think = {"prompt": "Base.", "functions": [{"name": "f", "description": "", "parameters": {}}]}
+    [settings] = client(bridge, {**SETTINGS, "agent": {"think": think}}).provider
+    assert settings["session"]["instructions"] == f"Base.\n\n{USE_TOOL_RESULTS}"
+    assert client(bridge, {"type": "UpdatePrompt", "prompt": "More."}).provider == []  # one update at a time
+    [prompt] = provider(bridge, "session.updated", session={}).provider
+    assert prompt["session"]["instructions"] == f"Base.\n\nMore.\n\n{USE_TOOL_RESULTS}"
 
 
 def test_greeting_and_injected_agent_messages_are_spoken_as_given_without_tools():

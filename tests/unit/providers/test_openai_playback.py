@@ -94,6 +94,21 @@ def test_a_barge_in_truncates_the_item_at_the_position_played():
     assert speak(bridge, 2) == []  # audio still streaming for the cut item: the client wants silence
 
 
+def test_a_barge_in_counts_g711_output_at_a_byte_a_sample_whatever_the_input():
+    clock = Clock()
+    bridge = Bridge(clock=clock)
+    audio = {"input": {"encoding": "linear16", "sample_rate": 16000}, "output": {"encoding": "mulaw"}}
+    client(bridge, {**SETTINGS, "audio": audio})
+    provider(bridge, "session.updated", session={})
+    created(bridge)
+    mulaw_1s = base64.b64encode(b"\xff" * 8000).decode()  # 1 s of 8 kHz G.711, passed through as it is
+    out = provider(bridge, "response.output_audio.delta", response_id="r1", item_id="a1", delta=mulaw_1s)
+    assert [f for f in out.client if isinstance(f, bytes)] == [b"\xff" * 8000]
+    clock.now = 0.6
+    [truncate] = barge_in(bridge).provider
+    assert truncate["audio_end_ms"] == 600  # 1 s sent, 0.6 s played (PCM16 counting would say 167 ms)
+
+
 def test_no_truncate_when_the_answer_was_heard_to_the_end():
     clock = Clock()
     bridge = bridge_at(clock)

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from gateway.providers.openai import translate as tr
+from gateway.providers.openai.formats import audio_plan
 
 WEATHER = {
     "name": "get_weather",
@@ -34,11 +35,8 @@ def parsed(frame: str) -> dict[str, Any]:
 
 
 def test_settings_become_a_realtime_session_update():
-    plan = tr.audio_plan(SETTINGS)
-    event, warnings = tr.session_update(SETTINGS, "marin", plan)
+    session, warnings = tr.session_update(SETTINGS, "marin", audio_plan(SETTINGS))
     assert warnings == []
-    assert event["type"] == "session.update"
-    session = event["session"]
     assert session["type"] == "realtime"
     assert session["instructions"] == "You are terse."
     assert session["tools"] == [{"type": "function", **WEATHER}]
@@ -50,25 +48,6 @@ def test_settings_become_a_realtime_session_update():
     assert audio_out == {"format": {"type": "audio/pcm", "rate": 24000}, "voice": "marin"}
 
 
-def test_the_client_rates_are_kept_for_resampling():
-    plan = tr.audio_plan(SETTINGS)
-    assert (plan.input_rate, plan.output_rate, plan.resample) == (16000, 48000, True)
-    default = tr.audio_plan({"type": "Settings"})
-    assert (default.input_rate, default.output_rate) == (tr.DEFAULT_INPUT_RATE, tr.DEFAULT_OUTPUT_RATE)
-
-
-def test_telephony_encodings_pass_through_and_unknown_ones_warn():
-    mulaw = {"audio": {"input": {"encoding": "mulaw", "sample_rate": 8000}, "output": {"encoding": "mulaw"}}}
-    plan = tr.audio_plan(mulaw)
-    assert (plan.input_format, plan.output_format, plan.resample) == (
-        {"type": "audio/pcmu"},
-        {"type": "audio/pcmu"},
-        False,
-    )
-    odd = tr.audio_plan({"audio": {"input": {"encoding": "opus"}}})
-    assert odd.resample and "opus" in odd.warnings[0]
-
-
 def test_context_messages_follow_the_prompt_in_the_instructions():
     context = [
         {"type": "History", "role": "user", "content": "Hi, I'm Ann."},
@@ -76,7 +55,7 @@ def test_context_messages_follow_the_prompt_in_the_instructions():
         {"type": "History", "function_calls": [{"name": "get_weather", "arguments": "{}", "response": "sunny"}]},
     ]
     settings = {**SETTINGS, "agent": {**SETTINGS["agent"], "context": {"messages": context}}}
-    text = tr.session_update(settings, "marin", tr.audio_plan(settings))[0]["session"]["instructions"]
+    text = tr.session_update(settings, "marin", audio_plan(settings))[0]["instructions"]
     assert text.startswith("You are terse.\n\nConversation so far:\n")
     assert "user: Hi, I'm Ann.\nassistant: Hello Ann.\nfunction get_weather({}) returned: sunny" in text
     assert tr.instructions("", [{"role": "user", "content": "x"}]) == "Conversation so far:\nuser: x"
@@ -85,15 +64,16 @@ def test_context_messages_follow_the_prompt_in_the_instructions():
 def test_endpoint_functions_are_left_out_with_a_warning():
     server_side = {"name": "lookup", "endpoint": {"url": "https://example.com"}}
     settings = {"agent": {"think": {"functions": [WEATHER, server_side]}}}
-    event, warnings = tr.session_update(settings, "marin", tr.audio_plan(settings))
-    assert [t["name"] for t in event["session"]["tools"]] == ["get_weather"]
+    session, warnings = tr.session_update(settings, "marin", audio_plan(settings))
+    assert [t["name"] for t in session["tools"]] == ["get_weather"]
     assert "lookup" in warnings[0]
 
 
-def test_an_openai_speak_provider_chooses_the_voice():
-    settings = {"agent": {"speak": {"provider": {"type": "open_ai", "voice": "cedar"}}}}
-    event, _ = tr.session_update(settings, "marin", tr.audio_plan(settings))
-    assert event["session"]["audio"]["output"]["voice"] == "cedar"
+def test_think_may_be_a_list_of_fallback_providers_the_first_counts():
+    settings = {"agent": {"think": [{"prompt": "First.", "functions": [WEATHER]}, {"prompt": "Second."}]}}
+    session, _ = tr.session_update(settings, "marin", audio_plan(settings))
+    assert session["instructions"] == "First." and [t["name"] for t in session["tools"]] == ["get_weather"]
+    assert tr.think_of({"type": "UpdateThink", "think": [{"prompt": "P"}]}) == {"prompt": "P"}
 
 
 def test_greeting():
@@ -103,13 +83,6 @@ def test_greeting():
 
 
 # --- other client messages ------------------------------------------------------------------------------------
-
-
-def test_update_prompt_becomes_new_instructions():
-    assert tr.instructions_update("Be kind.") == {
-        "type": "session.update",
-        "session": {"type": "realtime", "instructions": "Be kind."},
-    }
 
 
 def test_inject_user_message_becomes_a_user_item():
@@ -151,7 +124,7 @@ def test_session_created_becomes_welcome():
 
 def test_status_messages():
     assert parsed(tr.settings_applied()) == {"type": "SettingsApplied"}
-    assert parsed(tr.prompt_updated()) == {"type": "PromptUpdated"}
+    assert parsed(tr.acknowledgement("PromptUpdated")) == {"type": "PromptUpdated"}
     assert parsed(tr.user_started_speaking()) == {"type": "UserStartedSpeaking"}
     assert parsed(tr.agent_audio_done()) == {"type": "AgentAudioDone"}
     assert parsed(tr.agent_started_speaking(0.25)) == {
@@ -170,11 +143,7 @@ def test_conversation_text():
     }
 
 
-def test_error_keeps_code_and_message():
-    event = {"type": "error", "error": {"type": "invalid_request_error", "code": "session_expired", "message": "Bye"}}
-    assert parsed(tr.error(event)) == {"type": "Error", "code": "session_expired", "description": "Bye"}
-    no_code = {"type": "error", "error": {"type": "server_error", "code": None, "message": "Oops"}}
-    assert parsed(tr.error(no_code))["code"] == "server_error"
+def test_warning():
     assert parsed(tr.warning("W", "careful")) == {"type": "Warning", "code": "W", "description": "careful"}
 
 
