@@ -256,6 +256,9 @@ async def test_http_calls_count_with_sessions(strict: Gateway):
         thread.start()
     try:
         # Three HTTP calls in flight fill MAX_SESSIONS=3: a WebSocket is then refused, and so is a fourth call.
+        # The probe is a real WebSocket: one that gets through holds a session slot while it is open, and a held
+        # call arriving meanwhile would be refused (503) in its place. So the calls go first.
+        await asyncio.sleep(1.0)
         deadline = time.monotonic() + 8
         while await ws_status(strict) != 503:
             assert time.monotonic() < deadline, f"the held calls never filled the gateway: {answers}"
