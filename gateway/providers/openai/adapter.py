@@ -27,7 +27,7 @@ from gateway.providers.openai.translate import G711
 from shared.envelopes import FunctionSpec
 
 if TYPE_CHECKING:
-    from shared.protocol import Audio
+    from shared.protocol import Audio, Settings
 
 __all__ = ["OpenAIProvider", "open_openai", "realtime_url"]
 
@@ -65,6 +65,15 @@ class OpenAIProvider(Provider):
         if any(f.sample_rate not in (None, 8000) for f in formats):
             return f"With the openai provider, {source} audio must be 8000 Hz."
         return None
+
+    def settings_problem(self, settings: Settings) -> str | None:
+        """A stored Deepgram agent configuration (``agent`` as its id) means nothing to OpenAI."""
+        if settings.stored_agent is not None:
+            return (
+                "'agent' is the id of an agent configuration stored at Deepgram; the openai provider cannot load "
+                "it. Send the agent configuration itself."
+            )
+        return super().settings_problem(settings)
 
     def __init__(self, connection: ClientConnection, bridge: Bridge) -> None:
         self._ws = connection
