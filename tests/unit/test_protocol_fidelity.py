@@ -130,3 +130,22 @@ def test_answers_to_backend_calls_are_still_refused_and_answers_without_id_still
     [error] = conversation.client_frame(text("FunctionCallResponse", name="open_door", content="{}"), 1.0)
     assert isinstance(error, ToClient) and json.loads(error.frame)["type"] == "Error"
     assert conversation.client_frame(text("FunctionCallResponse", id="c2", name="x", content="{}"), 1.0) is FORWARD
+
+
+# --- relayed as received (the protocol matrix names these) ---------------------------------------------------
+
+CLIENT_RELAYED = ["KeepAlive", "UpdatePrompt", "UpdateSpeak", "InjectUserMessage", "InjectAgentMessage", "Future"]
+PROVIDER_RELAYED = [
+    "Welcome", "SettingsApplied", "ConversationText", "UserStartedSpeaking", "AgentThinking", "AgentStartedSpeaking",
+    "AgentAudioDone", "PromptUpdated", "SpeakUpdated", "InjectionRefused", "Error", "Warning", "Future",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", CLIENT_RELAYED)
+def test_other_client_messages_are_relayed_as_received(kind: str) -> None:
+    assert applied().client_frame(text(kind, content="x"), 1.0) is FORWARD
+
+
+@pytest.mark.parametrize("kind", PROVIDER_RELAYED)
+def test_other_provider_messages_are_relayed_as_received(kind: str) -> None:
+    assert applied().provider_frame(text(kind, description="x", code="X"), at(1.0)) is FORWARD
