@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8080
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: install run test unit integration reliability bench lint format clean
+.PHONY: install run test unit integration reliability bench smoke lint format clean
 
 install: $(VENV)/.installed
 
@@ -52,3 +52,8 @@ format: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+
+## The conversation scenarios (a weather call, two calls at once, a barge-in) against real Deepgram and OpenAI,
+## each whose key is set (DEEPGRAM_API_KEY, OPENAI_API_KEY); says it skipped, and succeeds, without either.
+smoke: install
+	$(PY) -m tests.support.smoke

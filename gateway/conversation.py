@@ -44,6 +44,7 @@ from gateway.actions import (
 )
 from gateway.calls import BackendCalls
 from gateway.intercept import (
+    error_response_frame,
     filter_cancelled,
     filter_history,
     merge_functions,
@@ -54,7 +55,6 @@ from gateway.limits import ClientBudget, functions_problem
 from shared.config import Config
 from shared.envelopes import CallResult, FunctionSpec
 from shared.protocol import (
-    Audio,
     ErrorCode,
     FunctionCallCancelled,
     FunctionCallResponse,
@@ -74,8 +74,9 @@ KEEPALIVE = '{"type":"KeepAlive"}'
 CLOSE_POLICY = 1008
 CLOSE_INTERNAL = 1011
 
-AudioCheck = Callable[[Audio | None], str | None]
-"""Why the provider cannot honour a Settings' ``audio`` (None when it can): ``Provider.audio_problem``."""
+SettingsCheck = Callable[[Settings], str | None]
+"""Why the provider cannot honour a Settings (its ``audio``, a stored agent...; None when it can):
+``Provider.settings_problem``."""
 Handler = Callable[["Conversation", str, dict[str, Any], float], Actions]
 """What a message type does: (the conversation, the frame as received, its parsed content, now) → actions."""
 
@@ -102,7 +103,7 @@ class Conversation:
         self.settings_applied = False
         self.closed = False
         """True once an action closed the session: the loop stops feeding events."""
-        self._audio_problem: AudioCheck | None = None
+        self._settings_problem: SettingsCheck | None = None
         self._settings: tuple[str, Settings] | None = None
         """Valid Settings waiting for the backend catalog (between ReadCatalog and ``catalog_read``)."""
         self._provider_sent = now
@@ -112,10 +113,10 @@ class Conversation:
 
     # --- lifecycle ------------------------------------------------------------------------------------------
 
-    def provider_opened(self, audio_problem: AudioCheck) -> None:
-        """The provider is connected; ``audio_problem`` tells which audio formats it cannot honour. Comes before
-        any client frame."""
-        self._audio_problem = audio_problem
+    def provider_opened(self, settings_problem: SettingsCheck) -> None:
+        """The provider is connected; ``settings_problem`` tells which Settings it cannot honour (audio formats, a
+        stored agent...). Comes before any client frame."""
+        self._settings_problem = settings_problem
 
     def provider_unavailable(self, description: str) -> Actions:
         return self._fatal(ErrorCode.UPSTREAM_UNAVAILABLE, description, CLOSE_INTERNAL)
@@ -179,8 +180,8 @@ class Conversation:
             return self._fatal(ErrorCode.INVALID_SETTINGS, exc.description, CLOSE_POLICY)
         # Before anything goes upstream or any audio is relayed: a format the provider cannot honour would be
         # garbled, and too many functions cost every later call.
-        assert self._audio_problem is not None, "provider_opened() comes before any client frame"
-        problem = self._audio_problem(settings.audio)
+        assert self._settings_problem is not None, "provider_opened() comes before any client frame"
+        problem = self._settings_problem(settings)
         problem = problem or functions_problem(settings.functions, self.config.max_settings_functions)
         if problem is not None:
             return self._fatal(ErrorCode.INVALID_SETTINGS, f"Invalid Settings: {problem}", CLOSE_POLICY)
@@ -198,11 +199,18 @@ class Conversation:
             description = "Backend functions are unavailable right now."
             actions.append(ToClient(warning_frame(ErrorCode.BACKEND_UNAVAILABLE, description)))
             owned = {}
+        if owned and settings.stored_agent is not None:
+            description = (
+                "Settings name a stored agent configuration: the gateway cannot add the backend functions' "
+                "declarations to it; their calls still run on the backend if it declares them."
+            )
+            actions.append(ToClient(warning_frame(ErrorCode.STORED_AGENT, description)))
         self.owned = owned
         self.settings_applied = True
         self._provider_sent = now
         actions.append(UseFunctions(owned))
-        actions.append(ToProvider(dump(merge_functions(settings, owned)) if owned else frame))
+        merged = merge_functions(settings, owned)
+        actions.append(ToProvider(frame if merged is settings else dump(merged)))
         log.info("session %s: settings sent upstream with %d backend functions", self.session_id, len(owned))
         return actions
 
@@ -214,7 +222,7 @@ class Conversation:
         think configuration, so relayed as is it could redefine a backend function (an ``endpoint`` of the
         client's own) or drop it. Every name the backend owns is merged, not only those of Settings."""
         message: UpdateThink = validate(UpdateThink, data)
-        problem = functions_problem(message.think.functions, self.config.max_settings_functions)
+        problem = functions_problem(message.functions, self.config.max_settings_functions)
         if problem is not None:
             raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"Invalid UpdateThink: {problem}")
         self._provider_sent = now
@@ -223,13 +231,22 @@ class Conversation:
 
     def _client_function_response(self, frame: str, data: dict[str, Any], now: float) -> Actions:
         """Relay the client's answer to its own call; drop one for a backend call (the client may not choose
-        what a backend function returns), by id or by name."""
-        response: FunctionCallResponse = validate(FunctionCallResponse, data)
-        if response.id in self.calls.ids or response.name in self.backend_functions:
-            description = f"Function {response.name!r} runs on the backend; the client's answer was dropped."
+        what a backend function returns), by id or by name. An answer without a string ``content`` still answers
+        its call, with an error result: refused, the call would stay open and the conversation hang."""
+        call_id, name = data.get("id"), data.get("name")
+        if not isinstance(call_id, str):
+            validate(FunctionCallResponse, data)  # raises: no id, nothing to answer
+        name = name if isinstance(name, str) else ""
+        if call_id in self.calls.ids or name in self.backend_functions:
+            description = f"Function {name!r} runs on the backend; the client's answer was dropped."
             return (ToClient(warning_frame(ErrorCode.FUNCTION_RESPONSE_REFUSED, description)),)
         self._provider_sent = now
-        return FORWARD
+        if isinstance(data.get("content"), str):
+            return FORWARD
+        log.warning("session %s: client answered call %.60r without a string content", self.session_id, call_id)
+        description = f"FunctionCallResponse for {name!r} had no string 'content'; the call was answered with an error."
+        answer = error_response_frame(call_id, name, "The client could not answer this function call.")
+        return (ToProvider(answer), ToClient(warning_frame(ErrorCode.INVALID_MESSAGE, description)))
 
     def _client_function_request(self, frame: str, data: dict[str, Any], now: float) -> Actions:
         description = "Only the provider may send FunctionCallRequest; the message was dropped."

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from shared.envelopes import FunctionSpec
+from shared.envelopes import FunctionSpec, error_content
 from shared.protocol import (
     FunctionCall,
     FunctionCallCancelled,
@@ -22,6 +22,7 @@ from shared.protocol import (
     FunctionDefinition,
     Settings,
     Think,
+    Thinks,
     UpdateThink,
     dump,
 )
@@ -53,12 +54,22 @@ def merge_think(think: Think | None, backend: Mapping[str, FunctionSpec]) -> Thi
     return result
 
 
+def merge_thinks(think: Thinks | None, backend: Mapping[str, FunctionSpec]) -> Thinks:
+    """:func:`merge_think` for one think configuration, or into every entry of a list of fallbacks: whichever
+    provider the agent falls back to must know the backend functions."""
+    if isinstance(think, list):
+        return [merge_think(entry, backend) for entry in think]
+    return merge_think(think, backend)
+
+
 def merge_functions(settings: Settings, backend: Mapping[str, FunctionSpec]) -> Settings:
-    """Settings with the backend functions merged into ``agent.think.functions`` (see :func:`merge_think`)."""
-    if not backend:
+    """Settings with the backend functions merged into ``agent.think.functions`` (see :func:`merge_thinks`).
+
+    A stored agent configuration (``agent`` is its id) cannot be changed here: relayed as it is."""
+    if not backend or isinstance(settings.agent, str):
         return settings
     agent = settings.agent.model_copy()
-    agent.think = merge_think(agent.think, backend)
+    agent.think = merge_thinks(agent.think, backend)
     result = settings.model_copy()
     result.agent = agent
     return result
@@ -68,7 +79,7 @@ def merge_update_think(message: UpdateThink, backend: Mapping[str, FunctionSpec]
     """An UpdateThink with the backend functions merged into ``think.functions`` (see :func:`merge_think`)."""
     if not backend:
         return message
-    return message.model_copy(update={"think": merge_think(message.think, backend)})
+    return message.model_copy(update={"think": merge_thinks(message.think, backend)})
 
 
 @dataclass(frozen=True)
@@ -155,10 +166,13 @@ def _short(value: object) -> str:
 
 def malformed_response_frame(call: MalformedCall) -> str:
     """The FunctionCallResponse that answers a malformed element: an error text the model can read."""
-    content = json.dumps(
-        {"error": f"The function call was malformed and was not run ({call.problem}). Call it again correctly."}
-    )
-    return dump(FunctionCallResponse(id=call.id, name=call.name, content=content))
+    message = f"The function call was malformed and was not run ({call.problem}). Call it again correctly."
+    return error_response_frame(call.id, call.name, message)
+
+
+def error_response_frame(call_id: str, name: str, message: str) -> str:
+    """A FunctionCallResponse whose content is ``{"error": message}``: an answer the model can read."""
+    return dump(FunctionCallResponse(id=call_id, name=name, content=error_content(message)))
 
 
 def filter_history(
@@ -209,11 +223,13 @@ def response_frame(call: FunctionCall, content: str) -> str:
 __all__ = [
     "MalformedCall",
     "Split",
+    "error_response_frame",
     "filter_cancelled",
     "filter_history",
     "malformed_response_frame",
     "merge_functions",
     "merge_think",
+    "merge_thinks",
     "merge_update_think",
     "response_frame",
     "split_request",

@@ -68,7 +68,7 @@ class Session:
         except ProviderUnavailable as exc:
             await self._perform(self.conversation.provider_unavailable(str(exc)))
             return
-        self.conversation.provider_opened(self.provider.audio_problem)
+        self.conversation.provider_opened(self.provider.settings_problem)
         loops = [
             asyncio.create_task(self._client_to_provider(), name=f"{self.id}-client"),
             asyncio.create_task(self._provider_to_client(), name=f"{self.id}-provider"),

@@ -43,8 +43,14 @@ class FunctionSpec(_Envelope):
     """True when the function changes the world (writes data, sends mail); such calls are never guessed at."""
 
     def definition(self) -> dict[str, Any]:
-        """The entry for the provider's function list (``agent.think.functions``)."""
-        return {"name": self.name, "description": self.description, "parameters": self.parameters}
+        """The entry for the provider's function list (``agent.think.functions``).
+
+        A function with side effects is declared ``defer_until_eot`` (Deepgram, 2026-09): the provider holds its
+        call until the user's turn is confirmed, so it never runs for a turn the user then continues."""
+        definition: dict[str, Any] = {"name": self.name, "description": self.description, "parameters": self.parameters}
+        if self.side_effects:
+            definition["defer_until_eot"] = True
+        return definition
 
 
 class WorkerCatalog(_Envelope):

@@ -28,12 +28,15 @@ __all__ = [
     "ProtocolError",
     "Settings",
     "SettingsApplied",
+    "Think",
+    "Thinks",
     "UpdateThink",
     "Warning",
     "Welcome",
     "dump",
     "error_frame",
     "parse_json_object",
+    "think_entries",
     "warning_frame",
 ]
 
@@ -67,6 +70,10 @@ class ErrorCode:
     """Warning: a backend call beyond MAX_PENDING_CALLS was answered with an error instead of run."""
     BACKEND_UNAVAILABLE = "BACKEND_UNAVAILABLE"
     """Warning: the backend catalog could not be read at Settings time; no backend functions this session."""
+    STORED_AGENT = "STORED_AGENT"
+    """Warning: Settings named a stored agent configuration (``agent`` is its id), into which the gateway cannot
+    merge the backend functions: their calls are still run on the backend, if the stored configuration declares
+    them. With a provider that has no stored configurations (openai) such Settings are refused instead."""
     INTERNAL_ERROR = "INTERNAL_ERROR"
     """A gateway bug ended the session (the details are in the gateway's log, not in the message)."""
     FUNCTION_REQUEST_REFUSED = "FUNCTION_REQUEST_REFUSED"
@@ -184,7 +191,8 @@ class FunctionDefinition(_Open):
 
     name: str = Field(min_length=1)
     description: str = ""
-    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+    parameters: dict[str, Any] | None = Field(default_factory=lambda: {"type": "object", "properties": {}})
+    """Deepgram accepts it omitted or null (a function without arguments); relayed as the client wrote it."""
     endpoint: dict[str, Any] | None = None
 
 
@@ -192,15 +200,34 @@ class Think(_Open):
     functions: list[FunctionDefinition] | None = None
 
 
+Thinks = Think | list[Think]
+"""``think`` is one provider configuration, or (Deepgram, 2026-01) a list of them tried in order (fallback)."""
+
+
+def think_entries(think: Thinks | None) -> list[Think]:
+    """The think configurations of a ``think`` field, whichever form it has."""
+    return think if isinstance(think, list) else [] if think is None else [think]
+
+
 class UpdateThink(Message):
     """Client → provider: replaces the whole think configuration, its function list included (Deepgram)."""
 
     type: Literal["UpdateThink"] = "UpdateThink"
-    think: Think
+    think: Thinks
+
+    @property
+    def functions(self) -> list[FunctionDefinition]:
+        """Every entry's functions: the longest list bounds what the provider may be told (MAX_SETTINGS_FUNCTIONS)."""
+        return _longest(self.think)
+
+
+def _longest(think: Thinks | None) -> list[FunctionDefinition]:
+    lists = [entry.functions or [] for entry in think_entries(think)]
+    return max(lists, key=len, default=[])
 
 
 class Agent(_Open):
-    think: Think | None = None
+    think: Thinks | None = None
 
 
 MAX_SAMPLE_RATE = 192_000
@@ -223,12 +250,18 @@ class Audio(_Open):
 class Settings(Message):
     type: Literal["Settings"] = "Settings"
     audio: Audio | None = None
-    agent: Agent = Field(default_factory=Agent)
+    agent: Agent | str = Field(default_factory=Agent)
+    """An agent configuration, or (Deepgram, 2026-04) the id of one stored at Deepgram: relayed, not read."""
+
+    @property
+    def stored_agent(self) -> str | None:
+        """The id of a stored agent configuration, when ``agent`` is one (the gateway cannot see its functions)."""
+        return self.agent if isinstance(self.agent, str) else None
 
     @property
     def functions(self) -> list[FunctionDefinition]:
-        think = self.agent.think
-        return list(think.functions or []) if think else []
+        """The declared functions (of the longest list, when ``think`` is a list of fallbacks)."""
+        return [] if isinstance(self.agent, str) else list(_longest(self.agent.think))
 
 
 # --- Function calls -------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
     from shared.envelopes import FunctionSpec
-    from shared.protocol import Audio
+    from shared.protocol import Audio, Settings
 
 Frame = str | bytes
 
@@ -89,6 +89,10 @@ class Provider(ABC):
         """Why this provider cannot honour the Settings' ``audio`` (None when it can); checked by the session
         before Settings go to the provider and before any audio frame is relayed."""
         return self.audio_support.problem(audio, self.label)
+
+    def settings_problem(self, settings: Settings) -> str | None:
+        """Why this provider cannot honour ``settings`` (None when it can): by default, its ``audio``."""
+        return self.audio_problem(settings.audio)
 
     @abstractmethod
     async def send(self, frame: Frame) -> None:

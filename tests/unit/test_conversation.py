@@ -42,7 +42,7 @@ AUDIO = b"\0" * 640
 def new(ever_owned: Mapping[str, FunctionSpec] | None = None, audio_problem: Any = None, **config: Any) -> Conversation:
     """A conversation whose provider is open, before Settings."""
     conversation = Conversation(Config(**config), {} if ever_owned is None else ever_owned, now=0.0, session_id="s1")
-    conversation.provider_opened(audio_problem or (lambda audio: None))
+    conversation.provider_opened(audio_problem or (lambda settings: None))
     return conversation
 
 
@@ -111,7 +111,7 @@ def test_the_first_frame_must_be_settings(first: str | bytes) -> None:
     ],
 )
 def test_invalid_settings_close_the_session(settings: str, problem: str) -> None:
-    refuse_mulaw = lambda audio: audio and audio.output and "the provider says no"  # noqa: E731
+    refuse_mulaw = lambda settings: settings.audio and settings.audio.output and "the provider says no"  # noqa: E731
     conversation = new(audio_problem=refuse_mulaw, max_settings_functions=4)
     [close] = conversation.client_frame(settings, 0.0)
     assert isinstance(close, Close) and (close.code, close.reason) == (1008, ErrorCode.INVALID_SETTINGS)

@@ -80,7 +80,7 @@ async def test_a_call_is_answered_while_its_client_is_congested() -> None:
                 return self.script.pop()
             await asyncio.Event().wait()
 
-        def audio_problem(self, audio: Any) -> None:
+        def settings_problem(self, settings: Any) -> None:
             return None
 
         def use_functions(self, owned: Any) -> None:

@@ -169,7 +169,7 @@ async def test_a_call_to_a_backend_name_the_session_did_not_know_still_runs_on_t
     catalog: Catalog,
 ) -> None:
     conversation = Conversation(Config(), catalog.ever_owned, now=0.0)
-    conversation.provider_opened(lambda audio: None)
+    conversation.provider_opened(lambda settings: None)
     assert conversation.client_frame(settings(), 0.0) == (ReadCatalog(),)
     conversation.catalog_read({}, 0.0)  # this session started with no backend functions
     await publish(catalog._redis, WEATHER)

@@ -28,7 +28,7 @@ from gateway.providers.openai.formats import ENCODINGS, audio_problem
 from shared.envelopes import FunctionSpec
 
 if TYPE_CHECKING:
-    from shared.protocol import Audio
+    from shared.protocol import Audio, Settings
 
 __all__ = ["OpenAIProvider", "open_openai", "realtime_url"]
 
@@ -58,6 +58,15 @@ class OpenAIProvider(Provider):
             if fmt is not None and (problem := audio_problem(fmt.encoding, fmt.sample_rate, direction)):
                 return problem
         return None
+
+    def settings_problem(self, settings: Settings) -> str | None:
+        """A stored Deepgram agent configuration (``agent`` as its id) means nothing to OpenAI."""
+        if settings.stored_agent is not None:
+            return (
+                "'agent' is the id of an agent configuration stored at Deepgram; the openai provider cannot load "
+                "it. Send the agent configuration itself."
+            )
+        return super().settings_problem(settings)
 
     def __init__(self, connection: ClientConnection, bridge: Bridge) -> None:
         self._ws = connection

@@ -81,7 +81,7 @@ class Transcript:
         if kind == "conversation.item.input_audio_transcription.completed":
             text = event.get("transcript")
             return self._text(str(event.get("item_id")), "user", text) if isinstance(text, str) else []
-        if str(kind).endswith("_transcript.done") or str(kind).endswith("output_text.done"):
+        if kind in ("response.output_audio_transcript.done", "response.output_text.done"):
             text = event.get("transcript") if "transcript" in event else event.get("text")
             if not isinstance(text, str):
                 return []

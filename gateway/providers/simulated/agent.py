@@ -150,7 +150,7 @@ class SimulatedAgent:
         if settings.audio and settings.audio.output and settings.audio.output.sample_rate:
             self.output_sample_rate = settings.audio.output.sample_rate
         out: list[Frame] = [_json({"type": "SettingsApplied"})]
-        greeting = (message.get("agent") or {}).get("greeting")
+        greeting = message["agent"].get("greeting") if isinstance(message.get("agent"), dict) else None
         if isinstance(greeting, str) and greeting:
             out += self._say(greeting)
         return out
@@ -162,7 +162,7 @@ class SimulatedAgent:
     def _on_update_think(self, message: dict[str, Any]) -> list[Frame]:
         """Deepgram's UpdateThink replaces the think settings; new functions take effect at once."""
         think = message.get("think")
-        if isinstance(think, dict) and isinstance(think.get("functions"), list):
+        if isinstance(think, list) or (isinstance(think, dict) and isinstance(think.get("functions"), list)):
             try:
                 self._set_functions(Settings.model_validate({"agent": {"think": think}}).functions)
             except ValidationError as exc:
