@@ -234,17 +234,20 @@ class Conversation:
         what a backend function returns), by id or by name. An answer without a string ``content`` still answers
         its call, with an error result: refused, the call would stay open and the conversation hang."""
         call_id, name = data.get("id"), data.get("name")
-        if not isinstance(call_id, str):
-            validate(FunctionCallResponse, data)  # raises: no id, nothing to answer
+        if not isinstance(call_id, str) or not call_id:
+            validate(FunctionCallResponse, {**data, "id": call_id or None})  # raises: no id, nothing to answer
         name = name if isinstance(name, str) else ""
         if call_id in self.calls.ids or name in self.backend_functions:
             description = f"Function {name!r} runs on the backend; the client's answer was dropped."
             return (ToClient(warning_frame(ErrorCode.FUNCTION_RESPONSE_REFUSED, description)),)
         self._provider_sent = now
-        if isinstance(data.get("content"), str):
+        if isinstance(data.get("content"), str) and isinstance(data.get("name"), str):
             return FORWARD
-        log.warning("session %s: client answered call %.60r without a string content", self.session_id, call_id)
-        description = f"FunctionCallResponse for {name!r} had no string 'content'; the call was answered with an error."
+        # A malformed answer is never relayed as it is; its call is answered (with an error) all the same.
+        log.warning("session %s: client answered call %.60r with a malformed message", self.session_id, call_id)
+        description = (
+            f"FunctionCallResponse for {name!r} had no string 'name' or 'content'; the call was answered with an error."
+        )
         answer = error_response_frame(call_id, name, "The client could not answer this function call.")
         return (ToProvider(answer), ToClient(warning_frame(ErrorCode.INVALID_MESSAGE, description)))
 

@@ -83,6 +83,18 @@ class ErrorCode:
     were not relayed; each one with a string ``id`` was answered upstream with an error result, and the request's
     well-formed calls were handled as usual."""
 
+    UNSUPPORTED_MESSAGE = "UNSUPPORTED_MESSAGE"
+    """Warning (OpenAI provider): a client message OpenAI has no counterpart for; nothing was sent."""
+    UNSUPPORTED_SETTING = "UNSUPPORTED_SETTING"
+    """Warning (OpenAI provider): part of Settings or an Update* message OpenAI cannot take (a TTS-only voice, a
+    function with an endpoint...); that part was left out."""
+    UPDATE_REFUSED = "UPDATE_REFUSED"
+    """Warning (OpenAI provider): OpenAI refused the session.update of an UpdatePrompt/UpdateThink/UpdateSpeak; the
+    session goes on as before it."""
+    FUNCTION_RESPONSE_LATE = "FUNCTION_RESPONSE_LATE"
+    """Warning (OpenAI provider): the client answered a call after its deadline, when OpenAI already had an error
+    for it; the answer was dropped."""
+
 
 class ProtocolError(Exception):
     """A frame that cannot be understood; ``code`` is an :class:`ErrorCode` for the Error message."""

@@ -217,8 +217,13 @@ def check_settings(settings: str | bytes | None, definitions: dict[str, dict[str
     assert isinstance(settings, str), f"the provider got no text Settings: {settings!r}"
     message = json.loads(settings)
     assert message["type"] == "Settings", message
-    functions = {f["name"]: f for f in ((message.get("agent") or {}).get("think") or {}).get("functions") or []}
-    for name, definition in definitions.items():
-        assert name in functions, f"{name} missing from the Settings the provider got: {sorted(functions)}"
-        got = {k: functions[name].get(k) for k in definition}
-        assert got == definition, f"the provider got {name} defined as {got}, its worker says {definition}"
+    agent = message.get("agent") or {}
+    if isinstance(agent, str):
+        return  # a stored agent configuration's id: relayed as it is, nothing could be merged into it
+    think = agent.get("think")
+    for entry in think if isinstance(think, list) else [think]:  # fallback providers: each one merged
+        functions = {f["name"]: f for f in (entry or {}).get("functions") or []}
+        for name, definition in definitions.items():
+            assert name in functions, f"{name} missing from the Settings the provider got: {sorted(functions)}"
+            got = {k: functions[name].get(k) for k in definition}
+            assert got == definition, f"the provider got {name} defined as {got}, its worker says {definition}"

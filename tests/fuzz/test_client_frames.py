@@ -171,20 +171,35 @@ def expected_refusal(frame: str | bytes, backend: set[str], backend_ids: set[str
         except ValidationError:
             return ErrorCode.INVALID_MESSAGE
     if kind == "FunctionCallResponse":
-        if not all(isinstance(data.get(k), str) for k in ("id", "name", "content")):
-            return ErrorCode.INVALID_MESSAGE
-        if data["name"] in backend or data["id"] in backend_ids:
+        call_id, name = data.get("id"), data.get("name")
+        if not isinstance(call_id, str) or not call_id:
+            return ErrorCode.INVALID_MESSAGE  # nothing to answer
+        if (isinstance(name, str) and name in backend) or call_id in backend_ids:
             return ErrorCode.FUNCTION_RESPONSE_REFUSED
+        if not (isinstance(name, str) and isinstance(data.get("content"), str)):
+            return ErrorCode.INVALID_MESSAGE  # and the call is answered with an error (see error_answer_for)
     return None
+
+
+def error_answer_for(frame: str | bytes, refusal: str | None) -> str | None:
+    """The call id the gateway must answer with an error in the client's place: a refused client answer that
+    names a call (a string id) but is malformed, so that the call never hangs."""
+    data = parsed(frame) if isinstance(frame, str) else None
+    if refusal != ErrorCode.INVALID_MESSAGE or data is None or data["type"] != "FunctionCallResponse":
+        return None
+    call_id = data.get("id")
+    return call_id if isinstance(call_id, str) and call_id else None
 
 
 def check_merged_think(message: dict[str, Any], definitions: dict[str, dict[str, Any]]) -> None:
     """An UpdateThink as the provider got it: every backend function once, exactly as its worker defines it
     (nothing of the client's for that name: no ``endpoint``, ``client_side`` or description of its own)."""
-    functions = (message.get("think") or {}).get("functions") or []
-    for name, definition in definitions.items():
-        mine = [f for f in functions if isinstance(f, dict) and f.get("name") == name]
-        assert mine == [definition], f"UpdateThink reached the provider with {name} as {mine}, not {definition}"
+    think = message.get("think")
+    for entry in think if isinstance(think, list) else [think]:  # a list of fallback providers: each merged
+        functions = (entry or {}).get("functions") or []
+        for name, definition in definitions.items():
+            mine = [f for f in functions if isinstance(f, dict) and f.get("name") == name]
+            assert mine == [definition], f"UpdateThink reached the provider with {name} as {mine}, not {definition}"
 
 
 def expected_first(frame: str | bytes) -> tuple[str | None, int]:
@@ -294,6 +309,22 @@ def check_upstream(
         strays = [f for f in rest if not _gateway_own(f, calls)]
         assert not strays, f"after {hostile!r} the provider also got {_short(strays)}"
         return "merged with the backend's functions"
+    answer_id = error_answer_for(hostile.frame, refusal)
+    if answer_id is not None:
+        answers = [
+            f
+            for f in rest
+            if isinstance(f, str)
+            and (message := parsed(f)) is not None
+            and message["type"] == "FunctionCallResponse"
+            and message.get("id") == answer_id
+            and "error" in json.loads(message.get("content") or "{}")
+        ]
+        assert len(answers) == 1, f"{hostile!r}: its call was to be answered with an error; got {_short(window)}"
+        rest.remove(answers[0])
+        strays = [f for f in rest if not _gateway_own(f, calls)]
+        assert not strays, f"after {hostile!r} the provider also got {_short(strays)}"
+        return "an error answer for its call"
     if refusal is None:
         assert hostile.frame in rest, f"{hostile!r} was to be relayed; the provider got {_short(window)}"
         rest.remove(hostile.frame)
@@ -402,7 +433,11 @@ def run_first_frame(url: str, hostile: Hostile, tally: Tally) -> None:
             ws.send(hostile.frame)
         tally.sent["valid" if close == 0 else hostile.kind] += 1
         if close == 0:
-            assert json.loads(ws.recv(timeout=10))["type"] == "SettingsApplied", hostile
+            reply = json.loads(ws.recv(timeout=10))
+            if reply.get("code") == ErrorCode.STORED_AGENT:  # a stored agent's id: relayed, with a Warning first
+                tally.reactions["Warning STORED_AGENT"] += 1
+                reply = json.loads(ws.recv(timeout=10))
+            assert reply["type"] == "SettingsApplied", hostile
             tally.reactions["Settings applied"] += 1
             return
         received = []

@@ -122,6 +122,19 @@ def test_a_client_answer_without_string_content_answers_the_call_with_an_error(c
     assert codes(actions) == [ErrorCode.INVALID_MESSAGE]
 
 
+def test_a_client_answer_with_a_bad_name_is_never_relayed_as_it_is() -> None:
+    conversation = applied()
+    actions = conversation.client_frame(text("FunctionCallResponse", id="c8", name=7, content="{}"), 1.0)
+    [answer] = sent(actions, ToProvider)
+    assert (answer["id"], answer["name"], "error" in json.loads(answer["content"])) == ("c8", "", True)
+    assert codes(actions) == [ErrorCode.INVALID_MESSAGE]
+
+
+def test_a_client_answer_with_an_empty_id_answers_nothing() -> None:
+    actions = applied().client_frame(text("FunctionCallResponse", id="", name="open_door"), 1.0)
+    assert codes(actions) == [ErrorCode.INVALID_MESSAGE] and not sent(actions, ToProvider)
+
+
 def test_answers_to_backend_calls_are_still_refused_and_answers_without_id_still_invalid() -> None:
     conversation = applied()
     conversation.provider_frame(request(call("c1")), at(1.0))

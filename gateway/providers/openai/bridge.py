@@ -40,6 +40,7 @@ from gateway.providers.openai.ledger import Call, Ledger, Response
 from gateway.providers.openai.mapping import Transcript, history_wanted
 from gateway.providers.openai.playback import LATE_ANSWER, Playback, timeout_output, truncate
 from shared.envelopes import FunctionSpec
+from shared.protocol import ErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,9 @@ class Bridge:
         handler = _COMPONENT_HANDLERS.get(str(kind))
         if handler is None:
             log.info("message type %r has no OpenAI translation; dropped", kind)
-            out.client.append(tr.warning("UNSUPPORTED_MESSAGE", f"{kind} is not supported with the OpenAI provider."))
+            out.client.append(
+                tr.warning(ErrorCode.UNSUPPORTED_MESSAGE, f"{kind} is not supported with the OpenAI provider.")
+            )
             return out
         handler(self, message, out)
         return out

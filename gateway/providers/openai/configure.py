@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 MAX_PROMPT_CHARS = 1 << 20
 """Longest prompt UpdatePrompt may grow to (Deepgram appends, so each update makes it longer): the size of the
 largest Settings frame, and every update sends the whole prompt again."""
-UPDATE_REFUSED = "UPDATE_REFUSED"
+UPDATE_REFUSED = ErrorCode.UPDATE_REFUSED
 """Warning: OpenAI refused the session.update an Update* message became; the session goes on unchanged."""
 
 
@@ -66,7 +66,7 @@ class SessionConfig:
         self.prompt, self.context = tr.prompt_and_context(message)
         self.tools = bool(session["tools"])
         self._send(Update("Settings", session), out)
-        out.client += [tr.warning("UNSUPPORTED_SETTING", text) for text in [*warnings, voice_warning] if text]
+        out.client += [tr.warning(ErrorCode.UNSUPPORTED_SETTING, text) for text in [*warnings, voice_warning] if text]
         return plan
 
     def update_prompt(self, addition: str, out: Out) -> None:
@@ -95,7 +95,7 @@ class SessionConfig:
         fields, warnings = tr.think_fields(think, self.prompt, self.context)
         self.tools = bool(fields["tools"])
         fields["instructions"] = with_tool_note(fields["instructions"], self.tools)
-        out.client += [tr.warning("UNSUPPORTED_SETTING", text) for text in warnings]
+        out.client += [tr.warning(ErrorCode.UNSUPPORTED_SETTING, text) for text in warnings]
         self._send(Update("UpdateThink", fields, "ThinkUpdated"), out)
 
     def update_speak(self, message: dict[str, Any], out: Out) -> None:
@@ -104,13 +104,13 @@ class SessionConfig:
         if problem is None and formats.speak_provider(speak).get("type") not in formats.OPENAI_SPEAK_TYPES:
             problem = "With the OpenAI provider, only an open_ai speak provider with a Realtime voice can be set."
         if problem is not None:
-            out.client.append(tr.warning("UNSUPPORTED_SETTING", f"UpdateSpeak not applied: {problem}"))
+            out.client.append(tr.warning(ErrorCode.UNSUPPORTED_SETTING, f"UpdateSpeak not applied: {problem}"))
         elif not self._full("UpdateSpeak", out):
             self._send(Update("UpdateSpeak", {"audio": {"output": {"voice": voice}}}, "SpeakUpdated"), out)
 
     def update_listen(self, message: dict[str, Any], out: Out) -> None:
         description = "UpdateListen has no effect with the OpenAI provider: OpenAI Realtime hears the audio itself."
-        out.client.append(tr.warning("UNSUPPORTED_MESSAGE", description))
+        out.client.append(tr.warning(ErrorCode.UNSUPPORTED_MESSAGE, description))
 
     def updated(self, out: Out) -> Update | None:
         """``session.updated``: the update it confirms (its acknowledgement is sent); the next update goes out."""

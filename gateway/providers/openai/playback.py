@@ -16,7 +16,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-LATE_ANSWER = "FUNCTION_RESPONSE_LATE"
+from shared.protocol import ErrorCode
+
+LATE_ANSWER = ErrorCode.FUNCTION_RESPONSE_LATE
 """Warning: the client answered a call after its deadline, when OpenAI already had an error for it; dropped."""
 
 
