@@ -57,7 +57,7 @@ from tests.fuzz.frames import (
 )
 from tests.fuzz.hostile_provider import HostileProvider, check_settings, function_responses
 from tests.support.client import SETTINGS
-from tests.support.processes import Gateway, Process, http_get
+from tests.support.processes import Gateway, Process, http_get, running_gateway
 from tests.support.reliability import Entry
 
 pytestmark = pytest.mark.fuzz
@@ -114,7 +114,7 @@ def fuzz_gateway(
 ) -> Iterator[Gateway]:
     # The rate and size budgets are tested in tests/integration/test_limits.py; here every frame must reach the
     # gateway's parser, so none may be dropped for rate, bytes or size (huge strings are the point).
-    gateway = Gateway(
+    with running_gateway(
         fuzz_redis.url,
         fuzz_logs / "gw-client-fuzz.log",
         CLIENT_MESSAGE_RATE="1000000",
@@ -123,9 +123,8 @@ def fuzz_gateway(
         PROVIDER="deepgram",
         DEEPGRAM_URL=provider.url,
         DEEPGRAM_API_KEY="recorder",
-    ).wait_ready()
-    yield gateway
-    assert gateway.stop() == 0, gateway.log()
+    ) as gateway:
+        yield gateway
 
 
 # --- the oracle ---------------------------------------------------------------------------------------------

@@ -49,7 +49,7 @@ from tests.fuzz.canary import Canary, ask_weather, open_session
 from tests.fuzz.frames import ENDINGS, FUZZ_SETTINGS, Hostile, deeper_than, dumps, provider_frames
 from tests.fuzz.hostile_provider import HostileProvider, check_settings, function_responses
 from tests.support.client import SETTINGS
-from tests.support.processes import Gateway, Process, http_get
+from tests.support.processes import Gateway, Process, http_get, running_gateway
 from tests.support.reliability import Entry
 
 pytestmark = pytest.mark.fuzz
@@ -69,15 +69,14 @@ ASYNCHRONOUS = {"BackendFunctionCall", "TOO_MANY_PENDING_CALLS"}
 def hostile_gateway(
     fuzz_redis: RedisServer, fuzz_workers: Process, fuzz_logs: Path, provider: HostileProvider
 ) -> Iterator[Gateway]:
-    gateway = Gateway(
+    with running_gateway(
         fuzz_redis.url,
         fuzz_logs / "gw-provider-fuzz.log",
         PROVIDER="deepgram",
         DEEPGRAM_URL=provider.url,
         DEEPGRAM_API_KEY="hostile",
-    ).wait_ready()
-    yield gateway
-    assert gateway.stop() == 0, gateway.log()
+    ) as gateway:
+        yield gateway
 
 
 # --- the model of what the gateway must do --------------------------------------------------------------------

@@ -16,7 +16,7 @@ import redis
 
 from shared.redis_server import RedisServer
 from tests.support.client import AgentClient
-from tests.support.processes import Gateway, Process, start_workers
+from tests.support.processes import Gateway, Process, running_gateway, start_workers
 
 CANARY = "demo-canary-" + secrets.token_hex(8)
 """The worker's WEATHER_API_KEY: starts with "demo" (offline data) and is unique, so a leak is detectable."""
@@ -50,9 +50,8 @@ def workers(redis_server: RedisServer, logs_dir: Path) -> Iterator[Process]:
 
 @pytest.fixture(scope="session")
 def gateway(redis_server: RedisServer, workers: Process, logs_dir: Path) -> Iterator[Gateway]:
-    gw = Gateway(redis_server.url, logs_dir / "gateway.log", KEEPALIVE_INTERVAL="1").wait_ready()
-    yield gw
-    assert gw.stop() == 0, gw.log()
+    with running_gateway(redis_server.url, logs_dir / "gateway.log", KEEPALIVE_INTERVAL="1") as gw:
+        yield gw
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from websockets.exceptions import InvalidStatus
 
 from gateway.auth import mint_token
 from tests.support.client import AgentClient
-from tests.support.processes import ROOT, Gateway, http_get
+from tests.support.processes import ROOT, Gateway, http_get, running_gateway
 from workers.examples import notes_key
 
 pytestmark = pytest.mark.integration
@@ -35,16 +35,15 @@ ORIGIN = "http://app.test"
 
 @pytest.fixture(scope="module")
 def locked(redis_server, workers, logs_dir) -> Iterator[Gateway]:
-    gateway = Gateway(
+    with running_gateway(
         redis_server.url,
         logs_dir / "gw-locked.log",
         GATEWAY_TOKENS=f"{TOKEN_NAME}:{TOKEN}",
         TOKEN_SECRET=SECRET,
         TOKEN_AUDIENCE=AUDIENCE,
         ALLOWED_ORIGINS=ORIGIN,
-    ).wait_ready()
-    yield gateway
-    assert gateway.stop() == 0
+    ) as gateway:
+        yield gateway
 
 
 def signed(sub: str = "alice", ttl: float = 60) -> str:

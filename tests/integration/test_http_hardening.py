@@ -17,7 +17,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from tests.support.functions import counter_key
-from tests.support.processes import Gateway, wait_until
+from tests.support.processes import Gateway, running_gateway, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -169,16 +169,15 @@ def test_head_of_other_paths(gateway: Gateway):
 
 @pytest.fixture(scope="module")
 def strict(redis_server, workers, logs_dir) -> Iterator[Gateway]:
-    gateway = Gateway(
+    with running_gateway(
         redis_server.url,
         logs_dir / "gw-http-strict.log",
         MAX_PENDING_CALLS="2",
         CLIENT_MESSAGE_RATE="5",
         MAX_SESSIONS="3",
         ALLOWED_ORIGINS=f"{ORIGIN},http://other.test",
-    ).wait_ready()
-    yield gateway
-    assert gateway.stop() == 0, gateway.log()
+    ) as gateway:
+        yield gateway
 
 
 def test_preflight_grants_a_configured_origin(strict: Gateway):

@@ -14,23 +14,22 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from gateway.client import SETTINGS
 from tests.support.client import AgentClient
-from tests.support.processes import Gateway
+from tests.support.processes import Gateway, running_gateway
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def strict(redis_server, workers, logs_dir) -> Iterator[Gateway]:
-    gateway = Gateway(
+    with running_gateway(
         redis_server.url,
         logs_dir / "gw-strict.log",
         MAX_FRAME_BYTES="4096",
         MAX_PENDING_CALLS="1",
         CLIENT_MESSAGE_RATE="20",
         MAX_SESSIONS="2",
-    ).wait_ready()
-    yield gateway
-    assert gateway.stop() == 0
+    ) as gateway:
+        yield gateway
 
 
 async def test_pending_call_limit_answers_the_extra_call_with_an_error(strict: Gateway):
@@ -92,16 +91,15 @@ async def test_session_limit_refuses_the_handshake_with_503(strict: Gateway):
 
 @pytest.fixture(scope="module")
 def budget(redis_server, workers, logs_dir) -> Iterator[Gateway]:
-    gateway = Gateway(
+    with running_gateway(
         redis_server.url,
         logs_dir / "gw-budget.log",
         MAX_FRAME_BYTES="16384",
         MAX_TEXT_FRAME_BYTES="2048",
         CLIENT_BYTE_RATE="4096",
         MAX_SETTINGS_FUNCTIONS="3",
-    ).wait_ready()
-    yield gateway
-    assert gateway.stop() == 0
+    ) as gateway:
+        yield gateway
 
 
 async def refused_settings(gateway: Gateway, settings: dict[str, Any]) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from shared.redis_server import RedisServer, free_port
 from tests.integration.conftest import CANARY_FINGERPRINT
 from tests.support.audio import peak_hz, sine
 from tests.support.client import SETTINGS, AgentClient
-from tests.support.processes import Gateway, Process, http_get, start_server, wait_until
+from tests.support.processes import Gateway, Process, http_get, running_gateway, start_server, wait_until
 from workers.examples import ANONYMOUS, notes_key
 
 pytestmark = pytest.mark.integration
@@ -44,12 +44,11 @@ def fake_openai(logs_dir: Path) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def openai_gateway(redis_server: RedisServer, workers: Process, logs_dir: Path, fake_openai: str) -> Iterator[Gateway]:
     url = fake_openai.replace("http://", "ws://") + "/v1/realtime"
-    gateway = Gateway(
+    with running_gateway(
         redis_server.url, logs_dir / "gw-openai.log", PROVIDER="openai", OPENAI_URL=url, OPENAI_API_KEY=KEY,
         KEEPALIVE_INTERVAL="1", FUNCTION_TIMEOUT="3",
-    ).wait_ready()  # fmt: skip
-    yield gateway
-    assert gateway.stop() == 0, gateway.log()
+    ) as gateway:  # fmt: skip
+        yield gateway
     assert KEY not in gateway.log()
 
 

@@ -16,7 +16,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -167,3 +168,15 @@ class Gateway(Process):
 
         wait_until(ready, timeout, "the gateway to be ready")
         return self
+
+
+@contextmanager
+def running_gateway(redis_url: str, log_path: Path, **env: str) -> Iterator[Gateway]:
+    """A ready gateway for the ``with`` block (a fixture's life), stopped after it; a gateway that does not exit
+    cleanly (code 0) fails the block, with its log."""
+    gateway = Gateway(redis_url, log_path, **env).wait_ready()
+    try:
+        yield gateway
+    finally:
+        code = gateway.stop()
+    assert code == 0, gateway.log()
