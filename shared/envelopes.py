@@ -41,6 +41,11 @@ class FunctionSpec(_Envelope):
     """True when running the function twice for one call is harmless, so it may be retried."""
     side_effects: bool = False
     """True when the function changes the world (writes data, sends mail); such calls are never guessed at."""
+    filler: str | None = None
+    """A line the agent says when the call has not answered after :attr:`filler_delay` seconds (e.g. "One moment
+    while I look that up."); None says nothing. The answer is never delayed by it."""
+    filler_delay: float = 1.5
+    """Seconds from the gateway seeing the request to the filler, if the call is still running then."""
 
     def definition(self) -> dict[str, Any]:
         """The entry for the provider's function list (``agent.think.functions``).
@@ -82,6 +87,20 @@ class CallJob(_Envelope):
     principal: str = ""
     """The caller the gateway verified (a signed token's ``sub``, a static token's name); ``""`` when the
     gateway requires no credentials. Functions read it as ``ctx.principal`` to key a caller's data."""
+
+
+class CallProgress(_Envelope):
+    """A running call's progress report (``ctx.progress("Still searching…")``), published by the worker on the
+    call's reply channel next to its eventual :class:`CallResult`. Best effort: it may be lost or arrive after
+    the result, and the gateway ignores it then."""
+
+    kind: str = "progress"
+    """Always ``"progress"``: what tells it apart from a :class:`CallResult` on the same channel."""
+    call_id: str
+    message: str
+    """Shown to the client as is (a progress notice); never a secret (workers redact it like results)."""
+    at: float = 0.0
+    """When the worker sent it (its ``time.time()``)."""
 
 
 class CallResult(_Envelope):

@@ -67,7 +67,8 @@ def execute(job: CallJob, ctx_redis: redis.Redis, worker_id: str) -> CallResult:
         return fail(f"Invalid arguments for {job.name}: {exc}")
 
     # The deadline is in Redis time (shared/clock.py); the function sees it on this machine's clock.
-    ctx = CallContext(job.call_id, job.session_id, CLOCK.to_local(job.deadline), worker_id, ctx_redis, job.principal)
+    deadline = CLOCK.to_local(job.deadline)
+    ctx = CallContext(job.call_id, job.session_id, deadline, worker_id, ctx_redis, job.principal, job.reply_channel)
     try:
         value = _call(entry, args, ctx)
     except JobTimeoutException:
@@ -122,14 +123,9 @@ def parse_arguments(entry: Registered, arguments: str) -> BaseModel:
 
 
 def _call(entry: Registered, args: BaseModel, ctx: CallContext) -> Any:
-    call_args: list[Any] = []
-    if entry.takes_args:
-        call_args.append(args)
-    if entry.wants_context:
-        call_args.append(ctx)
     if entry.is_async:
-        return asyncio.run(entry.func(*call_args))
-    return entry.func(*call_args)
+        return asyncio.run(entry.invoke(args, ctx))
+    return entry.invoke(args, ctx)
 
 
 def to_content(value: Any) -> str:

@@ -19,10 +19,11 @@ import copy
 import importlib
 import inspect
 import re
+import threading
 import time
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
@@ -49,10 +50,23 @@ class CallContext:
     principal: str = ""
     """Who is calling, as the gateway verified it: a signed token's ``sub`` or a static token's name; ``""``
     when the gateway requires no credentials. Key a caller's data by this, never by an argument the LLM picks."""
+    reply_channel: str = ""
+    """The gateway's reply channel (where :class:`~shared.envelopes.CallProgress` reports go)."""
+    _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def time_left(self) -> float:
         """Seconds until the deadline (0 once past it): e.g. the timeout to give an HTTP request."""
         return max(0.0, self.deadline - time.time())
+
+    @property
+    def cancelled(self) -> bool:
+        """True once nobody wants the result any more (the provider cancelled the call, its deadline passed, the
+        worker is stopping): a blocking function doing long work checks it and returns early."""
+        return self._cancel.is_set()
+
+    def cancel(self) -> None:
+        """Mark the call cancelled (the worker does this; functions only read :attr:`cancelled`)."""
+        self._cancel.set()
 
 
 class FunctionError(Exception):
@@ -85,6 +99,16 @@ class Registered:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    def invoke(self, args: BaseModel, ctx: CallContext) -> Any:
+        """Call the function with validated ``args`` and ``ctx`` as its signature wants them: its return value,
+        or, for an ``async def`` function, the coroutine to await."""
+        call_args: list[Any] = []
+        if self.takes_args:
+            call_args.append(args)
+        if self.wants_context:
+            call_args.append(ctx)
+        return self.func(*call_args)
 
 
 _REGISTRY: dict[str, Registered] = {}
