@@ -116,3 +116,15 @@ def gateway_alive_of_job(rq_job_id: str) -> str | None:
 def queue_name(queue: str) -> str:
     """RQ queue name for one of our logical queues (RQ adds its own ``rq:queue:`` prefix)."""
     return f"{PREFIX}-{queue}"
+
+
+def conversation_owner(conversation_id: str) -> str:
+    """String key: the caller (principal) who started a conversation, with CONVERSATION_TTL; another caller is
+    refused it. Its absence means nobody has claimed the id yet."""
+    return f"{PREFIX}:conv:{conversation_id}:owner"
+
+
+def conversation_memory(conversation_id: str) -> str:
+    """List key: the conversation's stored turns and backend calls (JSON entries, oldest first), with
+    CONVERSATION_TTL and a bounded length."""
+    return f"{PREFIX}:conv:{conversation_id}:memory"
