@@ -12,19 +12,12 @@ import pytest
 from pydantic import BaseModel, Field
 
 from shared.envelopes import CallJob
+
+# The autouse fixture that registers each test's functions into a copy of the registry, and a nested model.
+from tests.unit.test_registry import Address, isolated_registry  # noqa: F401
 from workers import CallContext, function, registry
 from workers.execute import execute
 from workers.signature import parameter_docs, summary
-
-
-@pytest.fixture(autouse=True)
-def isolated_registry(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
-
-
-class Address(BaseModel):
-    street: str = Field(description="Street and number")
-    city: str
 
 
 class SearchArgs(BaseModel):
