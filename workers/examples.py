@@ -5,18 +5,23 @@ They show the three kinds of work a backend function does that a browser must no
 - ``get_current_time``: plain computation;
 - ``get_weather``: a call to a third-party API with a key only the worker holds (``WEATHER_API_KEY``);
 - ``add_note`` / ``list_notes``: reads and writes in the backend's own data store (Redis here), per caller
-  (``ctx.principal``, the identity the gateway verified).
+  (``ctx.principal``, the identity the gateway verified);
+- ``find_restaurants``: a slow lookup, with a filler line and progress reports while the user waits.
+
+``get_current_time`` and ``find_restaurants`` use the plain form (typed parameters, docstring), the others
+the model form (a pydantic model of the arguments).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field
@@ -28,17 +33,18 @@ from workers.secrets import secret
 # --- time -------------------------------------------------------------------------------------------------
 
 
-class TimeArgs(BaseModel):
-    timezone: str = Field(default="UTC", max_length=64, description="IANA timezone name, e.g. Europe/Paris")
+@function(timeout=3.0, idempotent=True)
+def get_current_time(timezone: Annotated[str, Field(max_length=64)] = "UTC") -> dict[str, str]:
+    """Current local time in a timezone
 
-
-@function(description="Current local time in a timezone", timeout=3.0, idempotent=True)
-def get_current_time(args: TimeArgs) -> dict[str, str]:
+    Args:
+        timezone: IANA timezone name, e.g. Europe/Paris
+    """
     try:
-        now = datetime.now(ZoneInfo(args.timezone))
+        now = datetime.now(ZoneInfo(timezone))
     except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name like "Europe" is a directory
-        raise FunctionError(f"Unknown timezone: {args.timezone}. Use an IANA name such as Europe/Paris.") from None
-    return {"time": now.strftime("%H:%M:%S"), "timezone": args.timezone, "iso": now.isoformat(timespec="seconds")}
+        raise FunctionError(f"Unknown timezone: {timezone}. Use an IANA name such as Europe/Paris.") from None
+    return {"time": now.strftime("%H:%M:%S"), "timezone": timezone, "iso": now.isoformat(timespec="seconds")}
 
 
 # --- weather (a third-party API with a worker-only key) ---------------------------------------------------
@@ -147,3 +153,41 @@ def list_notes(args: ListNotesArgs, ctx: CallContext) -> dict[str, Any]:
     raw = ctx.redis.lrange(callers_notes(ctx), -args.limit, -1)
     notes = [json.loads(item) for item in raw]
     return {"notes": notes, "count": len(notes)}
+
+
+# --- restaurants (a slow lookup: a filler while the user waits) -------------------------------------------
+
+SEARCH_SECONDS = 2.5
+"""How long the demo search takes: longer than the filler delay, so the agent says the filler first."""
+SEARCH_STEP = 0.25
+DEMO_RESTAURANTS = ("Chez Marie", "The Blue Door", "Sakura", "Trattoria Roma", "El Patio", "Green Leaf", "Spice Route")
+
+
+@function(
+    timeout=6.0,
+    idempotent=True,
+    filler="One moment while I look that up.",
+    filler_delay=1.0,
+)
+def find_restaurants(
+    city: Annotated[str, Field(min_length=1, max_length=100)],
+    cuisine: Annotated[str, Field(max_length=40)] = "any",
+    *,
+    ctx: CallContext,
+) -> dict[str, Any]:
+    """Find restaurants in a city (offline demo data; the search takes a few seconds).
+
+    Args:
+        city: City name, e.g. Paris
+        cuisine: Kind of food, e.g. italian, or "any"
+    """
+    steps = round(SEARCH_SECONDS / SEARCH_STEP)
+    for step in range(steps):
+        if ctx.cancelled:  # nobody waits for the answer any more: stop searching
+            break
+        if step == steps // 2:
+            ctx.progress(f"Still searching restaurants in {city}…")
+        time.sleep(SEARCH_STEP)
+    digest = hashlib.sha256(f"{city.strip().lower()}|{cuisine.strip().lower()}".encode()).digest()
+    names = [DEMO_RESTAURANTS[(digest[i] + i) % len(DEMO_RESTAURANTS)] for i in range(3)]
+    return {"city": city, "cuisine": cuisine, "restaurants": list(dict.fromkeys(names)), "source": "offline demo data"}

@@ -15,13 +15,13 @@ def get_weather(args: WeatherArgs, ctx: CallContext) -> dict: ...
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import importlib
 import inspect
 import re
 import threading
 import time
-import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +30,11 @@ from pydantic import BaseModel
 
 from shared.config import get_config
 from shared.envelopes import FunctionSpec
+from workers.progress import ProgressReporter
+from workers.signature import NoArguments as NoArguments  # the arguments model of a function taking none
+from workers.signature import inspect_signature, summary
+
+DEFAULT_FILLER_DELAY: float = FunctionSpec.model_fields["filler_delay"].default
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 """What providers (OpenAI, Deepgram) accept as a function name."""
@@ -53,6 +58,7 @@ class CallContext:
     reply_channel: str = ""
     """The gateway's reply channel (where :class:`~shared.envelopes.CallProgress` reports go)."""
     _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+    _progress: ProgressReporter = field(default_factory=ProgressReporter, repr=False)
 
     def time_left(self) -> float:
         """Seconds until the deadline (0 once past it): e.g. the timeout to give an HTTP request."""
@@ -63,6 +69,18 @@ class CallContext:
         """True once nobody wants the result any more (the provider cancelled the call, its deadline passed, the
         worker is stopping): a blocking function doing long work checks it and returns early."""
         return self._cancel.is_set()
+
+    def progress(self, message: str) -> bool:
+        """Tell the user the call is still working ("Still searching…"): a :class:`~shared.envelopes.CallProgress`
+        on the gateway's reply channel. Best effort and never raises: False when it was not sent (the call was
+        cancelled, another report went out under 0.5 s ago, Redis failed). Redacted, cut to 200 characters.
+
+        It does a Redis round trip: from an ``async def`` function, ``await`` :meth:`aprogress` instead."""
+        return self._progress.send(self, message)
+
+    async def aprogress(self, message: str) -> bool:
+        """:meth:`progress` for ``async def`` functions: the Redis round trip runs in a thread, off the loop."""
+        return await asyncio.to_thread(self.progress, message)
 
     def cancel(self) -> None:
         """Mark the call cancelled (the worker does this; functions only read :attr:`cancelled`)."""
@@ -80,10 +98,6 @@ class FunctionError(Exception):
         self.message = message
 
 
-class NoArguments(BaseModel):
-    pass  # the arguments model of a function that takes none (no docstring: it would land in the schema)
-
-
 @dataclass(frozen=True)
 class Registered:
     """One registered function: what to call, how to validate its arguments, what to advertise."""
@@ -95,6 +109,10 @@ class Registered:
     wants_context: bool
     is_async: bool
     spec: FunctionSpec
+    context_name: str = ""
+    """The parameter that receives the context, for the plain form."""
+    keywords: bool = False
+    """True for the plain form (typed parameters): the validated model is spread into keyword arguments."""
 
     @property
     def name(self) -> str:
@@ -103,6 +121,11 @@ class Registered:
     def invoke(self, args: BaseModel, ctx: CallContext) -> Any:
         """Call the function with validated ``args`` and ``ctx`` as its signature wants them: its return value,
         or, for an ``async def`` function, the coroutine to await."""
+        if self.keywords:
+            kwargs = {name: getattr(args, name) for name in type(args).model_fields if self.takes_args}
+            if self.wants_context:
+                kwargs[self.context_name] = ctx
+            return self.func(**kwargs)
         call_args: list[Any] = []
         if self.takes_args:
             call_args.append(args)
@@ -116,32 +139,38 @@ _REGISTRY: dict[str, Registered] = {}
 
 def function(
     *,
-    description: str,
+    description: str | None = None,
     timeout: float | None = None,
     queue: str = "default",
     idempotent: bool = False,
     side_effects: bool = False,
     name: str | None = None,
+    filler: str | None = None,
+    filler_delay: float | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register the decorated function as a backend function; the function itself is returned unchanged.
 
     ``timeout`` (seconds, default ``FUNCTION_TIMEOUT``) bounds the whole call: the gateway answers with an
-    error past it and RQ stops the function. ``name`` defaults to the Python name.
+    error past it and RQ stops the function. ``name`` defaults to the Python name. ``description`` defaults to
+    the docstring up to its ``Args:`` section. ``filler`` (at most 200 characters) is what the agent says when the
+    call has not answered after ``filler_delay`` seconds (default 1.5, below ``timeout``).
     """
 
     def register(func: Callable[..., Any]) -> Callable[..., Any]:
         fname = name or func.__name__
         if not NAME_PATTERN.match(fname):
             raise ValueError(f"function name {fname!r} must match {NAME_PATTERN.pattern}")
-        args_model, takes_args, wants_context = _inspect_signature(func)
+        signature = inspect_signature(func, CallContext)
+        function_timeout = timeout if timeout is not None else get_config().function_timeout
         spec = FunctionSpec(
             name=fname,
-            description=description,
-            parameters=json_schema(args_model),
+            description=_description(func, description),
+            parameters=json_schema(signature.args_model),
             queue=queue,
-            timeout=timeout if timeout is not None else get_config().function_timeout,
+            timeout=function_timeout,
             idempotent=idempotent,
             side_effects=side_effects,
+            **_filler(fname, filler, filler_delay, function_timeout),
         )
         existing = _REGISTRY.get(fname)
         if existing is not None and _qualified(existing.func) != _qualified(func):
@@ -149,7 +178,16 @@ def function(
                 f"function {fname!r} is declared twice: in {_qualified(existing.func)} and {_qualified(func)}"
             )
         is_async = inspect.iscoroutinefunction(func)
-        _REGISTRY[fname] = Registered(func, args_model, takes_args, wants_context, is_async, spec)
+        _REGISTRY[fname] = Registered(
+            func,
+            signature.args_model,
+            signature.takes_args,
+            signature.wants_context,
+            is_async,
+            spec,
+            signature.context_name,
+            signature.keywords,
+        )
         return func
 
     return register
@@ -160,30 +198,31 @@ def _qualified(func: Callable[..., Any]) -> str:
     return f"{func.__module__}.{func.__qualname__}"
 
 
-def _inspect_signature(func: Callable[..., Any]) -> tuple[type[BaseModel], bool, bool]:
-    """From the annotations: the arguments model, whether the function takes it, whether it takes a context."""
-    where = _qualified(func)
-    try:
-        hints = typing.get_type_hints(func)
-    except NameError as exc:
-        raise TypeError(f"{where}: cannot resolve annotations ({exc}); define models at module level") from exc
-    params = list(inspect.signature(func).parameters.values())
-    if len(params) > 2:
-        raise TypeError(f"{where}: expected (args: SomeModel, ctx: CallContext), got {len(params)} parameters")
-    args_model: type[BaseModel] = NoArguments
-    takes_args = wants_context = False
-    for position, param in enumerate(params):
-        hint = hints.get(param.name)
-        if hint is CallContext and position == len(params) - 1:
-            wants_context = True
-        elif position == 0 and isinstance(hint, type) and issubclass(hint, BaseModel):
-            args_model, takes_args = hint, True
-        else:
-            raise TypeError(
-                f"{where}: parameter {param.name!r} must be annotated with a pydantic model (first) "
-                "or CallContext (last)"
-            )
-    return args_model, takes_args, wants_context
+def _description(func: Callable[..., Any], given: str | None) -> str:
+    """``description=`` if given, else the docstring's summary; a function with neither cannot be advertised."""
+    text = given if given is not None else summary(func.__doc__)
+    if not text.strip():
+        raise TypeError(f"{_qualified(func)}: no description: pass description= or give the function a docstring")
+    return text
+
+
+MAX_FILLER = 200
+"""Characters of a filler line: a sentence the agent says while waiting, not a speech."""
+
+
+def _filler(name: str, filler: str | None, delay: float | None, timeout: float) -> dict[str, Any]:
+    """The FunctionSpec filler fields, checked: a ValueError naming the function for a filler it cannot say."""
+    if filler is None:
+        if delay is not None:
+            raise ValueError(f"function {name!r}: filler_delay without a filler")
+        return {}
+    text = filler.strip()
+    if not text or len(text) > MAX_FILLER:
+        raise ValueError(f"function {name!r}: filler must be 1-{MAX_FILLER} characters, got {len(text)}")
+    delay = DEFAULT_FILLER_DELAY if delay is None else delay
+    if not 0 < delay < timeout:  # also refuses NaN
+        raise ValueError(f"function {name!r}: filler_delay must be above 0 and below its timeout ({timeout:g} s)")
+    return {"filler": text, "filler_delay": delay}
 
 
 def json_schema(model: type[BaseModel]) -> dict[str, Any]:

@@ -106,6 +106,26 @@ async def test_data_store_function_reads_and_writes_redis(client: AgentClient, r
     assert sum(marker in note.decode() for note in notes) == 1
 
 
+async def test_plain_typed_async_function_runs_and_reports_progress(client: AgentClient, redis_client: redis.Redis):
+    """The plain form through a real worker process: keyword arguments, a default, the context, ctx.aprogress."""
+    listener = redis_client.pubsub(ignore_subscribe_messages=True)
+    listener.psubscribe(keys.reply_channel("*"))
+    try:
+        await client.start()
+        await client.say(call("plain_lookup", item="spoons"))
+        text = (await client.assistant_text()).replace('":"', '": "')
+        assert '"item": "spoons"' in text and '"mode": "fast"' in text and '"progress": "true"' in text
+
+        def progress_report() -> dict | None:
+            message = listener.get_message(timeout=0.1)
+            return json.loads(message["data"]) if message and b'"kind":"progress"' in message["data"] else None
+
+        report = wait_until(progress_report, 5, "the progress report on the reply channel")
+        assert report["message"] == "Looking up spoons"
+    finally:
+        listener.close()
+
+
 async def test_unknown_function_goes_to_the_client(client: AgentClient):
     await client.start(functions=[{"name": "open_door", "description": "client-side", "parameters": {}}])
     await client.say(call("open_door", room="hall"))

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
@@ -101,3 +103,17 @@ def wait_for_release(args: CountArgs, ctx: CallContext) -> str:
 @function(description="Who is calling, as the gateway verified it (test helper)", timeout=3.0, idempotent=True)
 def who_is_calling(ctx: CallContext) -> dict[str, str]:
     return {"principal": ctx.principal}
+
+
+@function(timeout=5.0, idempotent=True)
+async def plain_lookup(
+    item: Annotated[str, "What to look up"], mode: Literal["fast", "full"] = "fast", *, ctx: CallContext
+) -> dict[str, str]:
+    """Look something up (test helper: the plain typed form, async, with a progress report).
+
+    Args:
+        mode: fast or full.
+    """
+    sent = await ctx.aprogress(f"Looking up {item}")
+    await asyncio.sleep(0)
+    return {"item": item, "mode": mode, "principal": ctx.principal or "-", "progress": str(sent).lower()}

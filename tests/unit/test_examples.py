@@ -202,3 +202,23 @@ def test_example_specs():
     weather = specs["get_weather"].parameters
     assert weather["required"] == ["location"]
     assert weather["properties"]["unit"]["enum"] == ["celsius", "fahrenheit"]
+
+
+# --- restaurants (slow lookup with a filler) --------------------------------------------------------------
+
+
+def test_restaurants_are_found_with_a_filler_and_progress(monkeypatch: pytest.MonkeyPatch, fake: fakeredis.FakeRedis):
+    from workers.registry import registered
+
+    spec = registered()["find_restaurants"].spec
+    assert spec.filler and spec.filler_delay < examples.SEARCH_SECONDS < spec.timeout  # the filler is heard
+    monkeypatch.setattr(examples, "SEARCH_SECONDS", 0.02)
+    monkeypatch.setattr(examples, "SEARCH_STEP", 0.01)
+    listener = fake.pubsub(ignore_subscribe_messages=True)
+    listener.subscribe(keys.reply_channel("gw"))
+    data = content(call("find_restaurants", fake, city="Lyon"))
+    assert data["city"] == "Lyon" and data["cuisine"] == "any" and 1 <= len(data["restaurants"]) <= 3
+    assert data == content(call("find_restaurants", fake, city="Lyon"))  # deterministic demo data
+    reports = [listener.get_message(timeout=0.01) for _ in range(5)]
+    assert any(r and b"Still searching restaurants in Lyon" in r["data"] for r in reports)
+    assert spec.parameters["required"] == ["city"] and "ctx" not in spec.parameters["properties"]
