@@ -137,8 +137,9 @@ class RecordsWorker(SimpleWorker):
         job._result = outcome
         job._status = JobStatus.FINISHED
 
-    def success_records(self, job: RQJob, pipe: Pipeline) -> None:
-        """RQ's ``handle_job_success`` for a :meth:`finished` job without dependents."""
+    def success_records(self, job: RQJob, pipe: Pipeline, idle: bool = True) -> None:
+        """RQ's ``handle_job_success`` for a :meth:`finished` job without dependents; ``idle``: the worker runs
+        no other job (RQ's worker runs one at a time)."""
         assert job.started_at is not None and job.ended_at is not None
         self.increment_successful_job_count(pipeline=pipe)
         self.increment_total_working_time(job.ended_at - job.started_at, pipe)
@@ -162,7 +163,8 @@ class RecordsWorker(SimpleWorker):
             job.finished_job_registry.add(job, result_ttl, pipe)
         job.cleanup(result_ttl, pipeline=pipe, remove_from_queue=False)
         self.cleanup_execution(job, pipeline=pipe)
-        self.set_state(WorkerStatus.IDLE, pipeline=pipe)
+        if idle:
+            self.set_state(WorkerStatus.IDLE, pipeline=pipe)
 
     def failure_records(self, job: RQJob, queue: Queue) -> None:
         """RQ's failure path, unchanged, for the exception being handled (rare: ``run_call`` turns every function
