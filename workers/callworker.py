@@ -9,16 +9,22 @@ so that, after the dequeue (``BLMOVE``), the caller waits for two round trips:
    keys, and the liveness key of the gateway that enqueued the call, derive from the job id
    (:func:`shared.keys.claim_of_job`, :func:`shared.keys.gateway_alive_of_job`), so they need not wait for the
    job's data.
-2. the function runs; its result is stored and published: the caller has its answer.
+2. the function runs, handed to the :class:`~workers.runner.Runner` (up to ``WORKER_CONCURRENCY`` calls at
+   once: ``async def`` functions on its event loop, blocking ones in its threads); its result is stored and
+   published: the caller has its answer. The worker's own thread meanwhile goes back to the queue, once a slot
+   is free: it never takes a job it cannot start at once.
 3. RQ's records, in one transaction: the start (execution record, worker busy, job started, ``PERSIST``) and
    the success (job finished, result stream, finished registry, worker counters, execution removed, worker
-   idle), writing the fields that changed rather than the whole job hash again. A call still running after
-   :data:`START_AFTER` has its start written then, by the worker's :class:`_StartWriter` thread, so ``rq info``
-   shows it running; either way the start is dated when the call began.
+   idle once no call runs), writing the fields that changed rather than the whole job hash again. A call still
+   running after :data:`START_AFTER` has its start written then, so ``rq info`` shows it running; either way
+   the start is dated when the call began. One thread, :class:`_Books`, writes all of them.
 
-The function a call's job names, :func:`workers.execute.run_call`, is the one that runs: it finds the claim's
-outcome on the job (``get_current_job().claimed``) instead of claiming the call again. Only the gateway's jobs
-(:data:`~shared.envelopes.JOB_FUNCTION`) take this path; any other job goes through RQ's own.
+Only the gateway's jobs (:data:`~shared.envelopes.JOB_FUNCTION`) take this path; any other job goes through RQ's
+own, in the worker's thread. Under RQ's own worker, the job's function :func:`workers.execute.run_call` claims and
+runs the call itself.
+
+Shutdown: the first SIGTERM/SIGINT stops the dequeue at once, and :meth:`CallWorker.teardown` waits for the
+running calls (bounded by their timeouts) and their records; a second one answers them "interrupted" and exits.
 
 RQ's success path also watches the job's dependents key to enqueue dependent jobs: a call never has dependents
 (the gateway enqueues none), so that round trip is left out. Heartbeats and the check for ``rq suspend`` happen

@@ -10,9 +10,9 @@ Two layers:
   ridden in the round trip that fetched the job, and ``run_call`` finds its outcome on the job; under RQ's own
   worker it claims the call itself. :func:`run_call_with` is the same without RQ, for tests.
 
-Timeouts: RQ raises ``JobTimeoutException`` inside the running function (SIGALRM) when the job's ``timeout``
-passes. :func:`execute` turns it into a "timed out" result, so the call is still answered and RQ sees a job
-that finished normally; the worker then takes the next job.
+Timeouts: under :class:`workers.callworker.CallWorker` the runner (:mod:`workers.runner`) bounds a call; under
+RQ's own worker RQ raises ``JobTimeoutException`` inside the running function (SIGALRM). Either way the call is
+answered "timed out" and the worker takes the next job.
 """
 
 from __future__ import annotations
