@@ -182,7 +182,6 @@ class CallWorker(RecordsWorker):
         )
         self._runner: Runner | None = None
         self._books: _Books | None = None
-        self._handing_off = False
 
     @property
     def runner(self) -> Runner:
@@ -198,23 +197,24 @@ class CallWorker(RecordsWorker):
         try:
             result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
         except BaseException:
+            self.job_class.fetching = False  # type: ignore[attr-defined]
             self.runner.free_slot()
             raise
         if result is None:
             self.runner.free_slot()
-        else:
-            self._handing_off = True
         return result
 
     def execute_job(self, job: RQJob, queue: Queue) -> None:
         try:
             if getattr(job, "claimed", None) is None or not is_call(job):
-                super().execute_job(job, queue)
-                self.runner.free_slot()
+                try:
+                    super().execute_job(job, queue)
+                finally:
+                    self.runner.free_slot()
                 return
             self._start_call(job, queue)
         finally:
-            self._handing_off = False
+            self.job_class.fetching = False  # type: ignore[attr-defined]
 
     def _start_call(self, job: RQJob, queue: Queue) -> None:
         """Hand a claimed call to the runner; answer the others (skipped, duplicate...) here and now."""
@@ -263,8 +263,8 @@ class CallWorker(RecordsWorker):
         signal.signal(signal.SIGTERM, self.request_force_stop)
         self.handle_warm_shutdown_request()
         self._stop_requested = True
-        if not self._handing_off:  # a claimed job is started first; RQ's loop then sees _stop_requested
-            raise StopRequested()
+        if not self.job_class.fetching:  # type: ignore[attr-defined]
+            raise StopRequested()  # else a claimed job is started first; RQ's loop then sees _stop_requested
 
     def teardown(self) -> None:
         """Let the running calls finish (bounded by their timeouts) and write their records; on a second

@@ -60,6 +60,9 @@ class ClaimingJob(RQJob):
     pause_before_claim: ClassVar[float] = 0.0
     """Test-only: see :data:`workers.callworker.TEST_PAUSE_ENV`."""
     claimed: int | None = None
+    fetching: ClassVar[bool] = False
+    """True from a fetch's claim until the worker has handed the job on (it resets this): a warm shutdown waits
+    for that, so a claimed call is not dropped."""
 
     @classmethod
     def fetch(cls, id: str, connection: redis.Redis | None = None, serializer: Any = None) -> RQJob:
@@ -70,10 +73,15 @@ class ClaimingJob(RQJob):
             log.warning("test-only pause of %g s before claiming %s", cls.pause_before_claim, id)
             time.sleep(cls.pause_before_claim)
         job = cls(id, connection=connection, serializer=serializer)
-        with connection.pipeline(transaction=False) as pipe:
-            pipe.hgetall(job.key)
-            claim(pipe, cancelled_key, claim_key, cls.claimant, cls.claim_ttl, keys.gateway_alive_of_job(id))
-            data, claimed = pipe.execute()
+        cls.fetching = True
+        try:
+            with connection.pipeline(transaction=False) as pipe:
+                pipe.hgetall(job.key)
+                claim(pipe, cancelled_key, claim_key, cls.claimant, cls.claim_ttl, keys.gateway_alive_of_job(id))
+                data, claimed = pipe.execute()
+        except BaseException:
+            cls.fetching = False
+            raise
         if not data:
             raise NoSuchJobError(f"No such job: {job.key}")
         job.restore(data)

@@ -4,6 +4,8 @@ process, the real gateway; calls through ``POST /function-call`` and the WebSock
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +21,15 @@ from tests.integration.test_function_calls import call
 from tests.integration.test_http_and_cli import call_body, post
 from tests.support.client import AgentClient
 from tests.support.functions import counter_key
-from tests.support.processes import TEST_MODULES, Gateway, Process, running_gateway, start_workers, wait_until
+from tests.support.processes import (
+    TEST_MODULES,
+    Gateway,
+    Process,
+    live_workers,
+    running_gateway,
+    start_workers,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -126,3 +136,25 @@ def test_warm_shutdown_lets_running_calls_finish(logs_dir: Path) -> None:
             workers.stop()
     assert all(status == 200 and "content" in body for status, body in answers), answers
     assert "waiting for" in workers.log()
+
+
+def test_a_second_signal_answers_running_calls_interrupted(logs_dir: Path) -> None:
+    with RedisServer() as server:
+        workers = start_workers(server.url, logs_dir / "cold-worker.log", processes=1, WORKER_MODULES=MODULES)
+        try:
+            [worker] = live_workers(server.url)
+            gateway_log = logs_dir / "cold-gateway.log"
+            with (
+                running_gateway(server.url, gateway_log, MAX_PENDING_CALLS="64") as gateway,
+                ThreadPoolExecutor(2) as pool,
+            ):
+                asynchronous = pool.submit(post_all, gateway, "async_nap", 4, seconds=4)
+                blocking = pool.submit(post_all, gateway, "blocking_nap", 4, seconds=4)
+                time.sleep(0.7)  # the calls are running (4 s each)
+                os.kill(worker["pid"], signal.SIGTERM)
+                time.sleep(1.2)  # RQ ignores a second signal within a second of the first
+                os.kill(worker["pid"], signal.SIGTERM)
+                answers = asynchronous.result() + blocking.result()
+        finally:
+            workers.stop()
+    assert all(status == 200 and "was interrupted" in body.get("error", "") for status, body in answers), answers
