@@ -7,7 +7,7 @@ import json
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -38,29 +38,21 @@ NAP = 0.3
 
 
 @pytest.fixture(scope="module")
-def own_redis() -> Iterator[RedisServer]:
-    with RedisServer() as server:  # its own: the session's two workers would take these calls too
+def redis_server() -> Iterator[RedisServer]:
+    """This module's own (``redis_client`` connects to it): the session's two workers would take its calls."""
+    with RedisServer() as server:
         yield server
 
 
 @pytest.fixture(scope="module")
-def one_worker(own_redis: RedisServer, logs_dir: Path) -> Iterator[Process]:
-    proc = start_workers(own_redis.url, logs_dir / "concurrent-worker.log", processes=1, WORKER_MODULES=MODULES)
-    yield proc
-    assert proc.stop() == 0, proc.log()
-
-
-@pytest.fixture(scope="module")
-def gw(own_redis: RedisServer, one_worker: Process, logs_dir: Path) -> Iterator[Gateway]:
-    with running_gateway(own_redis.url, logs_dir / "concurrent-gateway.log", MAX_PENDING_CALLS="64") as gateway:
-        yield gateway
-
-
-@pytest.fixture
-def db(own_redis: RedisServer) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(own_redis.url)
-    yield client
-    client.close()
+def gw(redis_server: RedisServer, logs_dir: Path) -> Iterator[Gateway]:
+    """A gateway in front of one worker process (whose clean exit the fixture checks)."""
+    worker = start_workers(redis_server.url, logs_dir / "concurrent-worker.log", processes=1, WORKER_MODULES=MODULES)
+    try:
+        with running_gateway(redis_server.url, logs_dir / "concurrent-gateway.log", MAX_PENDING_CALLS="64") as gateway:
+            yield gateway
+    finally:
+        assert worker.stop() == 0, worker.log()
 
 
 def post_all(gateway: Gateway, name: str, count: int, **arguments: object) -> list[tuple[int, dict]]:
@@ -72,7 +64,7 @@ def post_all(gateway: Gateway, name: str, count: int, **arguments: object) -> li
 
 
 @pytest.mark.parametrize(("name", "count"), [("async_nap", 40), ("blocking_nap", 16)])
-def test_one_worker_runs_many_calls_at_once(gw: Gateway, db: redis.Redis, name: str, count: int) -> None:
+def test_one_worker_runs_many_calls_at_once(gw: Gateway, redis_client: redis.Redis, name: str, count: int) -> None:
     started = time.monotonic()
     answers = post_all(gw, name, count, seconds=NAP)
     took = time.monotonic() - started
@@ -81,7 +73,7 @@ def test_one_worker_runs_many_calls_at_once(gw: Gateway, db: redis.Redis, name: 
     assert max(peaks) > 1  # seen running together, in the one worker process
     assert took < count * NAP / 2  # loosely: far from one after the other
 
-    queue = Queue(keys.queue_name("default"), connection=db)
+    queue = Queue(keys.queue_name("default"), connection=redis_client)
     wait_until(lambda: not queue.started_job_registry.get_job_ids(), 5, "RQ's started registry to empty")
     assert queue.finished_job_registry.count >= count and queue.failed_job_registry.count == 0
 
@@ -96,65 +88,65 @@ def test_a_module_level_async_client_serves_calls_in_a_row_and_at_once(gw: Gatew
 
 
 @pytest.mark.parametrize("name", ["async_wait", "blocking_wait"])
-async def test_a_running_call_learns_it_was_cancelled(gw: Gateway, db: redis.Redis, name: str) -> None:
+async def test_a_running_call_learns_it_was_cancelled(gw: Gateway, redis_client: redis.Redis, name: str) -> None:
     """The client leaves mid-call: the gateway marks the call cancelled; an async call's task is cancelled, a
     blocking one sees ``ctx.cancelled``."""
     tag = f"cancel-{name}-{time.time_ns()}"
     client = await AgentClient.connect(gw.url)
     await client.start()
     await client.say(call(name, seconds=4, tag=tag))
-    wait_until(lambda: db.get(counter_key(tag + ".started")), 5, "the function to start")
+    wait_until(lambda: redis_client.get(counter_key(tag + ".started")), 5, "the function to start")
     await client.close()
-    wait_until(lambda: db.get(counter_key(tag + ".cancelled")), 2, "the function to see its cancellation")
+    wait_until(lambda: redis_client.get(counter_key(tag + ".cancelled")), 2, "the function to see its cancellation")
 
 
 @pytest.mark.parametrize("name", ["async_overrun", "blocking_overrun"])
-def test_a_call_past_its_timeout_is_answered_timed_out_and_stopped(gw: Gateway, db: redis.Redis, name: str) -> None:
+def test_a_call_past_its_timeout_is_answered_timed_out_and_stopped(
+    gw: Gateway, redis_client: redis.Redis, name: str
+) -> None:
     tag = f"overrun-{name}-{time.time_ns()}"
     status, body = post(gw, call_body(name, {"seconds": 4, "tag": tag}, tag))
     assert status == 200
     # The worker's "timed out" and the gateway's own deadline answer race: either is the timeout's answer.
     assert "timed out" in body["error"] or "did not finish within 1 s" in body["error"], body
-    wait_until(lambda: db.get(counter_key(tag + ".cancelled")), 3, "the function to be stopped")
+    wait_until(lambda: redis_client.get(counter_key(tag + ".cancelled")), 3, "the function to be stopped")
+
+
+def busy_worker_stopped(logs_dir: Path, name: str, seconds: float, stop: Callable[[Process, int], None]) -> list:
+    """Answers of 4 async and 4 blocking calls of ``seconds`` on a worker of its own, ``stop``ped (given the
+    supervisor and the worker's pid) while they run."""
+    with RedisServer() as server:
+        workers = start_workers(server.url, logs_dir / f"{name}-worker.log", processes=1, WORKER_MODULES=MODULES)
+        try:
+            [worker] = live_workers(server.url)
+            gateway_log = logs_dir / f"{name}-gateway.log"
+            with (
+                running_gateway(server.url, gateway_log, MAX_PENDING_CALLS="64") as gateway,
+                ThreadPoolExecutor(2) as pool,
+            ):
+                asynchronous = pool.submit(post_all, gateway, "async_nap", 4, seconds=seconds)
+                blocking = pool.submit(post_all, gateway, "blocking_nap", 4, seconds=seconds)
+                time.sleep(0.7)  # the calls are running
+                stop(workers, worker["pid"])
+                return asynchronous.result() + blocking.result()
+        finally:
+            workers.stop()
 
 
 def test_warm_shutdown_lets_running_calls_finish(logs_dir: Path) -> None:
-    with RedisServer() as server:
-        workers = start_workers(server.url, logs_dir / "warm-worker.log", processes=1, WORKER_MODULES=MODULES)
-        try:
-            gateway_log = logs_dir / "warm-gateway.log"
-            with (
-                running_gateway(server.url, gateway_log, MAX_PENDING_CALLS="64") as gateway,
-                ThreadPoolExecutor(2) as pool,
-            ):
-                asynchronous = pool.submit(post_all, gateway, "async_nap", 8, seconds=1.5)
-                blocking = pool.submit(post_all, gateway, "blocking_nap", 8, seconds=1.5)
-                time.sleep(0.7)  # the calls are running (1.5 s each)
-                assert workers.stop() == 0, workers.log()
-                answers = asynchronous.result() + blocking.result()
-        finally:
-            workers.stop()
+    def warm(workers: Process, pid: int) -> None:
+        assert workers.stop() == 0, workers.log()
+        assert "waiting for 8 running calls" in workers.log()
+
+    answers = busy_worker_stopped(logs_dir, "warm", 1.5, warm)
     assert all(status == 200 and "content" in body for status, body in answers), answers
-    assert "waiting for" in workers.log()
 
 
 def test_a_second_signal_answers_running_calls_interrupted(logs_dir: Path) -> None:
-    with RedisServer() as server:
-        workers = start_workers(server.url, logs_dir / "cold-worker.log", processes=1, WORKER_MODULES=MODULES)
-        try:
-            [worker] = live_workers(server.url)
-            gateway_log = logs_dir / "cold-gateway.log"
-            with (
-                running_gateway(server.url, gateway_log, MAX_PENDING_CALLS="64") as gateway,
-                ThreadPoolExecutor(2) as pool,
-            ):
-                asynchronous = pool.submit(post_all, gateway, "async_nap", 4, seconds=4)
-                blocking = pool.submit(post_all, gateway, "blocking_nap", 4, seconds=4)
-                time.sleep(0.7)  # the calls are running (4 s each)
-                os.kill(worker["pid"], signal.SIGTERM)
-                time.sleep(1.2)  # RQ ignores a second signal within a second of the first
-                os.kill(worker["pid"], signal.SIGTERM)
-                answers = asynchronous.result() + blocking.result()
-        finally:
-            workers.stop()
+    def cold(workers: Process, pid: int) -> None:
+        os.kill(pid, signal.SIGTERM)
+        time.sleep(1.2)  # RQ ignores a second signal within a second of the first
+        os.kill(pid, signal.SIGTERM)
+
+    answers = busy_worker_stopped(logs_dir, "cold", 4, cold)
     assert all(status == 200 and "was interrupted" in body.get("error", "") for status, body in answers), answers

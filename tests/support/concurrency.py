@@ -86,12 +86,7 @@ async def use_shared_client(args: NapArgs) -> dict[str, int]:
 @function(description="Wait on the event loop; count a cancellation (test helper)", timeout=5.0)
 async def async_wait(args: NapArgs, ctx: CallContext) -> str:
     ctx.redis.incr(counter_key(args.tag + ".started"))
-    try:
-        await asyncio.sleep(args.seconds)
-    except asyncio.CancelledError:
-        ctx.redis.incr(counter_key(args.tag + ".cancelled"))
-        raise
-    return "done"
+    return await _async_wait(args, ctx)
 
 
 @function(description="Wait in a thread until ctx.cancelled; count it (test helper)", timeout=5.0)
@@ -102,6 +97,11 @@ def blocking_wait(args: NapArgs, ctx: CallContext) -> str:
 
 @function(description="Outlive its timeout on the event loop (test helper)", timeout=1.0)
 async def async_overrun(args: NapArgs, ctx: CallContext) -> str:
+    return await _async_wait(args, ctx)
+
+
+async def _async_wait(args: NapArgs, ctx: CallContext) -> str:
+    """Sleep ``args.seconds`` on the event loop; a cancellation is counted under the tag."""
     try:
         await asyncio.sleep(args.seconds)
     except asyncio.CancelledError:
