@@ -220,7 +220,7 @@ class Runner:
     def _watch(self) -> None:
         while not self._stopped.wait(TICK):
             with self._lock:
-                calls = [call for call in self._calls if not call.cancelled]
+                calls = [call for call in self._calls if not call.ctx.cancelled]  # given up on already
             if not calls:
                 continue
             now = time.time()
@@ -236,7 +236,7 @@ class Runner:
                 log.warning("could not look for cancelled calls (%s)", type(exc).__name__)
                 continue
             for call, is_marked in zip(calls, marked, strict=True):
-                if is_marked:
+                if is_marked and not call.ctx.cancelled:  # not timed out meanwhile
                     self._cancel(call)
 
     def _time_out(self, call: Call) -> None:
