@@ -45,6 +45,11 @@ def cw_observe(args: ObserveArgs, ctx: CallContext) -> dict[str, Any]:
     }
 
 
+@function(description="how many jobs wait in the queue while this call runs", name="cw_queued")
+def cw_queued(ctx: CallContext) -> int:
+    return int(ctx.redis.llen(Queue(keys.queue_name("default"), connection=ctx.redis).key))
+
+
 def plain_rq_job(x: int) -> int:
     """Not a call: CallWorker leaves such jobs to RQ."""
     return x * 2
@@ -213,3 +218,15 @@ def test_a_quick_call_is_answered_before_rq_records_its_start(fake: fakeredis.Fa
     assert rq_job is not None and rq_job.get_status() == JobStatus.FINISHED
     assert rq_job.started_at is not None and rq_job.started_at.timestamp() <= result.started_at
     assert queue.started_job_registry.get_job_ids() == [] and not fake.keys("rq:execution:*")
+
+
+def test_a_worker_takes_no_more_jobs_than_it_has_free_slots(fake: fakeredis.FakeRedis, restore_signals: None) -> None:
+    """Jobs a busy worker cannot start stay in the queue, for other workers."""
+    queue = Queue(keys.queue_name("default"), connection=fake)
+    for i in range(3):
+        enqueue(queue, f"slot-{i}", name="cw_queued")
+    worker = CallWorker([queue], connection=fake, name="cw-16")
+    worker.concurrency = 1
+    worker.work(burst=True)
+    seen = [CallResult.from_json(fake.get(keys.result(f"slot-{i}"))).content for i in range(3)]  # type: ignore[arg-type]
+    assert seen == ["2", "1", "0"]
