@@ -124,6 +124,8 @@ class _Books(threading.Thread):
                 self.write()
             except REDIS_FAILURES as exc:
                 log.error("could not write RQ's records of calls (%s)", type(exc).__name__)
+            except Exception:  # a bug here must not stop the records of every later call
+                log.exception("could not write RQ's records of calls")
             if stopping:
                 return
 
