@@ -117,13 +117,15 @@ def worker_cycle(url: str, jobs: int, recorder: Recorder) -> list[list[str]]:
     connection.connection_pool.connection_class = recording_connection(recorder, redis.Connection)
     queue = Queue(keys.queue_name("default"), connection=connection)
     worker = worker_class([queue], connection=connection, name=f"roundtrips-{time.time_ns()}")
-    start = len(recorder.trips)
-    worker.work(max_jobs=jobs, logging_level="WARNING")
+    # One job per run: a worker runs calls concurrently, so its trips for several jobs would interleave; a run
+    # ends once the call's RQ records are written.
+    for _ in range(jobs):
+        start = len(recorder.trips)
+        worker.work(max_jobs=1, logging_level="WARNING")
     trips = recorder.trips[start:]
-    dequeues = [i for i, trip in enumerate(trips) if trip[0] in ("BLMOVE", "BLPOP", "LMOVE")]
-    if len(dequeues) < 3:
-        raise RuntimeError(f"expected {jobs} dequeues, saw {len(dequeues)}")
-    return trips[dequeues[-2] : dequeues[-1]]  # the last complete cycle: warm caches, steady state
+    dequeue = next(i for i, trip in enumerate(trips) if trip[0] in ("BLMOVE", "BLPOP", "LMOVE"))
+    recorded = next(i for i, trip in enumerate(trips) if "XADD" in trip)  # RQ's result stream: the last record
+    return trips[dequeue : recorded + 1]  # the last job's cycle: warm caches, steady state
 
 
 def measure(url: str, jobs: int = 3) -> dict[str, Any]:

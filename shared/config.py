@@ -101,6 +101,9 @@ class Config(BaseSettings):
     """Seconds a worker's catalog lives in Redis unless refreshed (it refreshes every third of that)."""
 
     worker_processes: int = Field(default=2, ge=1)
+    worker_concurrency: int = Field(default=32, ge=1, le=1024)
+    """Calls one worker process runs at once: ``async def`` functions on its event loop, blocking ones in a
+    thread pool of this size. A process takes a job from its queue only while it has a free slot."""
     worker_queues: str = "default"
     """Comma-separated logical queues the workers listen on, highest priority first."""
     worker_modules: str = "workers.examples"

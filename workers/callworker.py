@@ -9,16 +9,22 @@ so that, after the dequeue (``BLMOVE``), the caller waits for two round trips:
    keys, and the liveness key of the gateway that enqueued the call, derive from the job id
    (:func:`shared.keys.claim_of_job`, :func:`shared.keys.gateway_alive_of_job`), so they need not wait for the
    job's data.
-2. the function runs; its result is stored and published: the caller has its answer.
+2. the function runs, handed to the :class:`~workers.runner.Runner` (up to ``WORKER_CONCURRENCY`` calls at
+   once: ``async def`` functions on its event loop, blocking ones in its threads); its result is stored and
+   published: the caller has its answer. The worker's own thread meanwhile goes back to the queue, once a slot
+   is free: it never takes a job it cannot start at once.
 3. RQ's records, in one transaction: the start (execution record, worker busy, job started, ``PERSIST``) and
    the success (job finished, result stream, finished registry, worker counters, execution removed, worker
-   idle), writing the fields that changed rather than the whole job hash again. A call still running after
-   :data:`START_AFTER` has its start written then, by the worker's :class:`_StartWriter` thread, so ``rq info``
-   shows it running; either way the start is dated when the call began.
+   idle once no call runs), writing the fields that changed rather than the whole job hash again. A call still
+   running after :data:`START_AFTER` has its start written then, so ``rq info`` shows it running; either way
+   the start is dated when the call began. One thread, :class:`_Books`, writes all of them.
 
-The function a call's job names, :func:`workers.execute.run_call`, is the one that runs: it finds the claim's
-outcome on the job (``get_current_job().claimed``) instead of claiming the call again. Only the gateway's jobs
-(:data:`~shared.envelopes.JOB_FUNCTION`) take this path; any other job goes through RQ's own.
+Only the gateway's jobs (:data:`~shared.envelopes.JOB_FUNCTION`) take this path; any other job goes through RQ's
+own, in the worker's thread. Under RQ's own worker, the job's function :func:`workers.execute.run_call` claims and
+runs the call itself.
+
+Shutdown: the first SIGTERM/SIGINT stops the dequeue at once, and :meth:`CallWorker.teardown` waits for the
+running calls (bounded by their timeouts) and their records; a second one answers them "interrupted" and exits.
 
 RQ's success path also watches the job's dependents key to enqueue dependent jobs: a call never has dependents
 (the gateway enqueues none), so that round trip is left out. Heartbeats and the check for ``rq suspend`` happen
@@ -28,152 +34,257 @@ at most once a second instead of once per job. What all this relies on in RQ's i
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
 import threading
 import time
+from datetime import datetime
+from types import FrameType
 from typing import Any
 
 from rq import Queue
+from rq.exceptions import StopRequested
 from rq.job import Job as RQJob
-from rq.timeouts import JobTimeoutException
 from rq.utils import now
+from rq.worker import WorkerStatus
 
 from shared.config import get_config
-from shared.envelopes import JOB_FUNCTION
+from shared.envelopes import JOB_FUNCTION, CallResult
+from shared.redis_errors import REDIS_FAILURES
 from workers import execute
-from workers.rq_records import ClaimingJob, RecordsWorker, running
+from workers.rq_records import ClaimingJob, RecordsWorker
+from workers.runner import Call, Outcome, Runner
+
+log = logging.getLogger(__name__)
 
 START_AFTER = 0.01
-"""Seconds a call runs before its RQ start records are written on their own (see :class:`_StartWriter`)."""
+"""Seconds a call runs before its RQ start records are written on their own (see :class:`_Books`)."""
 START_TICK = 0.005
-"""Seconds between the start writer's looks at the running call."""
+"""Seconds between the books' looks at the running calls."""
 TEST_PAUSE_ENV = "VFG_TEST_PAUSE_BEFORE_CLAIM"
 """Test-only (tests/faults): seconds a worker sleeps between taking a job from its queue and claiming it, so a
 test can kill it in that window. Never set it in production."""
 
 
 class _Start:
-    """One call's RQ start records, dated when the call began (:attr:`started`): written by the worker with
-    its success records once the call is done, or by its :class:`_StartWriter` if the call is still running
-    :data:`START_AFTER` later (so ``rq info`` and RQ's registries show a long call as running)."""
+    """One call's RQ records: its start, dated when the call began (:attr:`started`), and how it ended."""
 
     def __init__(self, job: RQJob, queue: Queue) -> None:
         self.job, self.queue = job, queue
-        self.started = now()
+        self.started: datetime = now()
         self.began = time.monotonic()
-        self.written = threading.Event()
-        self.error: BaseException | None = None
-
-    def wait(self) -> None:
-        """For records the writer took: wait until they are in Redis (raising what writing them raised)."""
-        self.written.wait()
-        if self.error is not None:
-            error, self.error = self.error, None
-            raise error
+        self.written = False
+        self.execution: Any = None
+        self.outcome: Outcome | None = None
 
 
-class _StartWriter(threading.Thread):
-    """Writes the start records of the worker's call once it has run :data:`START_AFTER`.
+class _Books(threading.Thread):
+    """Writes RQ's records of the worker's calls: the only thread that does, so the worker's RQ state (its
+    current execution, busy or idle) is never written from two threads.
 
-    One thread per worker, looking every :data:`START_TICK` whatever runs: cheaper than a timer per call (a
-    thread each, which cost more CPU than the records). It waits for Redis's replies itself, so the worker's
-    thread goes on running the call meanwhile.
+    A call's start is written once it has run :data:`START_AFTER` (so ``rq info`` and RQ's registries show it
+    running), or with its end; ends are written as soon as they come, several in one transaction when several
+    calls ended together. The worker is busy from the first start written until the last call ends.
     """
 
     def __init__(self, worker: CallWorker) -> None:
-        super().__init__(name="rq-start-writer", daemon=True)
+        super().__init__(name="rq-books", daemon=True)
         self.worker = worker
         self._lock = threading.Lock()
-        self._armed: _Start | None = None
-        self._stopped = threading.Event()
+        self._open: dict[str, _Start] = {}
+        self._ended: list[_Start] = []
+        self._wake = threading.Event()
+        self._stopped = False
 
-    def arm(self, job: RQJob, queue: Queue) -> _Start:
+    @property
+    def active(self) -> int:
+        """Calls begun and not yet recorded as ended."""
+        with self._lock:
+            return len(self._open)
+
+    def begin(self, job: RQJob, queue: Queue) -> _Start:
         start = _Start(job, queue)
         with self._lock:
-            self._armed = start
+            self._open[job.id] = start
         return start
 
-    def take(self, start: _Start) -> bool:
-        """True when ``start``'s records are not written yet: the caller writes them with its own. False when this
-        thread took them: ``start.wait()`` for them."""
+    def end(self, start: _Start, outcome: Outcome) -> None:
+        start.outcome = outcome
         with self._lock:
-            if self._armed is start:
-                self._armed = None
-                return True
-        return False
+            self._ended.append(start)
+        self._wake.set()
 
     def run(self) -> None:
-        while not self._stopped.wait(START_TICK):
-            with self._lock:
-                start = self._armed
-                if start is None or time.monotonic() - start.began < START_AFTER:
-                    continue
-                self._armed = None
+        while True:
+            self._wake.wait(START_TICK)
+            self._wake.clear()
+            stopping = self._stopped
             try:
-                with self.worker.connection.pipeline() as pipe:
-                    self.worker.start_records(start.job, start.queue, start.started, pipe)
-                    pipe.execute()
-            except BaseException as exc:  # handed to the worker's thread by start.wait()
-                start.error = exc
-            finally:
-                start.written.set()
+                self.write()
+            except REDIS_FAILURES as exc:
+                log.error("could not write RQ's records of calls (%s)", type(exc).__name__)
+            except Exception:  # a bug here must not stop the records of every later call
+                log.exception("could not write RQ's records of calls")
+            if stopping:
+                return
+
+    def write(self) -> None:
+        """Write the starts that are due and the ends that came."""
+        due = time.monotonic() - START_AFTER
+        with self._lock:
+            ended, self._ended = self._ended, []
+            for start in ended:
+                del self._open[start.job.id]
+            starts = [s for s in self._open.values() if not s.written and s.began <= due]
+            idle_after = not self._open
+        if not ended and not starts:
+            return
+        worker = self.worker
+        with worker.connection.pipeline() as pipe:
+            for start in [*starts, *(s for s in ended if not s.written)]:
+                worker.start_records(start.job, start.queue, start.started, pipe)
+                start.execution, start.written = worker.execution, True
+            failures = []
+            for index, start in enumerate(ended):
+                if isinstance(start.outcome, BaseException):
+                    failures.append(start)
+                    continue
+                worker.execution = start.execution
+                worker.finished(start.job, start.outcome)
+                last = idle_after and index == len(ended) - 1
+                worker.success_records(start.job, pipe, idle=last)
+            pipe.execute()
+        for start in failures:  # rare (run_call turns every function failure into a result): RQ's own path
+            worker.execution = start.execution
+            try:
+                raise start.outcome  # type: ignore[misc]
+            except BaseException:
+                worker.failure_records(start.job, start.queue)
 
     def stop(self) -> None:
-        self._stopped.set()
+        """Write what is left, then end."""
+        self._stopped = True
+        self._wake.set()
+        self.join(timeout=5)
 
 
 class CallWorker(RecordsWorker):
-    """``rq.SimpleWorker`` that answers a call before doing RQ's bookkeeping, in fewer Redis round trips."""
+    """``rq.SimpleWorker`` that runs up to ``WORKER_CONCURRENCY`` calls at once (:class:`workers.runner.Runner`),
+    answers each before doing RQ's bookkeeping, in fewer Redis round trips."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        config = get_config()
+        self.concurrency, self.ttl = config.worker_concurrency, config.result_ttl
         self.job_class = type(
             "ClaimingJob",
             (ClaimingJob,),
-            {"claimant": self.name, "claim_ttl": get_config().result_ttl, "pause_before_claim": _test_pause()},
+            {"claimant": self.name, "claim_ttl": self.ttl, "pause_before_claim": _test_pause()},
         )
+        self._runner: Runner | None = None
+        self._books: _Books | None = None
+
+    @property
+    def runner(self) -> Runner:
+        if self._runner is None:  # started on first use: a CallWorker made only to read RQ's records starts nothing
+            self._books = _Books(self)
+            self._books.start()
+            self._runner = Runner(self.connection, self.concurrency, self.ttl, self._call_ended)
+        return self._runner
+
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
+        """RQ's dequeue, once a slot is free: a worker never takes a job it cannot start at once."""
+        self.runner.take_slot()
+        try:
+            result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+        except BaseException:
+            self.job_class.fetching = False  # type: ignore[attr-defined]
+            self.runner.free_slot()
+            raise
+        if result is None:
+            self.runner.free_slot()
+        return result
 
     def execute_job(self, job: RQJob, queue: Queue) -> None:
-        if getattr(job, "claimed", None) is None or not is_call(job):
-            super().execute_job(job, queue)
-            return
-        start = self._start_writer().arm(job, queue)
-        self.procline(f"Processing {job.description} from {job.origin} since {time.time()}")
         try:
-            timeout = job.timeout or self.queue_class.DEFAULT_TIMEOUT
-            with self.death_penalty_class(timeout, JobTimeoutException, job_id=job.id), running(job, self.name):
-                outcome = execute.run_call(*job.args)  # the job's own function (is_call checked its name)
-            self.finished(job, outcome)
-            with self.connection.pipeline() as pipe:
-                if self._start_writer().take(start):
-                    self.start_records(job, queue, start.started, pipe)
-                else:
-                    start.wait()
-                self.success_records(job, pipe)
-                pipe.execute()
-        except BaseException:  # RQ's perform_job treats anything, even SystemExit, as the job failing
-            try:
-                if self._start_writer().take(start):  # RQ's failure path expects the job started
-                    with self.connection.pipeline() as pipe:
-                        self.start_records(job, queue, start.started, pipe)
-                        pipe.execute()
-                else:
-                    start.wait()
-            finally:
-                self.failure_records(job, queue)
+            if getattr(job, "claimed", None) is None or not is_call(job):
+                try:
+                    super().execute_job(job, queue)
+                finally:
+                    self.runner.free_slot()
+                return
+            self._start_call(job, queue)
+        finally:
+            self.job_class.fetching = False  # type: ignore[attr-defined]
 
-    def _start_writer(self) -> _StartWriter:
-        writer: _StartWriter | None = getattr(self, "_writer", None)
-        if writer is None:
-            writer = self._writer = _StartWriter(self)
-            writer.start()
-        return writer
+    def _start_call(self, job: RQJob, queue: Queue) -> None:
+        """Hand a claimed call to the runner; answer the others (skipped, duplicate...) here and now."""
+        assert self._books is not None
+        start = self._books.begin(job, queue)
+        outcome: Outcome
+        try:
+            call_job = execute.decode_call(job.args[0])
+            if call_job is None:
+                outcome = "invalid"
+            elif execute.is_late(call_job):
+                outcome = "skipped"
+            elif job.claimed != execute.CLAIMED:
+                outcome = execute.run_claimed(call_job, job.claimed, self.connection, self.name, self.ttl)
+            else:
+                began = time.time()
+                prepared = execute.prepare(call_job, self.connection, self.name, began)
+                if isinstance(prepared, CallResult):
+                    execute.store_and_publish(self.connection, call_job, prepared, self.ttl)
+                    outcome = "failed"
+                else:
+                    entry, args, ctx = prepared
+                    expires = min(began + entry.spec.timeout, ctx.deadline)
+                    self.runner.run(Call(call_job, entry, args, ctx, began, expires, token=start))
+                    return
+        except Exception as exc:
+            outcome = exc
+        self.runner.free_slot()
+        self._books.end(start, outcome)
+
+    def _call_ended(self, call: Call, outcome: Outcome) -> None:
+        assert self._books is not None
+        self._books.end(call.token, outcome)
+
+    def set_state(self, state: str, pipeline: Any = None) -> None:
+        """The worker stays busy while any call runs, whatever RQ's loop says as it dequeues the next job."""
+        if pipeline is None and state == WorkerStatus.IDLE and self._books is not None and self._books.active:
+            return
+        super().set_state(state, pipeline)
+
+    def request_stop(self, signum: int, frame: FrameType | None) -> None:
+        """Warm shutdown: take no new job (stop waiting for one at once); the running calls finish in
+        :meth:`teardown`. A second signal is a cold shutdown."""
+        self._shutdown_requested_date = now()
+        signal.signal(signal.SIGINT, self.request_force_stop)
+        signal.signal(signal.SIGTERM, self.request_force_stop)
+        self.handle_warm_shutdown_request()
+        self._stop_requested = True
+        if not self.job_class.fetching:  # type: ignore[attr-defined]
+            raise StopRequested()  # else a claimed job is started first; RQ's loop then sees _stop_requested
 
     def teardown(self) -> None:
-        writer: _StartWriter | None = getattr(self, "_writer", None)
-        if writer is not None:
-            writer.stop()
-        super().teardown()
+        """Let the running calls finish (bounded by their timeouts) and write their records; on a second
+        signal (``SystemExit``), answer them "interrupted" instead."""
+        try:
+            if self._runner is not None and not self._runner.drain():
+                log.warning("%d calls still running at exit", self._runner.running)
+        except BaseException:
+            if self._runner is not None:
+                self._runner.interrupt()
+            raise
+        finally:
+            if self._runner is not None:
+                self._runner.close()
+            if self._books is not None:
+                self._books.stop()
+            self._runner = self._books = None
+            super().teardown()
 
 
 def is_call(job: RQJob) -> bool:

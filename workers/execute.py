@@ -10,9 +10,9 @@ Two layers:
   ridden in the round trip that fetched the job, and ``run_call`` finds its outcome on the job; under RQ's own
   worker it claims the call itself. :func:`run_call_with` is the same without RQ, for tests.
 
-Timeouts: RQ raises ``JobTimeoutException`` inside the running function (SIGALRM) when the job's ``timeout``
-passes. :func:`execute` turns it into a "timed out" result, so the call is still answered and RQ sees a job
-that finished normally; the worker then takes the next job.
+Timeouts: under :class:`workers.callworker.CallWorker` the runner (:mod:`workers.runner`) bounds a call; under
+RQ's own worker RQ raises ``JobTimeoutException`` inside the running function (SIGALRM). Either way the call is
+answered "timed out" and the worker takes the next job.
 """
 
 from __future__ import annotations
@@ -50,51 +50,74 @@ class _InvalidArguments(Exception):
 def execute(job: CallJob, ctx_redis: redis.Redis, worker_id: str) -> CallResult:
     """Run ``job`` and describe the outcome. Never raises for anything the function does (except shutdown)."""
     started = time.time()
+    prepared = prepare(job, ctx_redis, worker_id, started)
+    if isinstance(prepared, CallResult):
+        return prepared
+    entry, args, ctx = prepared
+    try:
+        value = _call(entry, args, ctx)
+    except JobTimeoutException:
+        return failed(job, worker_id, started, timed_out_message(job.name))
+    except Exception as exc:
+        return error_result(job, worker_id, started, exc)
+    return success(job, worker_id, started, value)
 
-    def fail(message: str) -> CallResult:
-        return CallResult.failure(
-            job.call_id, redact(message), worker_id=worker_id, started_at=started, finished_at=time.time()
-        )
 
+def prepare(
+    job: CallJob, ctx_redis: redis.Redis, worker_id: str, started: float
+) -> tuple[Registered, BaseModel, CallContext] | CallResult:
+    """The function, its validated arguments and the call's context; or the error result (logged) of a call that
+    cannot run (unknown function, invalid arguments)."""
     entry = registry.get(job.name)
     if entry is None:
         log.warning("call %s: unknown function %s", job.call_id, job.name)
-        return fail(f"Unknown function: {job.name}")
+        return failed(job, worker_id, started, f"Unknown function: {job.name}")
     try:
         args = parse_arguments(entry, job.arguments)
     except _InvalidArguments as exc:
         log.info("call %s: invalid arguments for %s", job.call_id, job.name)
-        return fail(f"Invalid arguments for {job.name}: {exc}")
-
+        return failed(job, worker_id, started, f"Invalid arguments for {job.name}: {exc}")
     # The deadline is in Redis time (shared/clock.py); the function sees it on this machine's clock.
     deadline = CLOCK.to_local(job.deadline)
     ctx = CallContext(job.call_id, job.session_id, deadline, worker_id, ctx_redis, job.principal, job.reply_channel)
-    try:
-        value = _call(entry, args, ctx)
-    except JobTimeoutException:
-        log.warning("call %s: %s timed out", job.call_id, job.name)
-        return fail(timed_out_message(job.name))
-    except FunctionError as exc:
-        log.info("call %s: %s answered with an error", job.call_id, job.name)
-        return fail(exc.message)
-    except Exception:
-        # The traceback goes to the worker's log only (redacted); the LLM learns nothing about internals.
-        log.error("call %s: %s raised\n%s", job.call_id, job.name, redact(traceback.format_exc()))
-        return fail(f"{job.name} failed: internal error")
+    return entry, args, ctx
 
+
+def failed(job: CallJob, worker_id: str, started: float, message: str) -> CallResult:
+    """An error result the LLM reads: ``message``, secrets redacted."""
+    return CallResult.failure(
+        job.call_id, redact(message), worker_id=worker_id, started_at=started, finished_at=time.time()
+    )
+
+
+def error_result(job: CallJob, worker_id: str, started: float, exc: Exception) -> CallResult:
+    """The result of a function that raised ``exc``: a :class:`FunctionError`'s message verbatim, anything else a
+    generic "internal error" (its text and traceback go to the worker's log only, redacted)."""
+    if isinstance(exc, FunctionError):
+        log.info("call %s: %s answered with an error", job.call_id, job.name)
+        return failed(job, worker_id, started, exc.message)
+    if isinstance(exc, JobTimeoutException):
+        log.warning("call %s: %s timed out", job.call_id, job.name)
+        return failed(job, worker_id, started, timed_out_message(job.name))
+    trace = "".join(traceback.format_exception(exc))
+    log.error("call %s: %s raised\n%s", job.call_id, job.name, redact(trace))
+    return failed(job, worker_id, started, f"{job.name} failed: internal error")
+
+
+def success(job: CallJob, worker_id: str, started: float, value: Any) -> CallResult:
+    """The result of a function that returned ``value`` (an error result when it is not JSON)."""
     try:
         content = to_content(value)
     except (TypeError, ValueError) as exc:
         log.error("call %s: %s returned a value that is not JSON: %s", job.call_id, job.name, redact(str(exc)))
-        return fail(f"{job.name} failed: its result is not JSON-serialisable")
-    finished = time.time()
+        return failed(job, worker_id, started, f"{job.name} failed: its result is not JSON-serialisable")
     return CallResult(
         call_id=job.call_id,
         ok=True,
         content=redact(content),
         worker_id=worker_id,
         started_at=started,
-        finished_at=finished,
+        finished_at=time.time(),
     )
 
 
@@ -228,9 +251,9 @@ def run_claimed(job: CallJob, claimed: int, connection: redis.Redis, worker_id: 
     except BaseException:
         # A cold shutdown (SystemExit) or Ctrl-C mid-call: answer now rather than leave the gateway waiting.
         interrupted = CallResult.failure(job.call_id, f"{job.name} was interrupted", worker_id=worker_id)
-        _store_and_publish(connection, job, interrupted, ttl)
+        store_and_publish(connection, job, interrupted, ttl)
         raise
-    _store_and_publish(connection, job, result, ttl)
+    store_and_publish(connection, job, result, ttl)
     if result.ok:  # logged once the caller has its answer (failures were logged when they happened)
         took = (result.finished_at - result.started_at) * 1000
         log.info("call %s: %s ok in %.1f ms", job.call_id, job.name, took)
@@ -267,7 +290,7 @@ def claim(
     return client.eval(CLAIM_SCRIPT, 3, cancelled_key, claim_key, alive_key, worker_id, ttl)
 
 
-def _store_and_publish(connection: redis.Redis, job: CallJob, result: CallResult, ttl: int) -> None:
+def store_and_publish(connection: redis.Redis, job: CallJob, result: CallResult, ttl: int) -> None:
     """``SET`` the result (for re-reads after a reconnect) and ``PUBLISH`` it, in one pipelined round trip."""
     payload = result.to_json()
     for attempt in (1, 2):

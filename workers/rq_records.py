@@ -60,6 +60,9 @@ class ClaimingJob(RQJob):
     pause_before_claim: ClassVar[float] = 0.0
     """Test-only: see :data:`workers.callworker.TEST_PAUSE_ENV`."""
     claimed: int | None = None
+    fetching: ClassVar[bool] = False
+    """True from a fetch's claim until the worker has handed the job on (it resets this): a warm shutdown waits
+    for that, so a claimed call is not dropped."""
 
     @classmethod
     def fetch(cls, id: str, connection: redis.Redis | None = None, serializer: Any = None) -> RQJob:
@@ -70,10 +73,15 @@ class ClaimingJob(RQJob):
             log.warning("test-only pause of %g s before claiming %s", cls.pause_before_claim, id)
             time.sleep(cls.pause_before_claim)
         job = cls(id, connection=connection, serializer=serializer)
-        with connection.pipeline(transaction=False) as pipe:
-            pipe.hgetall(job.key)
-            claim(pipe, cancelled_key, claim_key, cls.claimant, cls.claim_ttl, keys.gateway_alive_of_job(id))
-            data, claimed = pipe.execute()
+        cls.fetching = True
+        try:
+            with connection.pipeline(transaction=False) as pipe:
+                pipe.hgetall(job.key)
+                claim(pipe, cancelled_key, claim_key, cls.claimant, cls.claim_ttl, keys.gateway_alive_of_job(id))
+                data, claimed = pipe.execute()
+        except BaseException:
+            cls.fetching = False
+            raise
         if not data:
             raise NoSuchJobError(f"No such job: {job.key}")
         job.restore(data)
@@ -137,8 +145,9 @@ class RecordsWorker(SimpleWorker):
         job._result = outcome
         job._status = JobStatus.FINISHED
 
-    def success_records(self, job: RQJob, pipe: Pipeline) -> None:
-        """RQ's ``handle_job_success`` for a :meth:`finished` job without dependents."""
+    def success_records(self, job: RQJob, pipe: Pipeline, idle: bool = True) -> None:
+        """RQ's ``handle_job_success`` for a :meth:`finished` job without dependents; ``idle``: the worker runs
+        no other job (RQ's worker runs one at a time)."""
         assert job.started_at is not None and job.ended_at is not None
         self.increment_successful_job_count(pipeline=pipe)
         self.increment_total_working_time(job.ended_at - job.started_at, pipe)
@@ -162,7 +171,8 @@ class RecordsWorker(SimpleWorker):
             job.finished_job_registry.add(job, result_ttl, pipe)
         job.cleanup(result_ttl, pipeline=pipe, remove_from_queue=False)
         self.cleanup_execution(job, pipeline=pipe)
-        self.set_state(WorkerStatus.IDLE, pipeline=pipe)
+        if idle:
+            self.set_state(WorkerStatus.IDLE, pipeline=pipe)
 
     def failure_records(self, job: RQJob, queue: Queue) -> None:
         """RQ's failure path, unchanged, for the exception being handled (rare: ``run_call`` turns every function

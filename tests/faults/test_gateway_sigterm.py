@@ -43,7 +43,8 @@ async def refused(url: str) -> bool:
 
 async def test_sigterm_with_pending_calls(redis_server: RedisServer, logs_dir: Path, reliability: Entry):
     """The gateway SIGTERMed with sessions open and calls pending"""
-    workers = start_workers(redis_server.url, logs_dir / "term-workers.log", processes=WORKERS)
+    # One call per worker at once (WORKER_CONCURRENCY): the others stay queued when the gateway cancels them.
+    workers = start_workers(redis_server.url, logs_dir / "term-workers.log", processes=WORKERS, WORKER_CONCURRENCY="1")
     gateway = Gateway(redis_server.url, logs_dir / "term-gateway.log").wait_ready()
     db = redis.Redis.from_url(redis_server.url)
     try:

@@ -53,7 +53,8 @@ async def test_a_killed_gateways_queued_calls_are_not_run(
     redis_server: RedisServer, logs_dir: Path, reliability: Entry
 ):
     """The gateway SIGKILLed with calls queued behind a busy worker"""
-    workers = start_workers(redis_server.url, logs_dir / "orphan-workers.log", processes=1)
+    # One slot: the worker busy with one call takes no other (WORKER_CONCURRENCY).
+    workers = start_workers(redis_server.url, logs_dir / "orphan-workers.log", processes=1, WORKER_CONCURRENCY="1")
     gateway = Gateway(redis_server.url, logs_dir / "orphan-gateway.log").wait_ready()
     db = redis.Redis.from_url(redis_server.url)
     queue = Queue(keys.queue_name("default"), connection=db)

@@ -44,7 +44,8 @@ async def test_provider_killed_mid_call(redis_server: RedisServer, logs_dir: Pat
     """The provider process SIGKILLed while backend calls are pending"""
     port = free_port()
     provider = start_provider(port, TOKEN, logs_dir / "drop-provider.log")
-    workers = start_workers(redis_server.url, logs_dir / "drop-workers.log", processes=WORKERS)
+    # One call per worker at once (WORKER_CONCURRENCY): the others stay queued when the calls are cancelled.
+    workers = start_workers(redis_server.url, logs_dir / "drop-workers.log", processes=WORKERS, WORKER_CONCURRENCY="1")
     gateway = Gateway(
         redis_server.url,
         logs_dir / "drop-gateway.log",

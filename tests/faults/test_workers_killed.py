@@ -213,9 +213,13 @@ def _alive(pid: int) -> bool:
 async def test_random_worker_kills_under_load(redis_server: RedisServer, logs_dir: Path, reliability: Entry):
     """Workers SIGKILLed at random while 540 calls flow"""
     rng = random.Random(SEED)
-    workers = start_workers(redis_server.url, logs_dir / "kill-workers.log", processes=WORKERS)
+    # One call per worker at once: the traffic lasts long enough for many kills (a concurrent worker killed
+    # mid-batch: test_concurrent_worker_killed.py).
+    workers = start_workers(redis_server.url, logs_dir / "kill-workers.log", processes=WORKERS, WORKER_CONCURRENCY="1")
     slow_log = logs_dir / "kill-slow-claimer.log"
-    slow = start_workers(redis_server.url, slow_log, processes=1, **{TEST_PAUSE_ENV: str(PAUSE)})
+    slow = start_workers(
+        redis_server.url, slow_log, processes=1, WORKER_CONCURRENCY="1", **{TEST_PAUSE_ENV: str(PAUSE)}
+    )
     wait_until(lambda: len(live_workers(redis_server.url)) > WORKERS, 30, "the slow claimer")
     gateway = Gateway(redis_server.url, logs_dir / "kill-gateway.log").wait_ready()
     counters = redis.Redis.from_url(redis_server.url)

@@ -10,7 +10,6 @@ from typing import Any
 
 import fakeredis
 import pytest
-import redis
 from pydantic import BaseModel
 from rq import Queue, Worker
 from rq.job import Job as RQJob
@@ -19,7 +18,7 @@ from rq.job import JobStatus
 from shared import keys
 from shared.envelopes import CallJob, CallResult
 from workers import CallContext, function
-from workers.callworker import START_AFTER, TEST_PAUSE_ENV, CallWorker, _StartWriter
+from workers.callworker import START_AFTER, TEST_PAUSE_ENV, CallWorker
 
 RUNS: list[str] = []
 
@@ -44,6 +43,11 @@ def cw_observe(args: ObserveArgs, ctx: CallContext) -> dict[str, Any]:
         "in_started_registry": rq_job.id in rq_job.started_job_registry.get_job_ids(),
         "worker_state": worker.get_state() if worker else None,
     }
+
+
+@function(description="how many jobs wait in the queue while this call runs", name="cw_queued")
+def cw_queued(ctx: CallContext) -> int:
+    return int(ctx.redis.llen(Queue(keys.queue_name("default"), connection=ctx.redis).key))
 
 
 def plain_rq_job(x: int) -> int:
@@ -170,26 +174,28 @@ def test_other_jobs_run_the_rq_way(fake: fakeredis.FakeRedis, restore_signals: N
     assert fake.keys("vfg:claim:*") == []
 
 
-def test_an_error_writing_a_long_calls_start_reaches_the_worker(fake: fakeredis.FakeRedis) -> None:
-    """The writer thread writes the start records; what goes wrong there is raised in the worker's thread."""
-    worker = CallWorker([Queue("q", connection=fake)], connection=fake, name="cw-10")
-    writer = _StartWriter(worker)
+def test_an_error_writing_records_is_logged_and_the_books_go_on(
+    fake: fakeredis.FakeRedis, restore_signals: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The books' thread writes RQ's records; a write that fails is logged, and later calls are still recorded."""
+    queue = Queue(keys.queue_name("default"), connection=fake)
+    worker = CallWorker([queue], connection=fake, name="cw-10")
     fake.set("not-a-hash", "x")
+    real = worker.start_records
+    broken = [True]
 
-    def wrong_type(job: Any, queue: Any, started: Any, pipe: Any) -> None:
-        pipe.hset("not-a-hash", "f", "1")  # WRONGTYPE, reported inside EXEC
+    def wrong_type_once(job: Any, queue: Any, started: Any, pipe: Any) -> None:
+        if broken.pop() if broken else False:
+            pipe.hset("not-a-hash", "f", "1")  # WRONGTYPE, reported inside EXEC
+        real(job, queue, started, pipe)
 
-    worker.start_records = wrong_type  # type: ignore[method-assign]
-    job = RQJob.create("tests.unit.test_call_worker.plain_rq_job", args=(1,), connection=fake, id="j1")
-    start = writer.arm(job, Queue("q", connection=fake))
-    writer.start()
-    try:
-        assert start.written.wait(2) and not writer.take(start)  # the writer took the records
-        with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
-            start.wait()
-        start.wait()  # reported once
-    finally:
-        writer.stop()
+    worker.start_records = wrong_type_once  # type: ignore[method-assign]
+    enqueue(queue, "a")
+    worker.work(burst=True)
+    enqueue(queue, "b")
+    worker.work(burst=True)
+    assert "could not write RQ's records" in caplog.text
+    assert queue.fetch_job(keys.job_id("b")).get_status() == JobStatus.FINISHED  # type: ignore[union-attr]
 
 
 def test_a_long_call_shows_as_started_while_it_runs(fake: fakeredis.FakeRedis, restore_signals: None) -> None:
@@ -212,3 +218,15 @@ def test_a_quick_call_is_answered_before_rq_records_its_start(fake: fakeredis.Fa
     assert rq_job is not None and rq_job.get_status() == JobStatus.FINISHED
     assert rq_job.started_at is not None and rq_job.started_at.timestamp() <= result.started_at
     assert queue.started_job_registry.get_job_ids() == [] and not fake.keys("rq:execution:*")
+
+
+def test_a_worker_takes_no_more_jobs_than_it_has_free_slots(fake: fakeredis.FakeRedis, restore_signals: None) -> None:
+    """Jobs a busy worker cannot start stay in the queue, for other workers."""
+    queue = Queue(keys.queue_name("default"), connection=fake)
+    for i in range(3):
+        enqueue(queue, f"slot-{i}", name="cw_queued")
+    worker = CallWorker([queue], connection=fake, name="cw-16")
+    worker.concurrency = 1
+    worker.work(burst=True)
+    seen = [CallResult.from_json(fake.get(keys.result(f"slot-{i}"))).content for i in range(3)]  # type: ignore[arg-type]
+    assert seen == ["2", "1", "0"]
