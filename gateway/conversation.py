@@ -339,19 +339,12 @@ class Conversation:
     # Speech and injections matter to the fillers (``gateway.fillers``); the frames themselves go on as received,
     # except InjectionRefused of the gateway's own filler, which the client never asked for.
 
-    def _injection_refused(self, frame: str, data: dict[str, Any], now: float) -> Actions:
-        ours, say = self.fillers.refused(now)
-        if not ours and say is None:
+    def _speech(self, frame: str, data: dict[str, Any], now: float) -> Actions:
+        """InjectionRefused, AgentStartedSpeaking, AgentAudioDone."""
+        relay, say = self.fillers.provider_event(data["type"], now)
+        if relay and say is None:
             return FORWARD
-        return self._saying(say, now, [] if ours else [ToClient(frame)])
-
-    def _agent_started_speaking(self, frame: str, data: dict[str, Any], now: float) -> Actions:
-        say = self.fillers.speaking(now)
-        return FORWARD if say is None else self._saying(say, now, [ToClient(frame)])
-
-    def _agent_audio_done(self, frame: str, data: dict[str, Any], now: float) -> Actions:
-        say = self.fillers.silent(now)
-        return FORWARD if say is None else self._saying(say, now, [ToClient(frame)])
+        return self._saying(say, now, [ToClient(frame)] if relay else [])
 
     def _saying(self, say: SayFiller | None, now: float, actions: list[Action]) -> list[Action]:
         """``actions``, then the filler ``say`` (if any) and its progress notice."""
@@ -411,7 +404,7 @@ _PROVIDER_HANDLERS: dict[str, Handler] = {
     "FunctionCallRequest": Conversation._function_request,
     "FunctionCallCancelled": Conversation._function_cancelled,
     "History": Conversation._history,
-    "InjectionRefused": Conversation._injection_refused,
-    "AgentStartedSpeaking": Conversation._agent_started_speaking,
-    "AgentAudioDone": Conversation._agent_audio_done,
+    "InjectionRefused": Conversation._speech,
+    "AgentStartedSpeaking": Conversation._speech,
+    "AgentAudioDone": Conversation._speech,
 }

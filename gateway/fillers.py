@@ -107,6 +107,14 @@ class Fillers:
         """The client sent ``InjectAgentMessage``."""
         self._outstanding.append(("client", now, ""))
 
+    def provider_event(self, kind: str, now: float) -> tuple[bool, SayFiller | None]:
+        """``InjectionRefused``, ``AgentStartedSpeaking`` or ``AgentAudioDone`` arrived: (whether the frame goes on
+        to the client, a filler to send now)."""
+        if kind == "InjectionRefused":
+            ours, say = self.refused(now)
+            return not ours, say
+        return True, self.speaking(now) if kind == "AgentStartedSpeaking" else self.silent(now)
+
     def refused(self, now: float) -> tuple[bool, SayFiller | None]:
         """``InjectionRefused`` arrived: (whether it was the gateway's, so not for the client; a filler to send)."""
         self._expire(now)

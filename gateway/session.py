@@ -137,9 +137,14 @@ class Session:
         """A ``Wake`` is due: tick the conversation now, not at the keepalive loop's next turn."""
         if self.conversation.closed:
             return
-        task = asyncio.create_task(self._perform(self.conversation.tick(time.monotonic())), name=f"{self.id}-wake")
+        task = asyncio.create_task(self._tick_now(), name=f"{self.id}-wake")
         self._woken.add(task)
         task.add_done_callback(self._woken.discard)
+
+    async def _tick_now(self) -> None:
+        # A closed connection is the loops' to notice (they end the session); this task just stops.
+        with contextlib.suppress(ProviderClosed, ConnectionClosed):
+            await self._perform(self.conversation.tick(time.monotonic()))
 
     def _progress(self, call_id: str, message: str) -> None:
         """A worker's progress report on one of this session's calls: queued for the client at once."""
