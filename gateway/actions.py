@@ -87,6 +87,21 @@ class UseFunctions:
 
 
 @dataclass(frozen=True, slots=True)
+class SayFiller:
+    """Have the agent say ``text`` now, while the backend call ``call_id`` runs (``Provider.say_filler``)."""
+
+    call_id: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Wake:
+    """Feed the conversation a ``tick`` ``after`` seconds from now (a filler falls due then)."""
+
+    after: float
+
+
+@dataclass(frozen=True, slots=True)
 class Close:
     """Send ``error`` (if any), then close the client connection with ``code``/``reason``: the session ends."""
 
@@ -96,7 +111,18 @@ class Close:
 
 
 Action = (
-    Forward | ToClient | Notify | ToProvider | Answer | StartCall | CancelCalls | ReadCatalog | UseFunctions | Close
+    Forward
+    | ToClient
+    | Notify
+    | ToProvider
+    | Answer
+    | StartCall
+    | CancelCalls
+    | ReadCatalog
+    | UseFunctions
+    | SayFiller
+    | Wake
+    | Close
 )
 Actions = Sequence[Action]
 
@@ -116,8 +142,10 @@ __all__ = [
     "Frame",
     "Notify",
     "ReadCatalog",
+    "SayFiller",
     "StartCall",
     "ToClient",
     "ToProvider",
     "UseFunctions",
+    "Wake",
 ]

@@ -4,8 +4,8 @@ that makes sure every call the backend takes is run once and answered once.
 A call the backend takes is started (or, past ``MAX_PENDING_CALLS``, answered at once with an error), and then
 answered upstream exactly once with its result, unless the provider cancelled it first. Its id stays taken for
 the whole session: a repeated request is ignored and the client may never answer it. The client hears of each
-call in ``BackendFunctionCall`` notices (``started``, ``finished``, ``cancelled``) unless BACKEND_CALL_NOTICES
-is off; notices are queued (``Notify``), so a slow client never delays an answer.
+call in ``BackendFunctionCall`` notices (``started``, ``progress``, ``finished``, ``cancelled``) unless
+BACKEND_CALL_NOTICES is off; notices are queued (``Notify``), so a slow client never delays an answer.
 """
 
 from __future__ import annotations
@@ -76,6 +76,13 @@ class BackendCalls:
             return []
         notices = [self._notice(call, "cancelled") for call in cancelled] if self._notices else []
         return [CancelCalls(tuple(call.id for call in cancelled)), *notices]
+
+    def progress(self, call_id: str, message: str) -> list[Action]:
+        """A ``progress`` notice for a pending call (a worker's report, a filler said); none for any other call."""
+        pending = self._pending.get(call_id)
+        if pending is None or not self._notices:
+            return []
+        return [self._notice(pending.call, "progress", message=message)]
 
     def answer_malformed(self, call: MalformedCall) -> Answer | None:
         """Answer a malformed element at once, with an error: the provider would otherwise wait for it forever.

@@ -38,11 +38,15 @@ from gateway.actions import (
     Close,
     Frame,
     ReadCatalog,
+    SayFiller,
+    StartCall,
     ToClient,
     ToProvider,
     UseFunctions,
+    Wake,
 )
 from gateway.calls import BackendCalls
+from gateway.fillers import Fillers
 from gateway.intercept import (
     error_response_frame,
     filter_cancelled,
@@ -100,6 +104,7 @@ class Conversation:
         """Backend functions as of this session's Settings: what the provider was told exists."""
         self._ever_owned = ever_owned
         self.calls = BackendCalls(config, session_id)
+        self.fillers = Fillers()
         self.settings_applied = False
         self.closed = False
         """True once an action closed the session: the loop stops feeding events."""
@@ -255,6 +260,12 @@ class Conversation:
         description = "Only the provider may send FunctionCallRequest; the message was dropped."
         return (ToClient(warning_frame(ErrorCode.FUNCTION_REQUEST_REFUSED, description)),)
 
+    def _client_injection(self, frame: str, data: dict[str, Any], now: float) -> Actions:
+        """Relayed; noted, so the gateway's filler waits for it and a refusal goes to its sender."""
+        self.fillers.client_injection(now)
+        self._provider_sent = now
+        return FORWARD
+
     # --- provider → client ----------------------------------------------------------------------------------
 
     def provider_frame(self, frame: Frame, clock: Callable[[], float]) -> Actions:
@@ -264,7 +275,10 @@ class Conversation:
         # frame is parsed, not relayed blind, or its backend calls would never be answered (tests/fuzz).
         # Substring tests keep audio and most text frames off the parser.
         if not isinstance(frame, str) or not (
-            '"FunctionCall' in frame or "\\u" in frame or (self._hide_history and '"History"' in frame)
+            '"FunctionCall' in frame
+            or "\\u" in frame
+            or (self._hide_history and '"History"' in frame)
+            or (self.fillers.watching and ('"Inject' in frame or '"Agent' in frame))
         ):
             return FORWARD
         data: dict[str, Any] = {}
@@ -286,7 +300,12 @@ class Conversation:
         split = split_request(data, frame, backend)
         actions: list[Action] = []
         for call in split.backend:
-            actions += self.calls.start(call, backend[call.name], now)
+            started = self.calls.start(call, backend[call.name], now)
+            actions += started
+            if any(isinstance(action, StartCall) for action in started):
+                delay = self.fillers.started(call.id, backend[call.name], now)
+                if delay is not None:
+                    actions.append(Wake(delay))
         if split.client_frame is not None:
             actions.append(ToClient(split.client_frame))
         if not split.problems:
@@ -313,7 +332,27 @@ class Conversation:
     def _function_cancelled(self, frame: str, data: dict[str, Any], now: float) -> Actions:
         ours, rest = filter_cancelled(validate(FunctionCallCancelled, data), frame, self.calls.ids)
         actions = self.calls.cancel(ours)
+        for call_id in ours:
+            self.fillers.ended(call_id)
         return actions if rest is None else [*actions, ToClient(rest)]
+
+    # Speech and injections matter to the fillers (``gateway.fillers``); the frames themselves go on as received,
+    # except InjectionRefused of the gateway's own filler, which the client never asked for.
+
+    def _speech(self, frame: str, data: dict[str, Any], now: float) -> Actions:
+        """InjectionRefused, AgentStartedSpeaking, AgentAudioDone."""
+        relay, say = self.fillers.provider_event(data["type"], now)
+        if relay and say is None:
+            return FORWARD
+        return self._saying(say, now, [ToClient(frame)] if relay else [])
+
+    def _saying(self, say: SayFiller | None, now: float, actions: list[Action]) -> list[Action]:
+        """``actions``, then the filler ``say`` (if any) and its progress notice."""
+        if say is not None:
+            log.info("session %s: filler for call %s", self.session_id, say.call_id)
+            self._provider_sent = now
+            actions += [say, *self.calls.progress(say.call_id, say.text)]
+        return actions
 
     def _history(self, frame: str, data: dict[str, Any], now: float) -> Actions:
         if not self._hide_history:
@@ -325,17 +364,25 @@ class Conversation:
 
     def call_finished(self, call_id: str, result: CallResult, now: float) -> Actions:
         """A backend call's result: answered upstream once, unless the call was cancelled meanwhile."""
+        self.fillers.ended(call_id)
         actions = self.calls.finished(call_id, result, now)
         if actions:
             self._provider_sent = now
         return actions
 
+    def call_progress(self, call_id: str, message: str) -> Actions:
+        """A running backend call reported progress: a notice for the client (nothing for an unknown or finished
+        call). Only ``Notify`` actions: the loop may queue them without awaiting anything."""
+        return self.calls.progress(call_id, message)
+
     def tick(self, now: float) -> Actions:
-        """Time passes. While backend calls are pending no audio may flow; the provider must still hear from us."""
+        """Time passes. While backend calls are pending no audio may flow; the provider must still hear from us.
+        A filler falls due."""
+        actions = self._saying(self.fillers.due(now), now, []) if self.calls.pending else []
         if self.calls.pending and now - self._provider_sent >= self.config.keepalive_interval:
             self._provider_sent = now
-            return _KEEPALIVE
-        return NOTHING
+            return [*actions, *_KEEPALIVE] if actions else _KEEPALIVE
+        return actions or NOTHING
 
     # --- the end --------------------------------------------------------------------------------------------
 
@@ -351,9 +398,13 @@ _CLIENT_HANDLERS: dict[str, Handler] = {
     "UpdateThink": Conversation._update_think,
     "FunctionCallResponse": Conversation._client_function_response,
     "FunctionCallRequest": Conversation._client_function_request,
+    "InjectAgentMessage": Conversation._client_injection,
 }
 _PROVIDER_HANDLERS: dict[str, Handler] = {
     "FunctionCallRequest": Conversation._function_request,
     "FunctionCallCancelled": Conversation._function_cancelled,
     "History": Conversation._history,
+    "InjectionRefused": Conversation._speech,
+    "AgentStartedSpeaking": Conversation._speech,
+    "AgentAudioDone": Conversation._speech,
 }

@@ -22,6 +22,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
 
 import redis
 import redis.asyncio as aioredis
@@ -34,7 +35,7 @@ from gateway.watchdog import Watchdog
 from shared import keys
 from shared.clock import REFRESH_EVERY, RedisClock
 from shared.config import Config
-from shared.envelopes import CallJob, CallResult, FunctionSpec
+from shared.envelopes import CallJob, CallProgress, CallResult, FunctionSpec
 
 __all__ = ["Dispatcher"]
 
@@ -62,7 +63,9 @@ class Dispatcher:
         )
         self._waiters: dict[str, Pending] = {}
         self.enqueuer = Enqueuer(self.redis, self.sync_redis, self.gateway_ref, config.result_ttl)
-        self.results = ResultListener(self.redis, self.channel, self._deliver, lambda: list(self._waiters))
+        self.results = ResultListener(
+            self.redis, self.channel, self._deliver, lambda: list(self._waiters), self._progress
+        )
         self.watchdog = Watchdog(self.redis, self._waiters, self.results, self.enqueuer, self._deliver)
         self.clock = RedisClock()
         """The Redis server's clock, in which job deadlines are written."""
@@ -100,9 +103,18 @@ class Dispatcher:
     # --- calls --------------------------------------------------------------------------------------------
 
     async def call(
-        self, call_id: str, name: str, arguments: str, spec: FunctionSpec, session_id: str = "", principal: str = ""
+        self,
+        call_id: str,
+        name: str,
+        arguments: str,
+        spec: FunctionSpec,
+        session_id: str = "",
+        principal: str = "",
+        on_progress: Callable[[str], None] | None = None,
     ) -> CallResult:
         """Run one call on a worker and return its result, or an error result at the deadline.
+
+        ``on_progress`` is told each progress message the worker publishes while the call runs (best effort).
 
         Never raises for backend trouble (Redis down, worker dead, bad arguments): every outcome is a
         :class:`CallResult` the caller can send upstream. Cancelling the awaiting task cancels the job.
@@ -121,7 +133,7 @@ class Dispatcher:
             principal=principal,
             enqueued_at=time.time(),
         )
-        pending = Pending(job, spec, asyncio.get_running_loop().create_future())
+        pending = Pending(job, spec, asyncio.get_running_loop().create_future(), on_progress=on_progress)
         self._waiters[call_id] = pending
         if spec.timeout > self.config.result_ttl and name not in self._ttl_warned:
             # A worker with a longer RESULT_TTL advertises this: our cancel markers outlive the deadline anyway.
@@ -174,6 +186,12 @@ class Dispatcher:
         pending = self._waiters.get(result.call_id)
         if pending is not None and not pending.future.done():
             pending.future.set_result(result)
+
+    def _progress(self, progress: CallProgress) -> None:
+        """Hand a worker's progress report to the caller still waiting for that call; others are ignored."""
+        pending = self._waiters.get(progress.call_id)
+        if pending is not None and pending.on_progress is not None and not pending.future.done():
+            pending.on_progress(progress.message)
 
     async def _keep_clock(self) -> None:
         """Measure the offset to the Redis server's clock now and every :data:`REFRESH_EVERY` seconds (every

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from shared import keys
@@ -26,6 +27,8 @@ class Pending:
     """``time.monotonic()`` of the latest enqueue."""
     dequeued_at: float | None = None
     """When the watchdog first saw the latest job out of its queue with the call unclaimed."""
+    on_progress: Callable[[str], None] | None = None
+    """Told each progress message the worker publishes while the call runs (``CallProgress``)."""
 
     def job_id(self, gateway_ref: str) -> str:
         """The id of the call's latest RQ job."""

@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from pydantic import ValidationError
 
 from shared import keys
-from shared.envelopes import CallResult
+from shared.envelopes import CallProgress, CallResult
 from shared.redis_errors import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
@@ -43,12 +43,15 @@ class ResultListener:
         channel: str,
         deliver: Callable[[CallResult], None],
         pending_calls: Callable[[], list[str]],
+        progress: Callable[[CallProgress], None] = lambda _: None,
     ) -> None:
-        """``pending_calls`` lists the call ids whose stored results a (re)subscription re-reads."""
+        """``pending_calls`` lists the call ids whose stored results a (re)subscription re-reads; ``progress`` gets
+        the progress reports running calls publish on the same channel."""
         self.redis = async_redis
         self.channel = channel
         self._deliver = deliver
         self._pending_calls = pending_calls
+        self._progress = progress
         self.confirmed = asyncio.Event()
         """Set while the subscription is confirmed: nothing may be enqueued before (a result published before
         the subscription exists is lost)."""
@@ -134,9 +137,20 @@ class ResultListener:
         return parse_result(raw) if raw else None
 
     def _hand_over(self, raw: bytes | str) -> None:
-        result = parse_result(raw)
-        if result is not None:
-            self._deliver(result)
+        try:
+            self._deliver(CallResult.from_json(raw))
+            return
+        except ValidationError:
+            pass
+        # Not a result: a progress report (rarer, so tried second, off the results' path), or garbage.
+        try:
+            progress = CallProgress.from_json(raw)
+        except ValidationError:
+            progress = None
+        if progress is not None and progress.kind == "progress":
+            self._progress(progress)
+        else:
+            log.warning("ignoring an unreadable message on the reply channel")
 
 
 def parse_result(raw: bytes | str) -> CallResult | None:

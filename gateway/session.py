@@ -58,6 +58,9 @@ class Session:
         """Backend calls awaiting their result, by provider call id."""
         self._catalog, self._catalog_wait = catalog, config.catalog_wait
         self._keepalive_period = min(1.0, config.keepalive_interval / 2)
+        self._timers: set[asyncio.TimerHandle] = set()
+        """Wakes asked for by the conversation (``actions.Wake``): cancelled when the session ends."""
+        self._woken: set[asyncio.Task[None]] = set()
 
     # --- lifecycle ----------------------------------------------------------------------------------------
 
@@ -83,6 +86,10 @@ class Session:
             for task in loops:
                 task.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
+            for timer in self._timers:
+                timer.cancel()
+            for woken in self._woken:
+                woken.cancel()
             await self._cancel_calls(list(self.calls))
             await self.provider.close()
             await self.client.close()
@@ -126,6 +133,25 @@ class Session:
             else:
                 await self._perform(todo, frame, to_client)
 
+    def _wake(self) -> None:
+        """A ``Wake`` is due: tick the conversation now, not at the keepalive loop's next turn."""
+        if self.conversation.closed:
+            return
+        task = asyncio.create_task(self._tick_now(), name=f"{self.id}-wake")
+        self._woken.add(task)
+        task.add_done_callback(self._woken.discard)
+
+    async def _tick_now(self) -> None:
+        # A closed connection is the loops' to notice (they end the session); this task just stops.
+        with contextlib.suppress(ProviderClosed, ConnectionClosed):
+            await self._perform(self.conversation.tick(time.monotonic()))
+
+    def _progress(self, call_id: str, message: str) -> None:
+        """A worker's progress report on one of this session's calls: queued for the client at once."""
+        for action in self.conversation.call_progress(call_id, message):
+            if isinstance(action, actions.Notify):
+                self.notices.put(action.frame)
+
     async def _keepalive(self) -> None:
         while True:
             await asyncio.sleep(self._keepalive_period)
@@ -157,6 +183,11 @@ class Session:
                     await self._cancel_calls(ids)
                 case actions.ReadCatalog():
                     await self._perform(self.conversation.catalog_read(await self._read_catalog(), time.monotonic()))
+                case actions.SayFiller(text=text):
+                    assert self.provider is not None
+                    await self.provider.say_filler(text)
+                case actions.Wake(after=after):
+                    self._timers.add(asyncio.get_running_loop().call_later(after, self._wake))
                 case actions.UseFunctions(owned=owned):
                     assert self.provider is not None
                     self.provider.use_functions(owned)
@@ -186,7 +217,13 @@ class Session:
         call, started = start.call, time.monotonic()
         try:
             result = await self.dispatcher.call(
-                start.key, call.name, call.arguments, start.spec, self.id, self.principal
+                start.key,
+                call.name,
+                call.arguments,
+                start.spec,
+                self.id,
+                self.principal,
+                on_progress=lambda message: self._progress(call.id, message),
             )
         except Exception:
             # A bug must not hang the conversation: the provider still gets an answer.

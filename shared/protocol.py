@@ -355,7 +355,9 @@ def warning_frame(code: str, description: str) -> str:
 
 
 class BackendFunctionCall(Message):
-    """Notice to the client about a call a backend worker runs (``started``, then ``finished`` or ``cancelled``).
+    """Notice to the client about a call a backend worker runs (``started``, any number of ``progress``, then
+    ``finished`` or ``cancelled``). A ``progress`` notice carries a ``message``: the worker's report
+    (``ctx.progress``) or the filler line the agent was asked to say.
 
     A type of the gateway's own: official Deepgram clients hand unknown types to the app as plain dicts, so it is
     safe to send; ``BACKEND_CALL_NOTICES=false`` turns it off. The result itself is not included: the provider
@@ -365,8 +367,9 @@ class BackendFunctionCall(Message):
     type: Literal["BackendFunctionCall"] = "BackendFunctionCall"
     id: str
     name: str
-    status: Literal["started", "finished", "cancelled"]
+    status: Literal["started", "progress", "finished", "cancelled"]
     arguments: str | None = None
+    message: str | None = None
     ok: bool | None = None
     worker: str | None = None
     duration_ms: float | None = None

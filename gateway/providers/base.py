@@ -7,6 +7,7 @@ provider with another protocol translates inside ``send`` and ``recv``.
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -105,6 +106,15 @@ class Provider(ABC):
     @abstractmethod
     async def close(self) -> None:
         """Close the connection; safe to call more than once."""
+
+    async def say_filler(self, text: str) -> None:
+        """Have the agent say ``text`` while a backend call runs (``gateway.fillers``). Raises
+        :class:`ProviderClosed` like :meth:`send`.
+
+        Default: ``InjectAgentMessage``, the component protocol's way. The provider may refuse it
+        (``InjectionRefused``) while someone speaks; the conversation core retries once.
+        """
+        await self.send(json.dumps({"type": "InjectAgentMessage", "message": text}))
 
     def use_functions(self, owned: Mapping[str, FunctionSpec]) -> None:  # noqa: B027 - optional hook
         """Learn the backend functions of this session (called once, at Settings, before they are sent).

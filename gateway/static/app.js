@@ -2,7 +2,8 @@
 //
 // What the page does with function calls, by design:
 // - Calls the backend owns never reach the page as FunctionCallRequest: the gateway runs them on workers and
-//   sends BackendFunctionCall notices ("started", then "finished" or "cancelled"), which the panel shows.
+//   sends BackendFunctionCall notices ("started", any "progress", then "finished" or "cancelled"), which the panel
+//   shows.
 // - Other calls arrive as FunctionCallRequest. The page runs none by default: it answers each with an error
 //   ("not executed in the browser") so the conversation does not hang waiting for it. Only with the
 //   "demo only" option does it run its two demo functions (demo-functions.js) and answer with their result.
@@ -184,8 +185,11 @@ const HANDLERS = {
         detail: notice.ok ? "" : notice.error || "",
         ms: notice.duration_ms,
       });
+    } else if (notice.status === "progress") {
+      // A worker's report or the filler the agent said: shown until the call finishes.
+      calls.update(notice.id, { name: notice.name, where: "backend", status: "running", detail: notice.message || "" });
     } else if (notice.status === "cancelled") {
-      calls.update(notice.id, { name: notice.name, where: "backend", status: "cancelled" });
+      calls.update(notice.id, { name: notice.name, where: "backend", status: "cancelled", detail: "" });
     }
   },
   FunctionCallRequest(message) {

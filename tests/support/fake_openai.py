@@ -19,6 +19,9 @@ How the "model" behaves, on ``response.create``:
   ``done_delay`` seconds, so answers can arrive while the response is still active. With "interrupt" in the
   text the user "barges in": ``speech_started`` and the response ends ``cancelled``;
 - otherwise it says ``You said: TEXT`` (or the ``response.instructions`` it was given);
+- an out-of-band response (``response.conversation: "none"``) says its instructions and touches nothing of the
+  conversation: no ``conversation.item.*`` events, pending function outputs and user texts left for the next
+  in-conversation response; its ``metadata`` is echoed; stats ``out_of_band`` (it still counts as active);
 - speech is a 440 Hz sine at 24 kHz in ``response.output_audio.delta`` chunks, with its transcript (240 ms; 4.8 s
   when the text has "long story", so a listener can barge in while it plays). ``conversation.item.truncate`` is
   refused, as OpenAI does, for an unknown item or an ``audio_end_ms`` past the item's audio; stats ``truncates``.
@@ -119,6 +122,7 @@ class FakeSession:
             "user_messages": [],
             "truncates": [],
             "response_options": [],
+            "out_of_band": [],
         }
 
     async def send(self, event: dict[str, Any]) -> None:
@@ -253,7 +257,12 @@ class FakeSession:
         self.stats["response_options"].append(event.get("response") or {})
         self.active = _id("resp")
         self.cancel.clear()
-        instructions = (event.get("response") or {}).get("instructions")
+        options = event.get("response") or {}
+        instructions = options.get("instructions")
+        if options.get("conversation") == "none":
+            self.stats["out_of_band"].append(options)
+            self.task = asyncio.create_task(self.respond_out_of_band(self.active, instructions or "", options))
+            return
         self.task = asyncio.create_task(self.respond(self.active, instructions))
 
     async def on_conversation_item_truncate(self, event: dict[str, Any]) -> None:
@@ -297,6 +306,15 @@ class FakeSession:
         except ConnectionClosed:
             pass
 
+    async def respond_out_of_band(self, response_id: str, instructions: str, options: dict[str, Any]) -> None:
+        metadata = options.get("metadata")
+        created = {**_response(response_id, "in_progress", []), "conversation_id": None, "metadata": metadata}
+        try:
+            await self.send({"type": "response.created", "response": created})
+            await self.say(response_id, instructions, metadata=metadata)
+        except ConnectionClosed:
+            pass
+
     def plan_calls(self, text: str) -> list[tuple[str, dict[str, Any]]]:
         declared = {t.get("name") for t in self.session.get("tools") or []}
         wanted = [(i.name, i.arguments) for i in explicit_calls(text, declared)]
@@ -335,13 +353,16 @@ class FakeSession:
         await self.send({"type": "response.output_text.delta", **where, "delta": text})
         await self.send({"type": "response.output_text.done", **where, "text": text})
 
-    async def say(self, response_id: str, text: str) -> None:
+    async def say(self, response_id: str, text: str, metadata: Any = False) -> None:
+        """Speak ``text``; with ``metadata`` (an out-of-band response's, None included) outside the conversation."""
+        in_conversation = metadata is False
         item_id = _id("item")
         item = {"id": item_id, "type": "message", "object": "realtime.item", "role": "assistant"}
         where = {"response_id": response_id, "output_index": 0}
         part = {**where, "item_id": item_id, "content_index": 0}
         await self.send({"type": "response.output_item.added", **where, "item": {**item, "content": []}})
-        await self.send({"type": "conversation.item.added", "item": {**item, "content": []}})
+        if in_conversation:
+            await self.send({"type": "conversation.item.added", "item": {**item, "content": []}})
         await self.send({"type": "response.content_part.added", **part, "part": {"type": "audio", "transcript": ""}})
         await self.send({"type": "response.output_audio_transcript.delta", **part, "delta": text})
         audio = tone(TONE_SAMPLES * 20 if "long story" in text else TONE_SAMPLES)
@@ -359,14 +380,21 @@ class FakeSession:
         await self.send({"type": "response.content_part.done", **part, "part": content[0]})
         done = {**item, "status": "completed", "content": content}
         await self.send({"type": "response.output_item.done", **where, "item": done})
-        await self.send({"type": "conversation.item.done", "item": done})
-        await self.finish(response_id, [done])
+        if in_conversation:
+            await self.send({"type": "conversation.item.done", "item": done})
+            await self.finish(response_id, [done])
+        else:
+            await self.finish(response_id, [done], metadata=metadata)
 
-    async def finish(self, response_id: str, output: list[dict[str, Any]], failed: str | None = None) -> None:
+    async def finish(
+        self, response_id: str, output: list[dict[str, Any]], failed: str | None = None, metadata: Any = False
+    ) -> None:
         status = "failed" if failed else "cancelled" if self.cancel.is_set() else "completed"
         self.stats["responses"].append({"id": response_id, "status": status})
         self.active = None  # before response.done: a response.create sent after it must be accepted
         response = _response(response_id, status, output)
+        if metadata is not False:
+            response.update(conversation_id=None, metadata=metadata)
         if failed:
             error = {"type": "server_error", "code": "server_error", "message": failed}
             response["status_details"] = {"type": "failed", "error": error}

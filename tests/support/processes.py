@@ -27,7 +27,7 @@ from shared import keys
 from shared.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-TEST_MODULES = "workers.examples,tests.support.functions"
+TEST_MODULES = "workers.examples,tests.support.functions,tests.support.filler_functions"
 T = TypeVar("T")
 
 

@@ -18,7 +18,7 @@ from gateway.enqueue import ALIVE_TTL
 from gateway.results import SILENCE_LIMIT
 from shared import keys
 from shared.config import Config
-from shared.envelopes import JOB_FUNCTION, CallJob, CallResult, FunctionSpec
+from shared.envelopes import JOB_FUNCTION, CallJob, CallProgress, CallResult, FunctionSpec
 from workers.callworker import CallWorker
 from workers.execute import CANCELLED, claim
 
@@ -83,6 +83,22 @@ async def test_results_for_other_calls_are_ignored(dispatcher: Dispatcher):
     assert not task.done()
     await publish(dispatcher, CallResult(call_id="c1", ok=True, content="2"))
     assert (await asyncio.wait_for(task, 1)).content == "2"
+
+
+async def test_progress_reaches_the_caller_and_garbage_does_not_disturb_the_result(dispatcher: Dispatcher):
+    heard: list[str] = []
+    task = asyncio.create_task(dispatcher.call("c1", "echo", "{}", SPEC, on_progress=heard.append))
+    await wait_for_job(dispatcher)
+    await dispatcher.redis.publish(dispatcher.channel, CallProgress(call_id="other", message="not ours").to_json())
+    await dispatcher.redis.publish(dispatcher.channel, "not json at all")
+    await dispatcher.redis.publish(dispatcher.channel, '{"kind": "progress", "call_id": "c1"}')  # no message
+    await dispatcher.redis.publish(dispatcher.channel, CallProgress(call_id="c1", message="Searching.").to_json())
+    await publish(dispatcher, CallResult(call_id="c1", ok=True, content="1"))
+    assert (await asyncio.wait_for(task, 1)).content == "1"
+    assert heard == ["Searching."]
+    await dispatcher.redis.publish(dispatcher.channel, CallProgress(call_id="c1", message="late").to_json())
+    await asyncio.sleep(0.05)
+    assert heard == ["Searching."]  # the call is over
 
 
 async def test_deadline_gives_error_result_and_cancels_job(dispatcher: Dispatcher):

@@ -91,6 +91,13 @@ class OpenAIProvider(Provider):
         async with self._lock:
             await self._apply(self._bridge.from_component(frame))
 
+    async def say_filler(self, text: str) -> None:
+        """Out of band, not as ``InjectAgentMessage``: see :mod:`.filler`."""
+        if self._closed is not None:
+            raise self._closed
+        async with self._lock:
+            await self._apply(self._bridge.say_filler(text))
+
     async def recv(self) -> Frame:
         if self._closed is not None and self._frames.empty():
             raise self._closed  # the end marker was read already, or did not fit in a full queue

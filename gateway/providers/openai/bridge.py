@@ -35,6 +35,7 @@ from gateway.providers.openai import translate as tr
 from gateway.providers.openai.audio import OPENAI_RATE, Resampler
 from gateway.providers.openai.configure import SessionConfig
 from gateway.providers.openai.errors import error_event, failed_response
+from gateway.providers.openai.filler import Filler, filler_create
 from gateway.providers.openai.inputs import MAX_WAITING, Out, queue_full, string
 from gateway.providers.openai.ledger import Call, Ledger, Response
 from gateway.providers.openai.mapping import Transcript, history_wanted
@@ -64,8 +65,11 @@ class Bridge:
         """Items injected before the session was ready."""
         self._held_audio: list[dict[str, Any]] = []
         self._held_audio_bytes = 0
-        self._wanted: deque[str | None] = deque()
-        """Responses to create when no response is active: None = continue the conversation, text = say it."""
+        self._wanted: deque[str | Filler | None] = deque()
+        """Responses to create when no response is active: None = continue the conversation, text = say it, a
+        :class:`Filler` = say it out of band (:mod:`.filler`)."""
+        self._requested_filler = False
+        """The response.create awaiting its response.created is a filler's."""
         self._requested = False
         """A response.create was sent and its response.created has not arrived yet."""
         self._request_event_id = ""
@@ -161,6 +165,14 @@ class Bridge:
             log.info("answer to call %r dropped: unknown, cancelled or already answered", call_id)
             return
         self._answer(call, content, out)
+
+    def say_filler(self, text: str) -> Out:
+        """A slow backend call's filler line (:mod:`.filler`); one waiting at a time is enough."""
+        out = Out()
+        if not any(isinstance(say, Filler) for say in self._wanted):
+            self._wanted.append(Filler(text))
+            self._pump(out)
+        return out
 
     def tick(self, now: float) -> Out:
         """Answer with an error each client call whose deadline passed at ``now``, so the response goes on."""
@@ -288,7 +300,8 @@ class Bridge:
         if details.get("code") == ACTIVE_RESPONSE and self._requested:
             # Server VAD started a response just before ours arrived: ask again once it is done.
             self._requested = False
-            self._wanted.appendleft(None)
+            if not self._requested_filler:  # a filler is dropped: the agent is answering anyway
+                self._wanted.appendleft(None)
             log.warning("response.create raced an automatic response; it will be sent again")
             out.client.append(tr.warning(ACTIVE_RESPONSE, str(details.get("message") or "")))
             return
@@ -333,7 +346,12 @@ class Bridge:
             self._requested = True
             self._request_count += 1
             self._request_event_id = f"gw_response_{self._request_count}"
-            out.provider.append(tr.response_create(self._wanted.popleft(), self._request_event_id))
+            say = self._wanted.popleft()
+            self._requested_filler = isinstance(say, Filler)
+            if isinstance(say, Filler):
+                out.provider.append(filler_create(say.text, self._request_event_id))
+            else:
+                out.provider.append(tr.response_create(say, self._request_event_id))
 
     def _start_speaking(self, event: dict[str, Any], out: Out) -> None:
         response = self._ledger.response(str(event.get("response_id")))

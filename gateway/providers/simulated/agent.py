@@ -13,10 +13,11 @@ What it does instead of speech recognition, a language model and speech synthesi
 - Users "speak" with ``InjectUserMessage``; audio from the client is only counted.
 - Function calls are chosen by :mod:`.intents` (explicit ``call NAME {json}`` or keywords).
 - The answer quotes every function result verbatim, so a test can find what a function returned.
-- Speech is a 440 Hz tone in PCM16, between ``AgentStartedSpeaking`` and ``AgentAudioDone``.
+- Speech is a 440 Hz tone in PCM16, between ``AgentStartedSpeaking`` and ``AgentAudioDone``. Like Deepgram, the
+  agent refuses ``InjectAgentMessage`` (``InjectionRefused``) while it speaks: for the tone's length after it began.
 - ``{"type": "SimulatedAgentStats"}`` (not part of the real protocol) reports what reached the provider.
 
-Everything is deterministic except ids (uuid4).
+Everything is deterministic except ids (uuid4) and the speaking window, read on the ``clock`` it is given.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import functools
 import json
 import math
 import struct
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -78,8 +80,11 @@ def _slices(items: list[int], size: int) -> list[list[int]]:
 class SimulatedAgent:
     """One conversation with the simulated provider: feed it client frames, send back what it returns."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.request_id = f"sim-{uuid.uuid4()}"
+        self._clock = clock
+        self._speaking_until = 0.0
+        """When the agent's latest speech ends, on ``clock``: injections before then are refused."""
         self.closed = False
         """Set after a fatal Error: the I/O wrapper delivers the returned frames, then closes the connection."""
         self.close_reason = ""
@@ -100,6 +105,7 @@ class SimulatedAgent:
             "unexpected_responses": 0,
             "cancelled": [],
             "settings": [],
+            "injections_refused": 0,
         }
 
     # --- entry points ---------------------------------------------------------------------------------------
@@ -192,6 +198,9 @@ class SimulatedAgent:
         text = message.get("message", message.get("content"))  # older clients send "content"
         if not isinstance(text, str):
             return [_error("INVALID_MESSAGE", "InjectAgentMessage needs a string 'message'.")]
+        if self._clock() < self._speaking_until:
+            self.stats["injections_refused"] += 1
+            return [_json({"type": "InjectionRefused", "message": "The agent is speaking; try again later."})]
         return self._say(text)
 
     def _on_inject_user_message(self, message: dict[str, Any]) -> list[Frame]:
@@ -260,6 +269,7 @@ class SimulatedAgent:
 
     def _say(self, text: str) -> list[Frame]:
         """What the agent says: its text, then the speaking sequence with the audio."""
+        self._speaking_until = self._clock() + TONE_MS / 1000
         return [
             _json({"type": "ConversationText", "role": "assistant", "content": text}),
             _json({"type": "AgentStartedSpeaking", **LATENCIES}),

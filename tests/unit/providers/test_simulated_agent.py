@@ -196,6 +196,19 @@ def test_inject_agent_message_is_spoken(agent: SimulatedAgent, field: str):
     assert types(frames)[-1] == "AgentAudioDone"
 
 
+def test_inject_agent_message_is_refused_while_the_agent_speaks():
+    now = [0.0]
+    agent = SimulatedAgent(clock=lambda: now[0])
+    agent.receive(settings([WEATHER]))
+    inject = json.dumps({"type": "InjectAgentMessage", "message": "One moment."})
+    assert types(agent.receive(inject))[-1] == "AgentAudioDone"
+    now[0] = 0.1  # still speaking
+    assert types(agent.receive(inject)) == ["InjectionRefused"]
+    assert stats(agent)["injections_refused"] == 1
+    now[0] = 1.0
+    assert types(agent.receive(inject))[-1] == "AgentAudioDone"
+
+
 def test_client_audio_is_counted(agent: SimulatedAgent):
     agent.receive(b"\x01\x02" * 160)
     agent.receive(bytearray(b"\x00" * 10))
@@ -333,5 +346,6 @@ def test_stats_report_everything_and_work_before_settings():
         "unexpected_responses": 0,
         "cancelled": [],
         "settings": [],
+        "injections_refused": 0,
     }
     assert not agent.closed
