@@ -18,6 +18,7 @@ import redis
 import redis.asyncio as aioredis
 
 from gateway.pending import Pending
+from gateway.redis_pool import transaction
 from gateway.rq_enqueue import RQEnqueue, job_key, queue_key
 from shared import keys
 from shared.envelopes import CallJob, FunctionSpec
@@ -57,13 +58,11 @@ class Enqueuer:
         while True:
             try:
                 queue = await self.rq.queue(spec.queue, self.redis)
-                async with self.redis.pipeline(transaction=True) as pipe:
-                    for args, options in self.rq.commands(queue, job, spec, job_id):
-                        pipe.execute_command(*args, **options)
-                    # The liveness key too, in the same round trip: a worker must not find the job before it
-                    # (a Redis that restarted empty, or the first call before the first refresh).
-                    pipe.set(self.alive_key, "1", ex=ALIVE_TTL)
-                    await pipe.execute()
+                commands = self.rq.commands(queue, job, spec, job_id)
+                # The liveness key too, in the same round trip: a worker must not find the job before it
+                # (a Redis that restarted empty, or the first call before the first refresh).
+                commands.append(("SET", self.alive_key, "1", "EX", ALIVE_TTL))
+                await transaction(self.redis, commands)
                 return
             except REDIS_ERRORS as exc:
                 log.warning("enqueue of %s failed (%s); retrying", job.call_id, type(exc).__name__)
