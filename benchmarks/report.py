@@ -159,10 +159,33 @@ def derived(results: dict[str, Any]) -> dict[str, str]:
     }
 
 
+def floor(results: dict[str, Any]) -> dict[str, str]:
+    """Figures of the floor analysis: the bare floor and our overhead at one session, the breakdown's stages,
+    the CPU per call of each process at one session, and what 300 calls/s would take of one worker's core."""
+    calls = results.get("calls", {})
+    bare = calls.get("bare", {}).get("1", {}).get("summary", {}).get("p50")
+    gw1 = calls.get("gateway", {}).get("1", {})
+    over = overhead(gw1["summary"], hop_ms(results)).get("p50") if gw1.get("summary") else None
+    stages = calls.get("breakdown", {}).get("stages_ms", {})
+    cpu = gw1.get("cpu_ms_per_call", {})
+    worker = cpu.get("workers")
+    return {
+        "floor_p50": fmt(bare),
+        "overhead_p50": fmt(over),
+        "floor_ratio": f"{over / bare:.1f}{TIMES}" if bare and over else DASH,
+        **{stage: fmt(stages.get(stage)) for stage in ("ws_hops", "queue_to_worker", "result_to_response")},
+        "gw_cpu": fmt(cpu.get("gateway")),
+        "worker_cpu": fmt(worker),
+        "redis_cpu": fmt(cpu.get("redis")),
+        "capacity_core": f"{300 * worker / 10:.0f}" if worker else DASH,
+    }
+
+
 def render(results: dict[str, Any], plot_name: str) -> str:
     rq_info = results.get("rq_info", "").strip()
     return TEXT.render(
         **derived(results),
+        **floor(results),
         machine=machine_section(results),
         targets=table(["target", "this run", "verdict"], targets(results)),
         plot=plot_name,

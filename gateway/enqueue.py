@@ -1,6 +1,6 @@
 """Putting calls on their RQ queues and taking them off again; the gateway's liveness key.
 
-The enqueue is RQ's own (:mod:`gateway.rq_enqueue`), sent in one pipelined transaction together with a
+The enqueue is RQ's own (:mod:`gateway.rq_enqueue`), sent in one transaction (``redis_pool.transaction``) with a
 refresh of this process's liveness key (``keys.gateway_alive``): its jobs' ids name it, and a worker does not
 start a call whose gateway is gone (killed outright, so nobody would receive the result). The key is also
 refreshed every :data:`ALIVE_EVERY` seconds while the gateway runs, and deleted when it stops.
