@@ -4,12 +4,15 @@
 - ``bench_noop``: does nothing, so a call measures the machinery around a function and nothing else.
 - ``bench_cpu``: burns CPU for a fixed amount of work (hashing), for worker scaling on CPU-bound code.
 - ``bench_io``: waits (``time.sleep``) like a function calling a slow API, for worker scaling on I/O.
+- ``bench_sleep_async``: waits (``asyncio.sleep``) like an ``async def`` function awaiting a slow API, for
+  the capacity section (many calls in flight in one worker process).
 
 ``plain_noop`` is not registered: the naive-RQ baseline enqueues it with a plain ``rq.SimpleWorker``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 
@@ -43,6 +46,12 @@ class IoArgs(BaseModel):
 @function(description="Wait like a slow API (benchmark)", timeout=5.0, idempotent=True)
 def bench_io(args: IoArgs) -> dict[str, bool]:
     time.sleep(args.seconds)
+    return {"ok": True}
+
+
+@function(description="Await like a slow API (benchmark)", timeout=5.0, idempotent=True)
+async def bench_sleep_async(args: IoArgs) -> dict[str, bool]:
+    await asyncio.sleep(args.seconds)
     return {"ok": True}
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import redis
 
-from benchmarks import baselines, calls, profiles, streaming, upstream, workerclass
+from benchmarks import baselines, calls, capacity, profiles, streaming, upstream, workerclass
 from benchmarks.breakdown import breakdown
 from benchmarks.procfs import CpuMeter, children, spawned_children
 from shared import keys
@@ -55,7 +55,13 @@ class Plan:
     paired_rounds: int = 5
     paired_seconds: float = 3.0
     profile: bool = True
-    sections: tuple[str, ...] = ("roundtrips", "calls", "sustained", "scaling", "sessions")
+    capacity_async: int = 40
+    """Concurrent 300 ms ``async`` calls sent at once to one worker process."""
+    capacity_blocking: int = 16
+    """Concurrent 300 ms blocking calls sent at once to one worker process."""
+    capacity_rate: int = 300
+    """Calls/s of the 300 ms ``async`` function offered to one worker process."""
+    sections: tuple[str, ...] = ("roundtrips", "calls", "sustained", "scaling", "capacity", "sessions")
 
     @classmethod
     def quick(cls) -> Plan:
@@ -71,8 +77,8 @@ class Plan:
         return cls(
             warmup=0.2, duration=0.6, concurrency=(1,), prior_art_concurrency=(1,), rates=(), scaling_workers=(),
             streaming_sessions=(), streaming_sessions_concurrent=(), idle_sessions=0, workerclass_rounds=0,
-            profile=False, paired_rounds=0,
-            sections=("roundtrips", "calls"),
+            profile=False, paired_rounds=0, capacity_async=4, capacity_blocking=2, capacity_rate=3,
+            sections=("roundtrips", "calls", "capacity"),
         )  # fmt: skip
 
 
@@ -223,13 +229,13 @@ class Suite:
                 summary, counts = result["summary"], result["counts"]
                 # Clearly past capacity (a queue builds up): higher rates would only measure the backlog.
                 overloaded = counts["errors"] > 0 or summary.get("p50", 1e9) > 100
-                self._drain()
+                self.drain()
         finally:
             gateway.stop()
             workers.stop()
         return results
 
-    def _drain(self, timeout: float = 20) -> None:
+    def drain(self, timeout: float = 20) -> None:
         """Wait until the queue is empty again, so a backlog does not leak into the next measurement."""
         client = redis.Redis.from_url(self.redis_url)
         deadline = time.monotonic() + timeout
@@ -261,8 +267,11 @@ class Suite:
             finally:
                 gateway.stop()
                 workers.stop()
-                self._drain()
+                self.drain()
         return out
+
+    async def capacity(self) -> dict[str, Any]:
+        return await capacity.run(self)
 
     async def sessions(self) -> dict[str, Any]:
         p = self.plan

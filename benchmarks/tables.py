@@ -266,3 +266,40 @@ def machine_section(results: dict[str, Any]) -> str:
             ],
         ],
     )
+
+
+def capacity_table(results: dict[str, Any]) -> str:
+    cap = results.get("capacity")
+    if not cap:
+        return NOT_MEASURED
+    rows = []
+    for key, label in (("async_burst", "`async` function"), ("blocking_burst", "blocking function")):
+        entry = cap.get(key)
+        if entry:
+            c, s = entry["counts"], entry["summary"]
+            rows.append([f"burst, {label}", entry["calls"], c["answered"] - c["errors"], c["errors"], c["lost"],
+                         s.get("p50"), s.get("p99"), s.get("max")])  # fmt: skip
+    sustained = cap.get("sustained")
+    if sustained:
+        c, s = sustained["counts"], sustained["summary"]
+        rows.append([f"{sustained['offered_per_s']} calls/s for {sustained['seconds']:g} s, `async` function",
+                     c["sent"], c["answered"] - c["errors"], c["errors"], c["lost"], s.get("p50"), s.get("p99"),
+                     s.get("max")])  # fmt: skip
+    header = [
+        "load (1 worker process)",
+        "calls",
+        "answered with a result",
+        "errors",
+        "lost",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+    ]
+    text = table(header, rows)
+    memory = cap.get("memory")
+    if memory:
+        text += "\n\n" + TEXT.fragment(
+            "capacity_memory", idle=fmt(memory["idle_kb"] / 1024, 1), peak=fmt(memory["peak_kb"] / 1024, 1),
+            calls=memory["in_flight"], per_call=fmt(memory["kb_per_call"], 1),
+        )  # fmt: skip
+    return text

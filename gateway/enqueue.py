@@ -1,6 +1,6 @@
 """Putting calls on their RQ queues and taking them off again; the gateway's liveness key.
 
-The enqueue is RQ's own (:mod:`gateway.rq_enqueue`), sent in one pipelined transaction together with a
+The enqueue is RQ's own (:mod:`gateway.rq_enqueue`), sent in one transaction (``redis_pool.transaction``) with a
 refresh of this process's liveness key (``keys.gateway_alive``): its jobs' ids name it, and a worker does not
 start a call whose gateway is gone (killed outright, so nobody would receive the result). The key is also
 refreshed every :data:`ALIVE_EVERY` seconds while the gateway runs, and deleted when it stops.
@@ -18,6 +18,7 @@ import redis
 import redis.asyncio as aioredis
 
 from gateway.pending import Pending
+from gateway.redis_pool import transaction
 from gateway.rq_enqueue import RQEnqueue, job_key, queue_key
 from shared import keys
 from shared.envelopes import CallJob, FunctionSpec
@@ -57,13 +58,11 @@ class Enqueuer:
         while True:
             try:
                 queue = await self.rq.queue(spec.queue, self.redis)
-                async with self.redis.pipeline(transaction=True) as pipe:
-                    for args, options in self.rq.commands(queue, job, spec, job_id):
-                        pipe.execute_command(*args, **options)
-                    # The liveness key too, in the same round trip: a worker must not find the job before it
-                    # (a Redis that restarted empty, or the first call before the first refresh).
-                    pipe.set(self.alive_key, "1", ex=ALIVE_TTL)
-                    await pipe.execute()
+                commands = self.rq.commands(queue, job, spec, job_id)
+                # The liveness key too, in the same round trip: a worker must not find the job before it
+                # (a Redis that restarted empty, or the first call before the first refresh).
+                commands.append(("SET", self.alive_key, "1", "EX", ALIVE_TTL))
+                await transaction(self.redis, commands)
                 return
             except REDIS_ERRORS as exc:
                 log.warning("enqueue of %s failed (%s); retrying", job.call_id, type(exc).__name__)

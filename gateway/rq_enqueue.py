@@ -8,6 +8,7 @@ things RQ does not promise, checked by ``tests/unit/test_rq_seam.py`` for the pi
 
 - the one read RQ's enqueue makes, the server version, is answered in advance (``Queue.redis_server_version``,
   read once asynchronously and cached here);
+- the queue's serializer may be None (RQ's default, resolved per job without its costly Protocol check);
 - the key layout of queues and jobs (``Queue.redis_queue_namespace_prefix``, ``CallJob.key_for``), which the
   gateway's cancel script and dead-worker watchdog address directly.
 """
@@ -49,12 +50,15 @@ class RQEnqueue:
                 queue.redis_server_version = (*parts, 0, 0, 0)[:3]  # type: ignore[assignment]
             except redis.ResponseError:  # a server without INFO (fakeredis): RQ assumes 5.0.9 too
                 queue.redis_server_version = FAKE_SERVER_VERSION  # type: ignore[assignment]
+            # RQ resolves a job's serializer anew for every job, with an isinstance check against a runtime
+            # Protocol: a fifth of the enqueue's CPU. None resolves to the same default (pickle) at once.
+            queue.serializer = None  # type: ignore[assignment]
             self._queues[name] = queue
         return queue
 
-    def commands(self, queue: Queue, job: CallJob, spec: FunctionSpec, job_id: str) -> list[tuple[Any, Any]]:
-        """The commands RQ's own enqueue of ``job`` sends, without sending them: ``(args, options)`` pairs for
-        ``execute_command`` on the async client's pipeline. The job names :data:`JOB_FUNCTION` by its path."""
+    def commands(self, queue: Queue, job: CallJob, spec: FunctionSpec, job_id: str) -> list[tuple[Any, ...]]:
+        """The commands RQ's own enqueue of ``job`` sends, without sending them: each one's arguments, for
+        :func:`gateway.redis_pool.transaction`. The job names :data:`JOB_FUNCTION` by its path."""
         seconds = max(1, math.ceil(spec.timeout))
         pipe = self._sync.pipeline()
         queue.enqueue_call(
@@ -68,7 +72,7 @@ class RQEnqueue:
             description=f"{job.name} ({job.call_id})",
             pipeline=pipe,
         )
-        return [(command[0], command[1]) for command in pipe.command_stack]
+        return [command[0] for command in pipe.command_stack]
 
 
 def queue_key(queue: str) -> str:

@@ -23,7 +23,7 @@ def test_smoke_run_writes_complete_results(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--smoke", "--json", str(out), "--no-report", "--out", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=90,
+        cwd=ROOT, capture_output=True, text=True, timeout=150,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     results = json.loads(out.read_text())
@@ -47,9 +47,18 @@ def test_smoke_run_writes_complete_results(tmp_path: Path) -> None:
     assert set(calls["breakdown"]["stages_ms"]) >= {"ws_hops", "queue_to_worker", "function"}
     assert "vfg-default" in results["rq_info"]
 
+    capacity = results["capacity"]  # one worker process; smoke-sized bursts that any worker answers in time
+    for burst in ("async_burst", "blocking_burst"):
+        entry = capacity[burst]
+        assert entry["counts"]["answered"] == entry["calls"] and entry["counts"]["errors"] == 0, entry
+        assert entry["last_answer_ms"] is not None
+    assert capacity["memory"]["idle_kb"] > 0 and capacity["memory"]["peak_kb"] >= capacity["memory"]["idle_kb"]
+    assert capacity["sustained"]["counts"]["sent"] > 0
+
     pytest.importorskip("matplotlib")  # the bench extra; the report is checked when it is installed
     from benchmarks.report import write_report
 
     write_report(results, tmp_path / "PERFORMANCE.md", tmp_path / "latency.png")
-    assert "## Targets" in (tmp_path / "PERFORMANCE.md").read_text()
+    page = (tmp_path / "PERFORMANCE.md").read_text()
+    assert "## Targets" in page and "KB per concurrent call" in page and "1 worker process: all ≤ 1.5 s" in page
     assert (tmp_path / "latency.png").stat().st_size > 10_000

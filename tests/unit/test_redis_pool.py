@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import fakeredis
 import pytest
+import redis
 import redis.asyncio
 from rq.job import JobStatus
 
 from gateway.dispatcher import Dispatcher
-from gateway.redis_pool import REDIS_CONNECTIONS, CPacking
+from gateway.redis_pool import REDIS_CONNECTIONS, CPacking, transaction
 from shared.config import Config
 
 
@@ -40,3 +42,17 @@ def test_commands_are_packed_as_redis_py_packs_them(command: tuple) -> None:
 def test_a_value_redis_cannot_take_is_refused_as_redis_py_refuses_it() -> None:
     with pytest.raises(redis.DataError):
         CPacking().pack_command("SET", "k", None)
+
+
+async def test_a_transaction_runs_its_commands_and_raises_the_first_error() -> None:
+    client = fakeredis.aioredis.FakeRedis(server=fakeredis.FakeServer())
+    await transaction(client, [("SET", "a", "1"), ("RPUSH", "q", "x", "y"), ("SET", "b", "2", "EX", 5)])
+    assert await client.mget(["a", "b"]) == [b"1", b"2"] and await client.llen("q") == 2
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):  # fails inside EXEC: the others still ran
+        await transaction(client, [("SET", "c", "3"), ("RPUSH", "a", "x")])
+    assert await client.get("c") == b"3"
+    with pytest.raises(redis.ResponseError):  # refused when queued: EXEC aborts, nothing ran
+        await transaction(client, [("SET", "d", "4"), ("NOSUCHCOMMAND", "x")])
+    assert await client.get("d") is None
+    assert await client.ping()  # every reply was read: the connection went back to the pool clean
+    await client.aclose()

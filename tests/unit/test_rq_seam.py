@@ -21,6 +21,7 @@ from rq.job import JobStatus
 from rq.results import Result as RQResult
 from rq.worker import WorkerStatus
 
+from gateway.redis_pool import transaction
 from gateway.rq_enqueue import RQEnqueue, job_key, queue_key
 from shared import keys
 from shared.envelopes import JOB_FUNCTION, CallJob, FunctionSpec
@@ -107,10 +108,7 @@ async def test_the_gateways_enqueue_writes_what_rqs_own_enqueue_writes() -> None
     replayed = fakeredis.aioredis.FakeRedis(server=server)
     seam = RQEnqueue(redis.Redis.from_url("redis://127.0.0.1:1/0"), result_ttl=60)
     queue = await seam.queue("default", replayed)
-    async with replayed.pipeline(transaction=True) as pipe:
-        for args, options in seam.commands(queue, job, spec, job_id):
-            pipe.execute_command(*args, **options)
-        await pipe.execute()
+    await transaction(replayed, seam.commands(queue, job, spec, job_id))
 
     written = fakeredis.FakeRedis(server=server)
     assert _contents(written) == _contents(own)
