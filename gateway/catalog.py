@@ -19,6 +19,7 @@ import time
 import redis.asyncio as aioredis
 from pydantic import ValidationError
 
+from gateway import metrics
 from shared import keys
 from shared.envelopes import FunctionSpec, WorkerCatalog
 from shared.redis_errors import REDIS_ERRORS
@@ -83,6 +84,7 @@ class Catalog:
             try:
                 owned = await self.functions()
             except REDIS_ERRORS as exc:
+                metrics.redis_errors.inc()
                 if self.last_known is not None:
                     log.warning("backend catalog unreadable (%s); using the last one read", type(exc).__name__)
                     return dict(self.last_known)

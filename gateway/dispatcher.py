@@ -26,6 +26,7 @@ import uuid
 import redis
 import redis.asyncio as aioredis
 
+from gateway import metrics
 from gateway.enqueue import Enqueuer
 from gateway.pending import Pending
 from gateway.redis_pool import COMMAND_TIMEOUT, redis_pool
@@ -68,6 +69,8 @@ class Dispatcher:
         """The Redis server's clock, in which job deadlines are written."""
         self._tasks: list[asyncio.Task[None]] = []
         self._ttl_warned: set[str] = set()
+        self._timed_out: set[str] = set()
+        """Calls answered by their deadline rather than a result, until :meth:`call` counts them."""
 
     # --- lifecycle ----------------------------------------------------------------------------------------
 
@@ -100,13 +103,35 @@ class Dispatcher:
     # --- calls --------------------------------------------------------------------------------------------
 
     async def call(
-        self, call_id: str, name: str, arguments: str, spec: FunctionSpec, session_id: str = "", principal: str = ""
+        self,
+        call_id: str,
+        name: str,
+        arguments: str,
+        spec: FunctionSpec,
+        session_id: str = "",
+        principal: str = "",
+        traceparent: str = "",
     ) -> CallResult:
         """Run one call on a worker and return its result, or an error result at the deadline.
 
         Never raises for backend trouble (Redis down, worker dead, bad arguments): every outcome is a
         :class:`CallResult` the caller can send upstream. Cancelling the awaiting task cancels the job.
+        ``traceparent`` (W3C) travels in the job, so the worker's logs and spans join the caller's trace.
         """
+        started, outcome = time.monotonic(), "cancelled"
+        metrics.pending_calls.inc()
+        try:
+            result = await self._call(call_id, name, arguments, spec, session_id, principal, traceparent)
+            outcome = "timeout" if call_id in self._timed_out else "ok" if result.ok else "error"
+            return result
+        finally:
+            self._timed_out.discard(call_id)
+            metrics.pending_calls.dec()
+            metrics.call_finished(spec.name, outcome, time.monotonic() - started)
+
+    async def _call(
+        self, call_id: str, name: str, arguments: str, spec: FunctionSpec, session_id: str, principal: str, trace: str
+    ) -> CallResult:
         existing = self._waiters.get(call_id)
         if existing is not None:
             # The same call requested twice in this process: one job, both callers get its result.
@@ -120,6 +145,7 @@ class Dispatcher:
             session_id=session_id,
             principal=principal,
             enqueued_at=time.time(),
+            traceparent=trace,
         )
         pending = Pending(job, spec, asyncio.get_running_loop().create_future())
         self._waiters[call_id] = pending
@@ -139,6 +165,7 @@ class Dispatcher:
             stored = await self.results.stored(call_id)
             if stored is None:
                 self.enqueuer.cancel_in_background(pending)
+                self._timed_out.add(call_id)
                 stored = CallResult.failure(call_id, f"{name} did not finish within {spec.timeout:g} s.")
             if not pending.future.done():
                 pending.future.set_result(stored)  # callers that joined this call get the same answer now
