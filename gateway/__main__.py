@@ -8,17 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import socket
 import sys
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 
-from gateway import metrics
 from gateway.auth import AccessPolicy, check_bind
 from gateway.server import run_gateway_process, serve_forever, setup_logging
 from shared.config import get_config, result_ttl_refusal
+from shared.prometheus import multiprocess_directory, process_died
 from shared.supervisor import EXIT_BAD_CONFIG, Supervisor
 
 STOP_MARGIN = 5.0
@@ -44,32 +40,16 @@ def main() -> int:
     logging.getLogger("gateway").info(
         "starting %d gateway processes on %s:%d", config.web_concurrency, config.host, config.port
     )
-    with metrics_directory():
+    with multiprocess_directory():
         supervisor = Supervisor(
             run_gateway_process,
             (config,),
             config.web_concurrency,
             "gateway",
-            on_death=lambda process, _: metrics.process_died(process.pid or 0),
+            on_death=lambda process, _: process_died(process.pid or 0),
             stop_grace=config.drain_timeout + STOP_MARGIN,  # a draining child must not be killed mid-drain
         )
         return supervisor.run()
-
-
-@contextmanager
-def metrics_directory() -> Iterator[None]:
-    """Prometheus multiprocess mode for the children: each writes its values under PROMETHEUS_MULTIPROC_DIR and
-    any one's ``/metrics`` sums them. A fresh directory unless the operator set one (then it is theirs to empty
-    between runs, as prometheus_client requires)."""
-    if os.environ.get(metrics.MULTIPROC_ENV):
-        yield
-        return
-    with tempfile.TemporaryDirectory(prefix="vfg-metrics-") as directory:
-        os.environ[metrics.MULTIPROC_ENV] = directory  # inherited by the spawned children before they import
-        try:
-            yield
-        finally:
-            del os.environ[metrics.MULTIPROC_ENV]
 
 
 if __name__ == "__main__":

@@ -14,12 +14,10 @@ port, whichever process the kernel hands it to.
 
 from __future__ import annotations
 
-import os
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import multiprocess as _multiprocess
+from shared.prometheus import exposition_registry
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 OUTCOMES = ("ok", "error", "timeout", "cancelled")
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 """Seconds: from a cached lookup (a few ms) to a slow external API near the usual function deadlines."""
@@ -47,16 +45,5 @@ def call_finished(function: str, outcome: str, seconds: float) -> None:
 
 
 def exposition() -> tuple[bytes, str]:
-    """The text a scrape gets and its content type: this process's metrics, or in multiprocess mode every
-    process's, summed."""
-    if os.environ.get(MULTIPROC_ENV):
-        registry = CollectorRegistry()
-        _multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(), CONTENT_TYPE_LATEST
-
-
-def process_died(pid: int) -> None:
-    """Drop a dead process's live gauges (its sessions and pending calls are gone); its counters stay summed."""
-    if os.environ.get(MULTIPROC_ENV):
-        _multiprocess.mark_process_dead(pid)
+    """The text a scrape gets and its content type (every process's values with WEB_CONCURRENCY > 1)."""
+    return generate_latest(exposition_registry()), CONTENT_TYPE_LATEST
