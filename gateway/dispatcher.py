@@ -196,6 +196,15 @@ class Dispatcher:
             return CallResult.failure(call_id, f"{name} was cancelled before it finished.")
         return CallResult.failure(call_id, f"{name} did not finish within {spec.timeout:g} s.")
 
+    def give_up(self, why: str) -> int:
+        """Answer every call in flight now with an error saying ``why`` and cancel its job (a draining gateway
+        out of time: its sessions are about to close). Returns how many calls were given up."""
+        given_up = [pending for pending in self._waiters.values() if not pending.future.done()]
+        for pending in given_up:
+            self.enqueuer.cancel_in_background(pending)
+            pending.future.set_result(CallResult.failure(pending.job.call_id, f"{pending.job.name} {why}"))
+        return len(given_up)
+
     def _deliver(self, result: CallResult) -> None:
         """Resolve the future of ``result``'s call, if this process still waits for it."""
         pending = self._waiters.get(result.call_id)

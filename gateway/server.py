@@ -16,6 +16,7 @@ process must go.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -50,6 +51,8 @@ AGENT_PATHS = {"/", "/v1/agent/converse"}
 TEXT = "text/plain; charset=utf-8"
 METRICS_PATH = "/metrics"
 DRAINING = "The gateway is shutting down; reconnect (another instance will answer)."
+ANSWER_GRACE = 1.0
+"""Seconds the error answers of calls given up at DRAIN_TIMEOUT have to reach the provider."""
 DRAIN_POLL = 0.02
 """Seconds between looks at the calls in flight while draining."""
 MAX_HTTP_BODY = 64 * 1024
@@ -176,7 +179,7 @@ class Gateway:
 
     async def drain(self, timeout: float) -> None:
         """Refuse new sessions and calls; wait up to ``timeout`` seconds for the calls in flight to be answered.
-        Calls still running afterwards are cancelled when their sessions close."""
+        Calls still running then are answered with an error and cancelled (no worker starts them later)."""
         self.draining = True
         log.info("draining: %d calls in flight, up to %g s", self.calls_in_flight, timeout)
         try:
@@ -184,7 +187,12 @@ class Gateway:
                 while self.calls_in_flight:
                     await asyncio.sleep(DRAIN_POLL)
         except TimeoutError:
-            log.warning("drain timeout: %d calls still in flight are cancelled", self.calls_in_flight)
+            given_up = self.dispatcher.give_up("was not finished: the gateway is shutting down.")
+            log.warning("drain timeout: %d calls answered with an error and cancelled", given_up)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(ANSWER_GRACE):  # the errors go upstream before the sessions close
+                    while self.calls_in_flight:
+                        await asyncio.sleep(DRAIN_POLL)
 
 
 def _json(connection: ServerConnection, status: HTTPStatus, body: dict[str, object]) -> Response:
