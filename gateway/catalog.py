@@ -58,6 +58,7 @@ class Catalog:
         if expired:
             await self._redis.srem(keys.CATALOG_INDEX, *expired)
         self._cached = (now, catalogs)
+        metrics.live_workers.set(len(catalogs))
         return catalogs
 
     async def functions(self) -> dict[str, FunctionSpec]:

@@ -34,6 +34,11 @@ sessions = Gauge("gateway_sessions", "Open WebSocket sessions, by provider.", ["
 upstream_connect_failures = Counter(
     "gateway_upstream_connect_failures_total", "Provider connections that failed to open, by provider.", ["provider"]
 )
+live_workers = Gauge(
+    "gateway_live_workers",
+    "Worker processes whose catalog the gateway last read (refreshed by each scrape).",
+    multiprocess_mode="livemostrecent",
+)
 redis_errors = Counter("gateway_redis_errors_total", "Redis commands or subscriptions that failed.")
 dropped_notices = Counter("gateway_dropped_notices_total", "Call notices dropped because a client read too slowly.")
 

@@ -114,6 +114,9 @@ class Gateway:
         """Status, body, content type and extra headers of a plain ``GET`` (or ``HEAD``) of ``path``; the caller
         has checked credentials where the path needs them (``/metrics``)."""
         if path == METRICS_PATH:
+            with contextlib.suppress(*REDIS_ERRORS, TimeoutError):  # a fresh worker count; Redis errors are counted
+                async with asyncio.timeout(2):
+                    await self.catalog.workers()
             return HTTPStatus.OK, *metrics.exposition(), {}
         if path == "/healthz":
             return HTTPStatus.OK, b"ok\n", TEXT, {}

@@ -13,6 +13,8 @@ import contextlib
 import json
 import signal
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -86,6 +88,7 @@ async def test_sigterm_with_pending_calls(redis_server: RedisServer, logs_dir: P
             wait_until, lambda: (code := http_status(gateway.http + "/readyz")) != 200 and code, 2, "/readyz to fail"
         )
         refusals = [await handshake_status(gateway.url) for _ in range(CONNECT_ATTEMPTS)]
+        http_call_status = await asyncio.to_thread(post_status, gateway)
         for provider_id in running:
             client = next(c for c in busy if any(n["id"] == provider_id for n in notices(c, "started")))
             await client.expect("BackendFunctionCall", status="finished", id=provider_id, timeout=DRAIN_TIMEOUT)
@@ -131,6 +134,7 @@ async def test_sigterm_with_pending_calls(redis_server: RedisServer, logs_dir: P
         reliability.figures.update(
             readyz_when_draining=ready_status,
             new_sessions_while_draining=refusals,
+            http_call_while_draining=http_call_status,
             running_calls_answered_with_results=f"{len(real_results)}/{len(running)}",
             sessions=BUSY_SESSIONS + IDLE_SESSIONS,
             pending_calls=len(call_ids),
@@ -146,6 +150,7 @@ async def test_sigterm_with_pending_calls(redis_server: RedisServer, logs_dir: P
 
         assert ready_status == 503
         assert refusals == [503] * CONNECT_ATTEMPTS
+        assert http_call_status == 503
         assert real_results == running, answers
         assert idle_open_while_draining
         assert close_codes == [1001] * (BUSY_SESSIONS + IDLE_SESSIONS)
@@ -166,3 +171,16 @@ async def read_rest(client: AgentClient) -> None:
     with contextlib.suppress(ConnectionClosed, TimeoutError):
         while True:
             await client.next(timeout=1)
+
+
+def post_status(gateway: Gateway) -> int:
+    """The status of a ``POST /function-call``."""
+    body = json.dumps({"id": "d1", "name": "get_current_time", "arguments": "{}"}).encode()
+    request = urllib.request.Request(
+        gateway.http + "/function-call", data=body, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code

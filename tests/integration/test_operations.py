@@ -64,6 +64,7 @@ def test_metrics_need_credentials(observed: Gateway):
     assert get(observed.http + "/metrics", {"Authorization": "Bearer wrong-token-5678"})[0] == 401
     status, text = get(observed.http + "/metrics", HEADERS)
     assert status == 200 and "# TYPE gateway_pending_calls gauge" in text
+    assert values(observed, "gateway_live_workers") == {2.0}
 
 
 async def test_metrics_move_with_calls_and_sessions_in_every_process(observed: Gateway):

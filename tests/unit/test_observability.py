@@ -246,3 +246,21 @@ def test_spans_nest_under_the_clients_trace_and_the_job_carries_the_call_span():
     assert call.parent.span_id == session.context.span_id
     assert run.parent.span_id == call.context.span_id
     assert call_trace.split("-")[2] == format(call.context.span_id, "016x")
+
+
+def test_the_standard_environment_turns_otlp_export_on(monkeypatch: pytest.MonkeyPatch):
+    from opentelemetry.exporter.otlp.proto.http import trace_exporter
+
+    made: list[InMemorySpanExporter] = []
+
+    def exporter() -> InMemorySpanExporter:
+        made.append(InMemorySpanExporter())
+        return made[-1]
+
+    monkeypatch.setattr(trace_exporter, "OTLPSpanExporter", exporter)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")
+    try:
+        assert tracing.setup_tracing("test") is True
+    finally:
+        tracing.stop_tracing()
+    assert len(made) == 1
