@@ -110,6 +110,7 @@ class Dispatcher:
         spec: FunctionSpec,
         session_id: str = "",
         principal: str = "",
+        *,
         traceparent: str = "",
     ) -> CallResult:
         """Run one call on a worker and return its result, or an error result at the deadline.

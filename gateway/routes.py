@@ -175,7 +175,7 @@ class FunctionCallEndpoint:
             span("call", trace, function=name, call_id=call_id) as trace,
             log_context(call_id=call_id, function=name, traceparent=trace),
         ):
-            result = await self.dispatcher.call(call_id, name, arguments, spec, "http", principal, trace)
+            result = await self.dispatcher.call(call_id, name, arguments, spec, "http", principal, traceparent=trace)
         answer = {"content": result.content} if result.ok else {"error": result.error}
         return HttpResponse.json(HTTPStatus.OK, {"id": client_id, **answer})
 

@@ -220,7 +220,7 @@ class Session:
         call = start.call
         try:
             result = await self.dispatcher.call(
-                start.key, call.name, call.arguments, start.spec, self.id, self.principal, trace
+                start.key, call.name, call.arguments, start.spec, self.id, self.principal, traceparent=trace
             )
         except Exception:
             # A bug must not hang the conversation: the provider still gets an answer.
