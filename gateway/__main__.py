@@ -14,7 +14,11 @@ import sys
 from gateway.auth import AccessPolicy, check_bind
 from gateway.server import run_gateway_process, serve_forever, setup_logging
 from shared.config import get_config, result_ttl_refusal
+from shared.prometheus import multiprocess_directory, process_died
 from shared.supervisor import EXIT_BAD_CONFIG, Supervisor
+
+STOP_MARGIN = 5.0
+"""Seconds a gateway child gets beyond DRAIN_TIMEOUT to close its sessions and exit before it is killed."""
 
 
 def main() -> int:
@@ -36,7 +40,16 @@ def main() -> int:
     logging.getLogger("gateway").info(
         "starting %d gateway processes on %s:%d", config.web_concurrency, config.host, config.port
     )
-    return Supervisor(run_gateway_process, (config,), config.web_concurrency, "gateway").run()
+    with multiprocess_directory():
+        supervisor = Supervisor(
+            run_gateway_process,
+            (config,),
+            config.web_concurrency,
+            "gateway",
+            on_death=lambda process, _: process_died(process.pid or 0),
+            stop_grace=config.drain_timeout + STOP_MARGIN,  # a draining child must not be killed mid-drain
+        )
+        return supervisor.run()
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import time
 import redis.asyncio as aioredis
 from pydantic import ValidationError
 
+from gateway import metrics
 from shared import keys
 from shared.envelopes import FunctionSpec, WorkerCatalog
 from shared.redis_errors import REDIS_ERRORS
@@ -57,6 +58,7 @@ class Catalog:
         if expired:
             await self._redis.srem(keys.CATALOG_INDEX, *expired)
         self._cached = (now, catalogs)
+        metrics.live_workers.set(len(catalogs))
         return catalogs
 
     async def functions(self) -> dict[str, FunctionSpec]:
@@ -83,6 +85,7 @@ class Catalog:
             try:
                 owned = await self.functions()
             except REDIS_ERRORS as exc:
+                metrics.redis_errors.inc()
                 if self.last_known is not None:
                     log.warning("backend catalog unreadable (%s); using the last one read", type(exc).__name__)
                     return dict(self.last_known)

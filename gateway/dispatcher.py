@@ -27,6 +27,7 @@ from collections.abc import Callable
 import redis
 import redis.asyncio as aioredis
 
+from gateway import metrics
 from gateway.enqueue import Enqueuer
 from gateway.pending import Pending
 from gateway.redis_pool import COMMAND_TIMEOUT, redis_pool
@@ -71,6 +72,8 @@ class Dispatcher:
         """The Redis server's clock, in which job deadlines are written."""
         self._tasks: list[asyncio.Task[None]] = []
         self._ttl_warned: set[str] = set()
+        self._timed_out: set[str] = set()
+        """Calls answered by their deadline rather than a result, until :meth:`call` counts them."""
 
     # --- lifecycle ----------------------------------------------------------------------------------------
 
@@ -111,6 +114,8 @@ class Dispatcher:
         session_id: str = "",
         principal: str = "",
         on_progress: Callable[[str], None] | None = None,
+        *,
+        traceparent: str = "",
     ) -> CallResult:
         """Run one call on a worker and return its result, or an error result at the deadline.
 
@@ -118,7 +123,30 @@ class Dispatcher:
 
         Never raises for backend trouble (Redis down, worker dead, bad arguments): every outcome is a
         :class:`CallResult` the caller can send upstream. Cancelling the awaiting task cancels the job.
+        ``traceparent`` (W3C) travels in the job, so the worker's logs and spans join the caller's trace.
         """
+        started, outcome = time.monotonic(), "cancelled"
+        metrics.pending_calls.inc()
+        try:
+            result = await self._call(call_id, name, arguments, spec, session_id, principal, traceparent, on_progress)
+            outcome = "timeout" if call_id in self._timed_out else "ok" if result.ok else "error"
+            return result
+        finally:
+            self._timed_out.discard(call_id)
+            metrics.pending_calls.dec()
+            metrics.call_finished(spec.name, outcome, time.monotonic() - started)
+
+    async def _call(
+        self,
+        call_id: str,
+        name: str,
+        arguments: str,
+        spec: FunctionSpec,
+        session_id: str,
+        principal: str,
+        trace: str,
+        on_progress: Callable[[str], None] | None,
+    ) -> CallResult:
         existing = self._waiters.get(call_id)
         if existing is not None:
             # The same call requested twice in this process: one job, both callers get its result.
@@ -132,6 +160,7 @@ class Dispatcher:
             session_id=session_id,
             principal=principal,
             enqueued_at=time.time(),
+            traceparent=trace,
         )
         pending = Pending(job, spec, asyncio.get_running_loop().create_future(), on_progress=on_progress)
         self._waiters[call_id] = pending
@@ -151,6 +180,7 @@ class Dispatcher:
             stored = await self.results.stored(call_id)
             if stored is None:
                 self.enqueuer.cancel_in_background(pending)
+                self._timed_out.add(call_id)
                 stored = CallResult.failure(call_id, f"{name} did not finish within {spec.timeout:g} s.")
             if not pending.future.done():
                 pending.future.set_result(stored)  # callers that joined this call get the same answer now
@@ -180,6 +210,15 @@ class Dispatcher:
         if future.cancelled():
             return CallResult.failure(call_id, f"{name} was cancelled before it finished.")
         return CallResult.failure(call_id, f"{name} did not finish within {spec.timeout:g} s.")
+
+    def give_up(self, why: str) -> int:
+        """Answer every call in flight now with an error saying ``why`` and cancel its job (a draining gateway
+        out of time: its sessions are about to close). Returns how many calls were given up."""
+        given_up = [pending for pending in self._waiters.values() if not pending.future.done()]
+        for pending in given_up:
+            self.enqueuer.cancel_in_background(pending)
+            pending.future.set_result(CallResult.failure(pending.job.call_id, f"{pending.job.name} {why}"))
+        return len(given_up)
 
     def _deliver(self, result: CallResult) -> None:
         """Resolve the future of ``result``'s call, if this process still waits for it."""

@@ -17,6 +17,7 @@ import time
 import redis
 import redis.asyncio as aioredis
 
+from gateway import metrics
 from gateway.pending import Pending
 from gateway.redis_pool import transaction
 from gateway.rq_enqueue import RQEnqueue, job_key, queue_key
@@ -65,6 +66,7 @@ class Enqueuer:
                 await transaction(self.redis, commands)
                 return
             except REDIS_ERRORS as exc:
+                metrics.redis_errors.inc()
                 log.warning("enqueue of %s failed (%s); retrying", job.call_id, type(exc).__name__)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.5)
@@ -91,6 +93,7 @@ class Enqueuer:
             await self.redis.set(keys.cancelled(call_id), "1", ex=ttl)
             await self._drop_queued_job(keys=[queue_key(pending.spec.queue), job_key(job_id)], args=[job_id])
         except REDIS_ERRORS as exc:
+            metrics.redis_errors.inc()
             log.info("could not cancel %s (%s); the worker will skip it past its deadline", call_id, exc)
 
     async def keep_alive(self) -> None:

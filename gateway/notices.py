@@ -18,6 +18,8 @@ import logging
 from websockets.asyncio.connection import Connection
 from websockets.exceptions import ConnectionClosed
 
+from gateway import metrics
+
 log = logging.getLogger(__name__)
 
 LIMIT = 256
@@ -39,6 +41,7 @@ class ClientNotices:
             if self.dropped == 0:
                 log.info("session %s: the client reads too slowly; dropping call notices", self.session_id)
             self.dropped += 1
+            metrics.dropped_notices.inc()
             return
         self._queue.append(text)
         self._ready.set()

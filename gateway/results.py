@@ -19,6 +19,7 @@ import redis
 import redis.asyncio as aioredis
 from pydantic import ValidationError
 
+from gateway import metrics
 from shared import keys
 from shared.envelopes import CallProgress, CallResult
 from shared.redis_errors import REDIS_ERRORS
@@ -99,6 +100,7 @@ class ResultListener:
                         await pubsub.ping()
                         pinged = now
             except REDIS_ERRORS as exc:
+                metrics.redis_errors.inc()
                 if self.confirmed.is_set():
                     log.warning("lost the result subscription (%s: %s); reconnecting", type(exc).__name__, exc)
                 self.confirmed.clear()

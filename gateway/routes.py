@@ -26,7 +26,9 @@ from gateway.dispatcher import Dispatcher
 from gateway.http import HttpRequest, HttpResponse
 from gateway.limits import AddressLimits, Refusal
 from shared.config import Config
+from shared.logs import log_context
 from shared.redis_errors import REDIS_ERRORS
+from shared.tracing import span, traceparent_of
 
 STATIC_DIR = Path(__file__).parent / "static"
 FUNCTION_CALL_PATH = "/function-call"
@@ -152,12 +154,12 @@ class FunctionCallEndpoint:
             return _refused(refusal)
         self.in_flight += 1
         try:
-            return await self._run(*parsed, principal)
+            return await self._run(*parsed, principal, traceparent_of(request.headers))
         finally:
             self.in_flight -= 1
             self.limits.release(request.remote)
 
-    async def _run(self, client_id: str, name: str, arguments: str, principal: str) -> HttpResponse:
+    async def _run(self, client_id: str, name: str, arguments: str, principal: str, trace: str) -> HttpResponse:
         try:
             async with asyncio.timeout(CATALOG_TIMEOUT):
                 # As for a session: during a catalog gap (workers restarting, Redis just back) the last catalog
@@ -168,7 +170,12 @@ class FunctionCallEndpoint:
         spec = owned.get(name) or self.catalog.ever_owned.get(name)
         if spec is None:
             return HttpResponse.json(HTTPStatus.OK, {"id": client_id, "error": f"Unknown function: {name}"})
-        result = await self.dispatcher.call(new_call_id(), name, arguments, spec, "http", principal)
+        call_id = new_call_id()
+        with (
+            span("call", trace, function=name, call_id=call_id) as trace,
+            log_context(call_id=call_id, function=name, traceparent=trace),
+        ):
+            result = await self.dispatcher.call(call_id, name, arguments, spec, "http", principal, traceparent=trace)
         answer = {"content": result.content} if result.ok else {"error": result.error}
         return HttpResponse.json(HTTPStatus.OK, {"id": client_id, **answer})
 

@@ -2,13 +2,21 @@
 
 Paths: ``/v1/agent/converse`` (the provider's own path, so a Deepgram SDK switches by base URL alone) and
 ``/`` serve agent sessions; ``GET /healthz`` answers while the process is alive; ``GET /readyz`` answers 200
-only when Redis is reachable, the result subscription is alive (answered a PING lately) and at least one worker is
-alive. ``HEAD`` answers as ``GET`` without a body.
+only when Redis is reachable and the result subscription is alive (answered a PING lately), and not draining;
+live workers are reported in its body but never make it 503 (rolling out workers must not take gateways out of
+a load balancer). ``GET /metrics``: Prometheus metrics, with the credentials a session needs. ``HEAD`` answers
+as ``GET`` without a body.
+
+On SIGTERM the gateway drains (:func:`serve_forever`): ``/readyz`` turns 503, new sessions and HTTP calls get
+503, calls in flight are answered with their results for up to DRAIN_TIMEOUT seconds, then sessions close with
+1001. Sessions without a call in flight stay open while others drain: the conversation goes on until the
+process must go.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -24,7 +32,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
-from gateway import routes
+from gateway import metrics, routes
 from gateway.auth import AccessPolicy, check_bind, subprotocol_scheme, weak_secret_warning
 from gateway.catalog import Catalog
 from gateway.dispatcher import Dispatcher
@@ -35,11 +43,18 @@ from shared.config import Config, result_ttl_refusal
 from shared.logs import masking, redacted, secret_values
 from shared.logs import setup_logging as setup_process_logging
 from shared.redis_errors import REDIS_ERRORS
+from shared.tracing import setup_tracing, traceparent_of
 
 log = logging.getLogger(__name__)
 
 AGENT_PATHS = {"/", "/v1/agent/converse"}
 TEXT = "text/plain; charset=utf-8"
+METRICS_PATH = "/metrics"
+DRAINING = "The gateway is shutting down; reconnect (another instance will answer)."
+ANSWER_GRACE = 1.0
+"""Seconds the error answers of calls given up at DRAIN_TIMEOUT have to reach the provider."""
+DRAIN_POLL = 0.02
+"""Seconds between looks at the calls in flight while draining."""
 MAX_HTTP_BODY = 64 * 1024
 """Largest ``POST /function-call`` body: arguments of a voice-agent function are small."""
 
@@ -56,14 +71,17 @@ class Gateway:
         self.function_calls = routes.FunctionCallEndpoint(
             config, self.dispatcher, self.catalog, lambda: len(self.sessions)
         )
+        self.draining = False
+        """Set on SIGTERM: refuse new sessions and calls, let those in flight finish (see the module docstring)."""
         self._principals: weakref.WeakKeyDictionary[ServerConnection, str] = weakref.WeakKeyDictionary()
         """The caller each accepted handshake verified, until its session starts (weak: a handshake that
         fails after the check leaves nothing behind)."""
 
     async def handle(self, connection: ServerConnection) -> None:
         principal = self._principals.pop(connection, "")
+        trace = traceparent_of(connection.request.headers) if connection.request is not None else ""
         session = Session(
-            connection, lambda: open_provider(self.config), self.dispatcher, self.catalog, self.config, principal
+            connection, lambda: open_provider(self.config), self.dispatcher, self.catalog, self.config, principal, trace
         )
         self.sessions.add(session)
         try:
@@ -79,15 +97,27 @@ class Gateway:
             verdict = self.policy.check(request.headers, request.path)
             if not verdict.allowed:
                 return _json(connection, HTTPStatus(verdict.status), {"error": verdict.reason})
+            if self.draining:
+                return _json(connection, HTTPStatus.SERVICE_UNAVAILABLE, {"error": DRAINING})
             # HTTP calls in flight count too: each holds a connection and a call, as a session does.
             if len(self.sessions) + self.function_calls.in_flight >= self.config.max_sessions:
                 return _json(connection, HTTPStatus.SERVICE_UNAVAILABLE, {"error": "Too many sessions; retry later."})
             self._principals[connection] = verdict.principal
             return None
+        if path == METRICS_PATH:
+            verdict = self.policy.check(request.headers, request.path)
+            if not verdict.allowed:
+                return _json(connection, HTTPStatus(verdict.status), {"error": verdict.reason})
         return _body(connection, *await self.plain_route(path))
 
     async def plain_route(self, path: str) -> tuple[HTTPStatus, bytes, str, dict[str, str]]:
-        """Status, body, content type and extra headers of a plain ``GET`` (or ``HEAD``) of ``path``."""
+        """Status, body, content type and extra headers of a plain ``GET`` (or ``HEAD``) of ``path``; the caller
+        has checked credentials where the path needs them (``/metrics``)."""
+        if path == METRICS_PATH:
+            with contextlib.suppress(*REDIS_ERRORS, TimeoutError):  # a fresh worker count; Redis errors are counted
+                async with asyncio.timeout(2):
+                    await self.catalog.workers()
+            return HTTPStatus.OK, *metrics.exposition(), {}
         if path == "/healthz":
             return HTTPStatus.OK, b"ok\n", TEXT, {}
         if path == "/readyz":
@@ -108,6 +138,9 @@ class Gateway:
         """Requests websockets does not serve (it serves only GET): ``HEAD`` of the GET routes, and
         ``POST /function-call`` with its CORS preflight."""
         if request.method == "HEAD":
+            verdict = self.policy.check(request.headers, request.path)
+            if request.path == METRICS_PATH and not verdict.allowed:
+                return HttpResponse(HTTPStatus(verdict.status), b"", {"Content-Type": "application/json"})
             status, body, content_type, extra = await self.plain_route(request.path)
             headers = {"Content-Type": content_type, "Content-Length": str(len(body)), "Cache-Control": "no-cache"}
             return HttpResponse(status, b"", {**headers, **extra})
@@ -116,17 +149,24 @@ class Gateway:
         verdict = self.policy.check(request.headers, request.path)
         if not verdict.allowed:
             return self.function_calls.with_cors(request, HttpResponse.json(verdict.status, {"error": verdict.reason}))
+        if self.draining and request.path == routes.FUNCTION_CALL_PATH:
+            refusal = HttpResponse.json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": DRAINING}, **{"Retry-After": "1"})
+            return self.function_calls.with_cors(request, refusal)
         return self.function_calls.with_cors(request, await self.function_calls.handle(request, verdict.principal))
 
     async def readiness(self) -> tuple[bool, dict[str, object]]:
+        """Whether this process should get traffic: Redis answers, the result subscription is alive and it is
+        not draining. Workers are reported (``"workers"``: how many are alive) but not required."""
         try:
             async with asyncio.timeout(2):
                 await self.dispatcher.redis.ping()
                 workers = await self.catalog.workers()
         except (*REDIS_ERRORS, TimeoutError):
-            return False, {"redis": False, "workers": 0, "subscribed": self.dispatcher.subscribed}
-        ready = bool(workers) and self.dispatcher.subscribed
+            body = {"redis": False, "workers": 0, "subscribed": self.dispatcher.subscribed, "draining": self.draining}
+            return False, body
+        ready = self.dispatcher.subscribed and not self.draining
         return ready, {
+            "draining": self.draining,
             "redis": True,
             "workers": len(workers),
             "functions": sorted({f.name for w in workers for f in w.functions}),
@@ -134,6 +174,28 @@ class Gateway:
             "provider": self.config.resolved_provider(),
             "upstream": self.config.resolved_provider(),  # the old name of "provider", for existing monitors
         }
+
+    @property
+    def calls_in_flight(self) -> int:
+        """Backend calls of this process not yet answered: sessions' and HTTP callers'."""
+        return sum(session.calls_running for session in self.sessions) + self.function_calls.in_flight
+
+    async def drain(self, timeout: float) -> None:
+        """Refuse new sessions and calls; wait up to ``timeout`` seconds for the calls in flight to be answered.
+        Calls still running then are answered with an error and cancelled (no worker starts them later)."""
+        self.draining = True
+        log.info("draining: %d calls in flight, up to %g s", self.calls_in_flight, timeout)
+        try:
+            async with asyncio.timeout(timeout):
+                while self.calls_in_flight:
+                    await asyncio.sleep(DRAIN_POLL)
+        except TimeoutError:
+            given_up = self.dispatcher.give_up("was not finished: the gateway is shutting down.")
+            log.warning("drain timeout: %d calls answered with an error and cancelled", given_up)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(ANSWER_GRACE):  # the errors go upstream before the sessions close
+                    while self.calls_in_flight:
+                        await asyncio.sleep(DRAIN_POLL)
 
 
 def _json(connection: ServerConnection, status: HTTPStatus, body: dict[str, object]) -> Response:
@@ -213,7 +275,7 @@ async def serve_forever(config: Config, reuse_port: bool = False) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with run_gateway(config, reuse_port=reuse_port) as (_, server):
+    async with run_gateway(config, reuse_port=reuse_port) as (gateway, server):
         port = next(iter(server.sockets)).getsockname()[1]
         provider = config.resolved_provider()
         note = " (simulated agent: offline, no account needed)" if provider == "simulated" else ""
@@ -222,6 +284,7 @@ async def serve_forever(config: Config, reuse_port: bool = False) -> None:
             os.getpid(), config.host, port, provider, note, redacted(config.redis_url),
         )  # fmt: skip
         await stop.wait()
+        await gateway.drain(config.drain_timeout)
         logging.getLogger("gateway").info("shutting down")
 
 
@@ -230,7 +293,8 @@ def setup_logging(config: Config) -> None:
     several gateway processes, each line says which process wrote it."""
     pid = " [%(process)d]" if config.web_concurrency > 1 else ""
     fmt = f"%(asctime)s %(levelname)s{pid} %(name)s: %(message)s"
-    setup_process_logging(config.log_level, fmt, masking(secret_values(config)))
+    setup_process_logging(config.log_level, fmt, masking(secret_values(config)), config.log_format)
+    setup_tracing("voice-function-gateway")
 
 
 def run_gateway_process(config: Config, index: int) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from gateway import actions
+from gateway import actions, metrics
 from gateway.actions import FORWARD, Frame
 from gateway.catalog import Catalog
 from gateway.conversation import Conversation
@@ -28,7 +28,9 @@ from gateway.notices import ClientNotices
 from gateway.providers import Provider, ProviderClosed, ProviderUnavailable
 from shared.config import Config
 from shared.envelopes import CallResult, FunctionSpec
+from shared.logs import log_context
 from shared.redis_errors import REDIS_ERRORS
+from shared.tracing import span
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +46,13 @@ class Session:
         catalog: Catalog,
         config: Config,
         principal: str = "",
+        traceparent: str = "",
     ) -> None:
         self.id = uuid.uuid4().hex[:12]
+        self.traceparent = traceparent
+        """The client's W3C trace context (validated), or the session span's once it runs; each call's job
+        carries it (or its call span's), so workers' logs join the client's trace."""
+        self._provider_name = config.resolved_provider()
         self.conversation = Conversation(config, catalog.ever_owned, time.monotonic(), self.id)
         self.principal = principal
         """The caller the handshake verified (``""`` without credentials configured); every call carries it."""
@@ -54,6 +61,8 @@ class Session:
         self.provider: Provider | None = None
         self._open_provider = open_provider
         self.dispatcher = dispatcher
+        self.calls_running = 0
+        """Backend calls whose answer has not been sent yet (a drain waits for them)."""
         self.calls: dict[str, asyncio.Task[None]] = {}
         """Backend calls awaiting their result, by provider call id."""
         self._catalog, self._catalog_wait = catalog, config.catalog_wait
@@ -65,10 +74,23 @@ class Session:
     # --- lifecycle ----------------------------------------------------------------------------------------
 
     async def run(self) -> None:
+        """Relay the conversation until either side ends it; its log lines carry the session id."""
+        metrics.sessions.labels(self._provider_name).inc()
+        try:
+            with (
+                span("session", self.traceparent, session_id=self.id) as self.traceparent,
+                log_context(session_id=self.id, traceparent=self.traceparent),
+            ):
+                await self._run()
+        finally:
+            metrics.sessions.labels(self._provider_name).dec()
+
+    async def _run(self) -> None:
         log.info("session %s: client connected", self.id)
         try:
             self.provider = await self._open_provider()
         except ProviderUnavailable as exc:
+            metrics.upstream_connect_failures.labels(self._provider_name).inc()
             await self._perform(self.conversation.provider_unavailable(str(exc)))
             return
         self.conversation.provider_opened(self.provider.settings_problem)
@@ -215,6 +237,18 @@ class Session:
         the log line follows the answer.
         """
         call, started = start.call, time.monotonic()
+        self.calls_running += 1
+        with (
+            span("call", self.traceparent, function=call.name, call_id=call.id) as trace,
+            log_context(call_id=call.id, function=call.name, traceparent=trace),
+        ):
+            try:
+                await self._call(start, trace, started)
+            finally:
+                self.calls_running -= 1
+
+    async def _call(self, start: actions.StartCall, trace: str, started: float) -> None:
+        call = start.call
         try:
             result = await self.dispatcher.call(
                 start.key,
@@ -224,6 +258,7 @@ class Session:
                 self.id,
                 self.principal,
                 on_progress=lambda message: self._progress(call.id, message),
+                traceparent=trace,
             )
         except Exception:
             # A bug must not hang the conversation: the provider still gets an answer.
@@ -235,6 +270,7 @@ class Session:
         log.info(
             "session %s: call %s %s %s in %.1f ms on %s",
             self.id, call.id, call.name, "ok" if result.ok else "error", elapsed, result.worker_id or "-",
+            extra={"duration_ms": round(elapsed, 2), "worker_id": result.worker_id},
         )  # fmt: skip
 
     async def _cancel_calls(self, call_ids: Iterable[str]) -> None:

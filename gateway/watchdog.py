@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import redis.asyncio as aioredis
 
+from gateway import metrics
 from gateway.enqueue import Enqueuer
 from gateway.pending import Pending
 from gateway.results import ResultListener
@@ -77,6 +78,7 @@ class Watchdog:
             try:
                 await self.tick(watched)
             except REDIS_ERRORS:
+                metrics.redis_errors.inc()
                 continue  # Redis trouble: the deadline still answers every call
 
     async def tick(self, watched: list[Pending]) -> None:

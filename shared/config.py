@@ -110,6 +110,14 @@ class Config(BaseSettings):
     """Comma-separated modules imported by workers to register their functions."""
 
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    """``json``: every log line of the gateway and the workers is one JSON object (level, logger, message, and
+    the session id, the provider's call id, function, duration, worker and traceparent where they apply), for log
+    pipelines that join one call's lines across processes. ``text``: lines for people."""
+    drain_timeout: float = Field(default=20.0, ge=0)
+    """Seconds a gateway given SIGTERM waits for the calls in flight to be answered with their results (new
+    sessions and calls are refused meanwhile) before it answers the rest with an error, closes sessions with 1001
+    and exits. The default stays under common platforms' stop grace periods (Heroku's 30 s, Kubernetes' 30 s)."""
 
     def resolved_provider(self) -> Literal["simulated", "deepgram", "openai"]:
         """The provider ``auto`` stands for with the keys this gateway holds."""

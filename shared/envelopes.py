@@ -87,6 +87,9 @@ class CallJob(_Envelope):
     principal: str = ""
     """The caller the gateway verified (a signed token's ``sub``, a static token's name); ``""`` when the
     gateway requires no credentials. Functions read it as ``ctx.principal`` to key a caller's data."""
+    traceparent: str = ""
+    """W3C trace context of the call (``00-<trace id>-<span id>-<flags>``), validated by the gateway: the
+    caller's, or the gateway's call span when tracing exports spans. ``""``: none; older workers ignore it."""
 
 
 class CallProgress(_Envelope):

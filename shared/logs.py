@@ -3,14 +3,23 @@
 One format per process kind, one handler on stderr, and one formatter that masks, in the whole formatted
 record (traceback included): the password of any URL (``redis://user:***@host``) and whatever else the process
 calls secret (a worker's function keys, a gateway's tokens and provider keys).
+
+``LOG_FORMAT=json`` makes every line one JSON object: ``ts``, ``level``, ``logger``, ``message``, the fields of
+the current :func:`log_context` (``session_id``, ``call_id``, ``function``, ``worker_id``, ``traceparent``...),
+a record's ``extra`` fields (``duration_ms``) and ``exception``; every string value masked as text lines are.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 from pydantic import SecretStr
 
@@ -19,6 +28,13 @@ MIN_SECRET_LENGTH = 4
 """Shorter values are not masked: replacing every "abc" in every line would destroy logs and hide nothing."""
 QUIET_LOGGERS = ("websockets",)
 """Libraries whose INFO lines (one per connection) drown the process's own; they log from WARNING."""
+LIBRARY_LOGGERS = ("rq", "rq.worker", "websockets")
+"""Libraries that may install handlers of their own (RQ does, when none is effective): theirs are removed so
+their lines take the process's format (JSON lines stay JSON)."""
+LogFormat = Literal["text", "json"]
+
+_context: ContextVar[dict[str, Any]] = ContextVar("log_context", default={})  # noqa: B039 - never mutated
+_RECORD_FIELDS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 _URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s/]+@", re.IGNORECASE)
 
@@ -68,12 +84,64 @@ class RedactingFormatter(logging.Formatter):
         return self._redact(text) if self._redact is not None else text
 
 
-def setup_logging(level: str, fmt: str, redact: Redactor | None = None) -> None:
-    """Log lines on stderr in ``fmt``, secrets masked; replaces any handler set before (one setup per process)."""
+@contextmanager
+def log_context(**fields: Any) -> Iterator[None]:
+    """Add ``fields`` (``session_id=...``, ``call_id=...``) to every JSON line logged inside the block, in this
+    task or thread and the tasks it creates (a context variable: each asyncio task and each thread has its own).
+    Empty values (``""``, None) are left out."""
+    token = _context.set({**_context.get(), **{k: v for k, v in fields.items() if v not in ("", None)}})
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+def current_log_context() -> dict[str, Any]:
+    """The fields :func:`log_context` set here (a copy)."""
+    return dict(_context.get())
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record (see the module docstring); every string in it masked."""
+
+    def __init__(self, redact: Redactor | None = None) -> None:
+        super().__init__()
+        self._redact = redact
+
+    def _mask(self, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        text = redacted(value)
+        return self._redact(text) if self._redact is not None else text
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "pid": record.process,
+            **_context.get(),
+        }
+        entry.update((k, v) for k, v in record.__dict__.items() if k not in _RECORD_FIELDS and not k.startswith("_"))
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return json.dumps({k: self._mask(v) for k, v in entry.items()}, default=lambda v: self._mask(str(v)))
+
+
+def setup_logging(level: str, fmt: str, redact: Redactor | None = None, log_format: LogFormat = "text") -> None:
+    """Log lines on stderr in ``fmt`` (or JSON objects when ``log_format`` is ``"json"``), secrets masked;
+    replaces any handler set before (one setup per process), libraries' own handlers included."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(RedactingFormatter(fmt, redact))
+    handler.setFormatter(JsonFormatter(redact) if log_format == "json" else RedactingFormatter(fmt, redact))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    for name in LIBRARY_LOGGERS:
+        library = logging.getLogger(name)
+        library.handlers.clear()
+        library.propagate = True
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
