@@ -80,7 +80,9 @@ class _Dispatcher:
     def __init__(self) -> None:
         self.calls: list[str] = []
 
-    async def call(self, call_id: str, name: str, arguments: str, spec: FunctionSpec, *rest: str) -> CallResult:
+    async def call(
+        self, call_id: str, name: str, arguments: str, spec: FunctionSpec, *rest: str, **options: str
+    ) -> CallResult:
         self.calls.append(name)
         return CallResult(call_id=call_id, ok=True, content='{"ok": true}')
 
