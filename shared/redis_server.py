@@ -29,6 +29,7 @@ import redis
 
 from shared.logs import redacted
 from shared.redis_errors import REDIS_ERRORS
+from shared.redis_options import redis_options
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -65,7 +66,7 @@ def find_binary(embedded: Callable[[], str | None] = embedded_binary, search_pat
 
 def answers(url: str, timeout: float = 0.5) -> bool:
     """True when a Redis server answers PING at ``url``."""
-    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout, **redis_options(url))
     try:
         return bool(client.ping())
     except REDIS_ERRORS:
