@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import subprocess
 import sys
@@ -10,7 +12,8 @@ import zipfile
 import pytest
 
 from shared.cli import COMMANDS
-from tests.support.processes import ROOT
+from shared.redis_server import free_port
+from tests.support.processes import ROOT, Gateway
 
 pytestmark = pytest.mark.integration
 
@@ -71,3 +74,17 @@ def test_old_module_forms_still_answer_help():
     for module in ("workers", "gateway.client"):
         result = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True, timeout=20)
         assert result.returncode == 0, module
+
+
+def test_the_image_health_check_asks_healthz(gateway: Gateway):
+    """The Dockerfile's HEALTHCHECK command, run as Docker would: 0 while a gateway answers, not 0 without one."""
+    match = re.search(r"^HEALTHCHECK .*\\\n\s+CMD (.+)$", (ROOT / "Dockerfile").read_text(), re.M)
+    assert match
+    command = json.loads(match.group(1))
+    command[0] = sys.executable  # the image's python
+
+    def check(port: int) -> int:
+        return subprocess.run(command, env={"PORT": str(port)}, capture_output=True, timeout=10).returncode
+
+    assert check(gateway.port) == 0
+    assert check(free_port()) != 0
