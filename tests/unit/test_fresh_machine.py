@@ -84,10 +84,12 @@ def test_a_failing_apt_is_reported(tmp_path: Path):
     assert ran == [["apt-get", "update"]]
 
 
-def test_make_test_checks_the_browser_before_pytest():
-    plan = subprocess.run(["make", "-n", "test"], cwd=ROOT, capture_output=True, text=True, timeout=30).stdout
+def test_make_test_checks_the_browser_before_pytest(tmp_path: Path):
+    command = ["make", "-n", "test", f"VENV={tmp_path / 'venv'}"]  # a fresh clone: no venv yet
+    plan = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=30).stdout
     lines = plan.splitlines()
     browser = next(i for i, line in enumerate(lines) if "ensure_browser.py" in line)
+    assert next(i for i, line in enumerate(lines) if "version_info" in line) < browser
     assert browser < next(i for i, line in enumerate(lines) if "pytest" in line)
     assert browser < next(i for i, line in enumerate(lines) if "pip install" in line)
 
