@@ -37,6 +37,7 @@ from shared import keys
 from shared.clock import REFRESH_EVERY, RedisClock
 from shared.config import Config
 from shared.envelopes import CallJob, CallProgress, CallResult, FunctionSpec
+from shared.redis_options import redis_options
 
 __all__ = ["Dispatcher"]
 
@@ -60,7 +61,7 @@ class Dispatcher:
         self.gateway_ref = keys.gateway_ref(self.gateway_id)
         self.redis = async_redis or aioredis.Redis(connection_pool=redis_pool(config.redis_url))
         self.sync_redis = sync_redis or redis.Redis.from_url(
-            config.redis_url, socket_connect_timeout=2, socket_timeout=5
+            config.redis_url, socket_connect_timeout=2, socket_timeout=5, **redis_options(config.redis_url, config)
         )
         self._waiters: dict[str, Pending] = {}
         self.enqueuer = Enqueuer(self.redis, self.sync_redis, self.gateway_ref, config.result_ttl)

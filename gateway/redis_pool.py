@@ -11,6 +11,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from shared.redis_options import redis_options
+
 REDIS_CONNECTIONS = 100
 """Redis connections one gateway process opens at most (one per command in flight; pub/sub holds one)."""
 COMMAND_TIMEOUT = 5.0
@@ -38,6 +40,7 @@ def redis_pool(url: str) -> aioredis.BlockingConnectionPool:
         # One immediate retry: after a Redis restart every pooled connection is dead, and without it the first
         # command on each failed (a session starting then got no backend functions: tests/faults).
         retry=Retry(NoBackoff(), 1),
+        **redis_options(url),
     )
     base = pool.connection_class  # plain, TLS or Unix socket, as the URL says
     pool.connection_class = type(f"CPacking{base.__name__}", (CPacking, base), {})

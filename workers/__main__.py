@@ -22,6 +22,7 @@ from rq import SimpleWorker
 from shared import keys
 from shared.config import Config, get_config
 from shared.redis_errors import REDIS_FAILURES
+from shared.redis_options import redis_options
 from shared.supervisor import EXIT_BAD_CONFIG, Supervisor
 from workers.registry import load_modules
 from workers.worker import run_supervised_worker, setup_logging, ttl_refusal, wait_for_redis, worker_id_for
@@ -35,7 +36,9 @@ def withdraw(config: Config, process: BaseProcess, index: int) -> None:
         return
     worker_id = worker_id_for(process.pid, index)
     try:
-        client = redis.Redis.from_url(config.redis_url, socket_connect_timeout=1, socket_timeout=2)
+        client = redis.Redis.from_url(
+            config.redis_url, socket_connect_timeout=1, socket_timeout=2, **redis_options(config.redis_url, config)
+        )
         with client:
             client.delete(keys.catalog(worker_id))
             client.srem(keys.CATALOG_INDEX, worker_id)

@@ -27,6 +27,7 @@ from shared.envelopes import WorkerCatalog
 from shared.logs import redacted
 from shared.logs import setup_logging as setup_process_logging
 from shared.redis_errors import REDIS_FAILURES
+from shared.redis_options import redis_options
 from shared.supervisor import EXIT_BAD_CONFIG
 from workers.callworker import CallWorker
 from workers.registry import catalog, load_modules
@@ -49,7 +50,7 @@ def setup_logging(level: str, tag: str) -> None:
 
 def wait_for_redis(url: str, timeout: float = REDIS_WAIT) -> redis.Redis:
     """A client that answered PING; exits the process with code 1 when Redis stays away ``timeout`` seconds."""
-    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_keepalive=True)
+    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_keepalive=True, **redis_options(url))
     started = time.monotonic()
     last_log = 0.0
     while True:
@@ -79,7 +80,9 @@ class CatalogHeartbeat(threading.Thread):
         self.worker_id = worker_id
         self.ttl = config.catalog_ttl
         self.queues = config.queues
-        self.redis = redis.Redis.from_url(config.redis_url, socket_connect_timeout=2, socket_timeout=5)
+        self.redis = redis.Redis.from_url(
+            config.redis_url, socket_connect_timeout=2, socket_timeout=5, **redis_options(config.redis_url, config)
+        )
         self.parent_pid = os.getppid()
         self._stop_event = threading.Event()
 

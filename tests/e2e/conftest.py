@@ -1,7 +1,7 @@
 """The test page (``GET /``) in headless Chromium, driven by Playwright, against the real processes.
 
 The redis-server, workers and gateway fixtures are the integration tests' own, imported here. The browser is
-Debian's Chromium (``/usr/bin/chromium``; ``.ci/run`` installs it): Playwright cannot download its own
+Debian's Chromium (``/usr/bin/chromium``; ``make test`` installs it when root): Playwright cannot download its own
 browsers here, so it is given the executable. Chromium's fake media devices stand in for a microphone: a
 440 Hz sine from a WAV file this conftest writes.
 
@@ -64,7 +64,7 @@ def fake_microphone(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def browser(fake_microphone: Path) -> Iterator[Browser]:
     """One Chromium for the e2e tests. Package scope: it is gone before tests in other folders run."""
     if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"No Chromium at {CHROMIUM}: install it with `apt-get install -y chromium` (.ci/run does).")
+        pytest.fail(f"No Chromium at {CHROMIUM}: `apt-get install -y chromium` (make test does it as root).")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM,
