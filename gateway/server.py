@@ -27,9 +27,12 @@ from websockets.typing import Subprotocol
 from gateway import routes
 from gateway.auth import AccessPolicy, check_bind, subprotocol_scheme, weak_secret_warning
 from gateway.catalog import Catalog
+from gateway.conversation_ids import BadConversationId
 from gateway.dispatcher import Dispatcher
+from gateway.handshake import ConversationGate
 from gateway.http import HttpRequest, HttpResponse, connection_class
 from gateway.providers import open_provider
+from gateway.resume import Resumable
 from gateway.session import Session
 from shared.config import Config, result_ttl_refusal
 from shared.logs import masking, redacted, secret_values
@@ -56,20 +59,29 @@ class Gateway:
         self.function_calls = routes.FunctionCallEndpoint(
             config, self.dispatcher, self.catalog, lambda: len(self.sessions)
         )
-        self._principals: weakref.WeakKeyDictionary[ServerConnection, str] = weakref.WeakKeyDictionary()
-        """The caller each accepted handshake verified, until its session starts (weak: a handshake that
-        fails after the check leaves nothing behind)."""
+        self._principals: weakref.WeakKeyDictionary[ServerConnection, tuple[str, str]] = weakref.WeakKeyDictionary()
+        """The caller each accepted handshake verified and its conversation id, until its session starts (weak: a
+        handshake that fails after the check leaves nothing behind)."""
+        self.resumable = Resumable(config.resume_grace)
+        self.conversations = ConversationGate(config, self.dispatcher.redis, self.resumable)
 
     async def handle(self, connection: ServerConnection) -> None:
-        principal = self._principals.pop(connection, "")
+        principal, conversation_id = self._principals.pop(connection, ("", ""))
+        live = self.resumable.get(conversation_id)
+        if live is not None and live.principal == principal and await live.attach(connection):
+            await connection.wait_closed()  # the live session uses this connection until it closes
+            return
         session = Session(
-            connection, lambda: open_provider(self.config), self.dispatcher, self.catalog, self.config, principal
-        )
+            connection, lambda: open_provider(self.config), self.dispatcher, self.catalog, self.config, principal,
+            conversation_id, self.resumable,
+        )  # fmt: skip
         self.sessions.add(session)
+        self.resumable.add(session.conversation_id, session)
         try:
             await session.run()
         finally:
             self.sessions.discard(session)
+            self.resumable.remove(session.conversation_id, session)
 
     async def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         """Answer plain HTTP requests; return None to let a WebSocket handshake proceed."""
@@ -79,10 +91,18 @@ class Gateway:
             verdict = self.policy.check(request.headers, request.path)
             if not verdict.allowed:
                 return _json(connection, HTTPStatus(verdict.status), {"error": verdict.reason})
-            # HTTP calls in flight count too: each holds a connection and a call, as a session does.
-            if len(self.sessions) + self.function_calls.in_flight >= self.config.max_sessions:
+            try:
+                conversation_id, refusal = await self.conversations.admit(request.path, verdict.principal)
+            except BadConversationId as exc:
+                return _json(connection, HTTPStatus.BAD_REQUEST, {"error": str(exc)})
+            if refusal is not None:
+                return _json(connection, refusal.status, {"error": refusal.reason})
+            # HTTP calls in flight count too: each holds a connection and a call, as a session does. A client
+            # re-attaching to its parked session takes no new place.
+            busy = len(self.sessions) + self.function_calls.in_flight >= self.config.max_sessions
+            if busy and conversation_id not in self.resumable:
                 return _json(connection, HTTPStatus.SERVICE_UNAVAILABLE, {"error": "Too many sessions; retry later."})
-            self._principals[connection] = verdict.principal
+            self._principals[connection] = (verdict.principal, conversation_id)
             return None
         return _body(connection, *await self.plain_route(path))
 
@@ -189,6 +209,7 @@ async def run_gateway(config: Config, reuse_port: bool = False) -> AsyncIterator
     try:
         yield gateway, server
     finally:
+        gateway.resumable.drain()  # a client closed by the shutdown is not parked; parked ones end now
         server.close()
         await server.wait_closed()
         await gateway.dispatcher.stop()
