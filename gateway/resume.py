@@ -146,6 +146,16 @@ class ClientLink:
         return True
 
 
+def closed_by_gateway(ws: Connection) -> bool:
+    """True when the gateway closed ``ws`` first (a frame over MAX_FRAME_BYTES, a policy close): the session
+    ended by the gateway's decision, the client did not drop, so nothing is parked. A client that closes, or a
+    connection lost without a close frame, is a drop."""
+    protocol = getattr(ws, "protocol", None)
+    if protocol is None or protocol.close_sent is None:
+        return False
+    return protocol.close_rcvd_then_sent is not True
+
+
 def conversation_frame(conversation_id: str, resumed: bool) -> str:
     return dump(ConversationInfo(conversation_id=conversation_id, resumed=resumed))
 

@@ -26,7 +26,15 @@ from gateway.conversation import CLOSE_POLICY, KEEPALIVE, Conversation
 from gateway.dispatcher import Dispatcher
 from gateway.notices import ClientNotices
 from gateway.providers import Provider, ProviderClosed, ProviderUnavailable
-from gateway.resume import TAKEN_OVER, ClientLink, Connection, Resumable, conversation_frame, resumed_settings
+from gateway.resume import (
+    TAKEN_OVER,
+    ClientLink,
+    Connection,
+    Resumable,
+    closed_by_gateway,
+    conversation_frame,
+    resumed_settings,
+)
 from shared.config import Config
 from shared.envelopes import CallResult, FunctionSpec
 from shared.redis_errors import REDIS_ERRORS
@@ -126,6 +134,8 @@ class Session:
             with contextlib.suppress(ConnectionClosed):
                 await self._relay_client(ws)
             if self.conversation.closed or not self.conversation.settings_applied:
+                return
+            if closed_by_gateway(ws) and self._next_client.empty():  # not a drop, and not a take-over
                 return
             ws = await self._parked()
 

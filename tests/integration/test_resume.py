@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from shared import keys
 from shared.redis_server import RedisServer
+from tests.integration.test_function_calls import rq_job_with
 from tests.support.client import AgentClient
 from tests.support.functions import counter_key
 from tests.support.processes import Gateway, Process, running_gateway, wait_until
@@ -97,13 +99,17 @@ async def test_a_second_connection_takes_over_a_live_conversation(resuming: Gate
     await new.close()
 
 
-async def test_after_the_window_a_reconnect_gets_a_new_session(redis_server, workers, logs_dir):
+async def test_after_the_window_a_reconnect_gets_a_new_session(redis_server, workers, logs_dir, redis_client):
     with running_gateway(redis_server.url, logs_dir / "gw-resume-short.log", RESUME_GRACE="0.5") as gw:
         url = f"{gw.url}?conversation=late-{secrets.token_hex(4)}"
-        client = await AgentClient.connect(url)
+        client, tag = await AgentClient.connect(url), "late." + secrets.token_hex(4)
         await client.start()
+        await client.say(call("wait_for_release", tag=tag))
+        call_id = wait_until(lambda: rq_job_with(redis_client, tag), 10, "the job to be enqueued")
         await client.close()
         wait_until(lambda: "nobody re-attached" in gw.log(), 10, "the window to end")
+        wait_until(lambda: redis_client.get(keys.cancelled(call_id)), 10, "the pending call to be cancelled")
+        redis_client.set(counter_key(tag + ".released"), 1)
         again = await AgentClient.connect(url)
         assert (await first_message(again))["resumed"] is False
         await again.expect("Welcome")
