@@ -165,7 +165,7 @@ class Session:
                 ws = await self._next_connection(stop)
                 if ws is None:
                     self.ending = True
-                    log.info("session %s: nobody re-attached within %g s", self.id, resumable.grace)
+                    log.info("session %s: re-attach window over, nobody came back", self.id)
                     return None
                 if await self._resume(ws):
                     return ws

@@ -107,13 +107,39 @@ async def test_after_the_window_a_reconnect_gets_a_new_session(redis_server, wor
         await client.say(call("wait_for_release", tag=tag))
         call_id = wait_until(lambda: rq_job_with(redis_client, tag), 10, "the job to be enqueued")
         await client.close()
-        wait_until(lambda: "nobody re-attached" in gw.log(), 10, "the window to end")
+        wait_until(lambda: "window over" in gw.log(), 10, "the window to end")
         wait_until(lambda: redis_client.get(keys.cancelled(call_id)), 10, "the pending call to be cancelled")
         redis_client.set(counter_key(tag + ".released"), 1)
         again = await AgentClient.connect(url)
         assert (await first_message(again))["resumed"] is False
         await again.expect("Welcome")
         await again.close()
+
+
+async def test_parked_sessions_hold_their_place_and_gateway_closes_park_nothing(redis_server, workers, logs_dir):
+    env = {"RESUME_GRACE": "30", "MAX_SESSIONS": "1", "MAX_FRAME_BYTES": "4096"}
+    with running_gateway(redis_server.url, logs_dir / "gw-resume-full.log", **env) as gw:
+        url = f"{gw.url}?conversation=full-{secrets.token_hex(4)}"
+        big = await AgentClient.connect(url)
+        await big.start()
+        await big.send(b"\0" * 10_000)  # the gateway closes it (1009): not a drop, nothing parked
+        with pytest.raises(ConnectionClosed):
+            while True:
+                await big.next()
+        wait_until(lambda: "closed" in gw.log(), 10, "the session to end")
+        client = await AgentClient.connect(url)
+        await client.start()
+        await client.close()
+        wait_until(lambda: "parked" in gw.log(), 10, "the session to park")
+        with pytest.raises(InvalidStatus) as refused:
+            await AgentClient.connect(f"{gw.url}?conversation=other")
+        assert refused.value.response.status_code == 503  # the parked session holds the only place
+        again = await AgentClient.connect(url)  # but its own client gets back in
+        await again.expect("Conversation", resumed=True)
+        await again.start()
+        await again.close()
+        wait_until(lambda: gw.log().count("parked for") == 2, 10, "the session to park again")
+    # running_gateway insists on a clean exit: the shutdown ended the parked session's window
 
 
 async def test_without_grace_nothing_is_parked(redis_server, workers, logs_dir):

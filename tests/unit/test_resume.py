@@ -284,6 +284,36 @@ async def test_a_call_finished_while_parked_is_answered_and_its_notices_replayed
     await asyncio.gather(running, return_exceptions=True)
 
 
+async def test_a_parked_session_keeps_the_provider_alive_and_survives_a_bad_resume() -> None:
+    provider, resumable = Provider(), Resumable(30)
+    first = FakeWs([SETTINGS])
+
+    async def open_provider() -> Provider:
+        return provider
+
+    config = Config(keepalive_interval=0.05)
+    session = Session(first, open_provider, Dispatcher(), Catalog(), config, "", "c1", resumable)  # type: ignore[arg-type]
+    running = asyncio.create_task(session.run())
+    await wait_for(lambda: "BackendFunctionCall" in types(first.sent))
+    await first.close()
+    await wait_for(lambda: resumable.parked_count == 1)
+    keepalives = sum('"KeepAlive"' in str(f) for f in provider.frames)
+    await wait_for(lambda: sum('"KeepAlive"' in str(f) for f in provider.frames) > keepalives + 2)
+    provider.out.put_nowait(json.dumps({"type": "FunctionCallRequest", "functions": [{"id": "k1", "name": "mine"}]}))
+
+    rude = FakeWs(['{"type": "KeepAlive"}'])
+    assert await session.attach(rude)
+    await wait_for(lambda: rude.closed is not None)
+    assert rude.closed[0] == 1008 and types(rude.sent) == ["Conversation", "Error"]
+    assert resumable.parked_count == 1  # still waiting for its client
+
+    polite = FakeWs([SETTINGS])
+    assert await session.attach(polite)
+    await wait_for(lambda: "FunctionCallRequest" in types(polite.sent))  # the client's own call, kept for it
+    running.cancel()
+    await asyncio.gather(running, return_exceptions=True)
+
+
 async def test_a_session_without_a_window_ends_when_its_client_drops() -> None:
     provider, resumable = Provider(), Resumable(0)
     first = FakeWs([SETTINGS])
