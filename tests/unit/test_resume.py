@@ -255,75 +255,72 @@ def types(frames: list[Any]) -> list[str]:
     return [json.loads(f)["type"] for f in frames if isinstance(f, str)]
 
 
+class Running:
+    """A session over fakes, run until its first client is inside a backend call."""
+
+    def __init__(self, grace: float, config: Config | None = None) -> None:
+        self.provider, self.dispatcher, self.resumable = Provider(), Dispatcher(), Resumable(grace)
+        self.first = FakeWs([SETTINGS])
+        self.session = Session(
+            self.first, self.open_provider, self.dispatcher, Catalog(), config or Config(), "", "c1", self.resumable
+        )  # type: ignore[arg-type]
+
+    async def open_provider(self) -> Provider:
+        return self.provider
+
+    async def __aenter__(self) -> Running:
+        self.task = asyncio.create_task(self.session.run())
+        await wait_for(lambda: "BackendFunctionCall" in types(self.first.sent))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+
 async def test_a_call_finished_while_parked_is_answered_and_its_notices_replayed() -> None:
-    provider, dispatcher, resumable = Provider(), Dispatcher(), Resumable(30)
-    first = FakeWs([SETTINGS])
+    async with Running(30) as run:
+        provider, first, session = run.provider, run.first, run.session
+        assert types(first.sent)[:2] == ["Conversation", "Welcome"]
+        await first.close()  # the client drops mid-call
+        await wait_for(lambda: run.resumable.parked_count == 1)
+        run.dispatcher.release.set()
+        await wait_for(lambda: any('"FunctionCallResponse"' in str(f) for f in provider.frames))
+        await wait_for(lambda: len(session.client.kept) >= 2)
 
-    async def open_provider() -> Provider:
-        return provider
-
-    session = Session(first, open_provider, dispatcher, Catalog(), Config(), "", "c1", resumable)  # type: ignore[arg-type]
-    running = asyncio.create_task(session.run())
-    await wait_for(lambda: "BackendFunctionCall" in types(first.sent))
-    assert types(first.sent)[:2] == ["Conversation", "Welcome"]
-    await first.close()  # the client drops mid-call
-    await wait_for(lambda: resumable.parked_count == 1)
-    dispatcher.release.set()
-    await wait_for(lambda: any('"FunctionCallResponse"' in str(f) for f in provider.frames))
-    await wait_for(lambda: len(session.client.kept) >= 2)
-
-    second = FakeWs([SETTINGS])
-    assert await session.attach(second)
-    await wait_for(lambda: "ConversationText" in types(second.sent))
-    assert types(second.sent) == ["Conversation", "SettingsApplied", "BackendFunctionCall", "ConversationText"]
-    assert json.loads(second.sent[0])["resumed"] is True
-    assert json.loads(second.sent[2])["status"] == "finished"
-    assert sum('"Settings"' in str(f) for f in provider.frames) == 1  # the resumed Settings went nowhere
-    assert sum('"FunctionCallResponse"' in str(f) for f in provider.frames) == 1
-    running.cancel()
-    await asyncio.gather(running, return_exceptions=True)
+        second = FakeWs([SETTINGS])
+        assert await session.attach(second)
+        await wait_for(lambda: "ConversationText" in types(second.sent))
+        assert types(second.sent) == ["Conversation", "SettingsApplied", "BackendFunctionCall", "ConversationText"]
+        assert json.loads(second.sent[0])["resumed"] is True
+        assert json.loads(second.sent[2])["status"] == "finished"
+        assert sum('"Settings"' in str(f) for f in provider.frames) == 1  # the resumed Settings went nowhere
+        assert sum('"FunctionCallResponse"' in str(f) for f in provider.frames) == 1
 
 
 async def test_a_parked_session_keeps_the_provider_alive_and_survives_a_bad_resume() -> None:
-    provider, resumable = Provider(), Resumable(30)
-    first = FakeWs([SETTINGS])
+    async with Running(30, Config(keepalive_interval=0.05)) as run:
+        provider, session = run.provider, run.session
+        await run.first.close()
+        await wait_for(lambda: run.resumable.parked_count == 1)
+        keepalives = sum('"KeepAlive"' in str(f) for f in provider.frames)
+        await wait_for(lambda: sum('"KeepAlive"' in str(f) for f in provider.frames) > keepalives + 2)
+        request = {"type": "FunctionCallRequest", "functions": [{"id": "k1", "name": "mine"}]}
+        provider.out.put_nowait(json.dumps(request))
 
-    async def open_provider() -> Provider:
-        return provider
+        rude = FakeWs(['{"type": "KeepAlive"}'])
+        assert await session.attach(rude)
+        await wait_for(lambda: rude.closed is not None)
+        assert rude.closed == (1008, "first message") and types(rude.sent) == ["Conversation", "Error"]
+        assert run.resumable.parked_count == 1  # still waiting for its client
 
-    config = Config(keepalive_interval=0.05)
-    session = Session(first, open_provider, Dispatcher(), Catalog(), config, "", "c1", resumable)  # type: ignore[arg-type]
-    running = asyncio.create_task(session.run())
-    await wait_for(lambda: "BackendFunctionCall" in types(first.sent))
-    await first.close()
-    await wait_for(lambda: resumable.parked_count == 1)
-    keepalives = sum('"KeepAlive"' in str(f) for f in provider.frames)
-    await wait_for(lambda: sum('"KeepAlive"' in str(f) for f in provider.frames) > keepalives + 2)
-    provider.out.put_nowait(json.dumps({"type": "FunctionCallRequest", "functions": [{"id": "k1", "name": "mine"}]}))
-
-    rude = FakeWs(['{"type": "KeepAlive"}'])
-    assert await session.attach(rude)
-    await wait_for(lambda: rude.closed is not None)
-    assert rude.closed[0] == 1008 and types(rude.sent) == ["Conversation", "Error"]
-    assert resumable.parked_count == 1  # still waiting for its client
-
-    polite = FakeWs([SETTINGS])
-    assert await session.attach(polite)
-    await wait_for(lambda: "FunctionCallRequest" in types(polite.sent))  # the client's own call, kept for it
-    running.cancel()
-    await asyncio.gather(running, return_exceptions=True)
+        polite = FakeWs([SETTINGS])
+        assert await session.attach(polite)
+        await wait_for(lambda: "FunctionCallRequest" in types(polite.sent))  # the client's own call, kept for it
 
 
 async def test_a_session_without_a_window_ends_when_its_client_drops() -> None:
-    provider, resumable = Provider(), Resumable(0)
-    first = FakeWs([SETTINGS])
-
-    async def open_provider() -> Provider:
-        return provider
-
-    session = Session(first, open_provider, Dispatcher(), Catalog(), Config(), "", "c1", resumable)  # type: ignore[arg-type]
-    running = asyncio.create_task(session.run())
-    await wait_for(lambda: "BackendFunctionCall" in types(first.sent))
-    await first.close()
-    await asyncio.wait_for(running, 2)
-    assert resumable.parked_count == 0 and not session.calls  # the pending call was cancelled
+    async with Running(0) as run:
+        await run.first.close()
+        await asyncio.wait_for(run.task, 2)
+        assert run.resumable.parked_count == 0 and not run.session.calls  # the pending call was cancelled
