@@ -28,6 +28,7 @@ from typing import Any, Protocol
 from websockets.exceptions import ConnectionClosed
 
 from gateway.actions import Frame
+from gateway.conversation import CLOSE_POLICY
 from shared.protocol import (
     ConversationInfo,
     ErrorCode,
@@ -196,6 +197,96 @@ def resumed_settings(frame: Frame, first: str) -> tuple[list[str], bool]:
         )
         out.append(warning_frame(ErrorCode.SETTINGS_NOT_APPLIED, description))
     return out, True
+
+
+class Parking:
+    """One session's side of re-attach: its :class:`ClientLink`, the wait for a client while parked, and the
+    greeting of one that comes back. The session's loop only asks it for its next client."""
+
+    def __init__(self, ws: Connection, conversation_id: str, session_id: str, resumable: Resumable) -> None:
+        self.link = ClientLink(ws, resumable.grace > 0)
+        self.conversation_id, self.session_id = conversation_id, session_id
+        self.settings = ""
+        """The session's first Settings, as received: what a resuming client's are compared with."""
+        self.ending = False
+        """Set once the session will take no re-attaching client."""
+        self._resumable = resumable
+        self._arrivals: asyncio.Queue[Connection] = asyncio.Queue()
+
+    async def greet(self) -> None:
+        """The first message of a new session: which conversation it is."""
+        with contextlib.suppress(ConnectionClosed):
+            await self.link.send(conversation_frame(self.conversation_id, resumed=False))
+
+    async def next_client(self, gone: Connection) -> Connection | None:
+        """``gone`` stopped sending while the conversation goes on: the client that replaces it, or None when
+        the session must end (the gateway closed ``gone`` itself, no window, nobody came back within it)."""
+        if self._arrivals.empty() and (closed_by_gateway(gone) or not self._resumable.accepting):
+            return None  # not a drop (nor a take-over), or no parking: the session ends as it always did
+        self.link.park()
+        log.info("session %s: client away, parked for %g s", self.session_id, self._resumable.grace)
+        with self._resumable.parked(self.conversation_id) as stop:
+            while True:
+                ws = await self._arrival(stop)
+                if ws is None:
+                    self.ending = True
+                    log.info("session %s: re-attach window over, nobody came back", self.session_id)
+                    return None
+                if await self._resume(ws):
+                    return ws
+
+    async def attach(self, ws: Connection) -> bool:
+        """A client reconnected to this conversation: it replaces the current one, if any (closed with 4409).
+        False when the session is ending: the client needs a new one."""
+        if self.ending:
+            return False
+        old = self.link.ws
+        self.link.park()
+        self._arrivals.put_nowait(ws)
+        if old is not None:
+            with contextlib.suppress(ConnectionClosed):
+                await old.close(TAKEN_OVER, "another connection took over this conversation")
+        return True
+
+    async def end(self) -> None:
+        """The session ends: a client that arrived as the window closed is told to reconnect anew."""
+        self.ending = True
+        while not self._arrivals.empty():
+            await self._arrivals.get_nowait().close(1011, "the conversation's session ended; reconnect")
+
+    async def _arrival(self, stop: asyncio.Event) -> Connection | None:
+        """The next client to re-attach, or None when the window ends (or ``stop`` is set: the gateway drains)."""
+        get, halt = asyncio.ensure_future(self._arrivals.get()), asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({get, halt}, timeout=self._resumable.grace, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            halt.cancel()
+            if not get.done():
+                get.cancel()
+        return get.result() if get.done() and not get.cancelled() else None
+
+    async def _resume(self, ws: Connection) -> bool:
+        """Greet a re-attached client, answer its Settings, deliver what it missed; False when it failed."""
+        try:
+            await ws.send(conversation_frame(self.conversation_id, resumed=True))
+            async with asyncio.timeout(self._resumable.grace):  # a silent client may not hold the session
+                first = await ws.recv()
+            replies, accepted = resumed_settings(first, self.settings)
+            for frame in replies:
+                await ws.send(frame)
+            if not accepted:
+                await ws.close(CLOSE_POLICY, "first message")
+                return False
+            if not self._arrivals.empty():  # a newer connection took over meanwhile
+                await ws.close(TAKEN_OVER, "another connection took over this conversation")
+                return False
+        except (ConnectionClosed, TimeoutError):
+            await ws.close(CLOSE_POLICY, "no Settings")
+            return False
+        if not await self.link.attach(ws):
+            return False
+        log.info("session %s: client re-attached", self.session_id)
+        return True
 
 
 class Parkable(Protocol):

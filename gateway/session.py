@@ -22,19 +22,11 @@ from websockets.exceptions import ConnectionClosed
 from gateway import actions
 from gateway.actions import FORWARD, Frame
 from gateway.catalog import Catalog
-from gateway.conversation import CLOSE_POLICY, KEEPALIVE, Conversation
+from gateway.conversation import KEEPALIVE, Conversation
 from gateway.dispatcher import Dispatcher
 from gateway.notices import ClientNotices
 from gateway.providers import Provider, ProviderClosed, ProviderUnavailable
-from gateway.resume import (
-    TAKEN_OVER,
-    ClientLink,
-    Connection,
-    Resumable,
-    closed_by_gateway,
-    conversation_frame,
-    resumed_settings,
-)
+from gateway.resume import Connection, Parking, Resumable
 from shared.config import Config
 from shared.envelopes import CallResult, FunctionSpec
 from shared.redis_errors import REDIS_ERRORS
@@ -61,13 +53,9 @@ class Session:
         self.principal = principal
         """The caller the handshake verified (``""`` without credentials configured); every call carries it."""
         self.conversation_id = conversation_id or self.id
-        self._resumable = resumable or Resumable(0)
-        self.client = ClientLink(client, self._resumable.grace > 0)
+        self.parking = Parking(client, self.conversation_id, self.id, resumable or Resumable(0))
+        self.client = self.parking.link
         """Where frames for the client go: its WebSocket, or the kept messages while it is away."""
-        self._next_client: asyncio.Queue[Connection] = asyncio.Queue()
-        self._settings_frame = ""
-        self.ending = False
-        """Set once the session will take no re-attaching client."""
         self.notices = ClientNotices(self.client, self.id)  # type: ignore[arg-type]  # sends as a connection does
         self.provider: Provider | None = None
         self._open_provider = open_provider
@@ -82,8 +70,7 @@ class Session:
 
     async def run(self) -> None:
         log.info("session %s: client connected (conversation %s)", self.id, self.conversation_id)
-        with contextlib.suppress(ConnectionClosed):
-            await self.client.send(conversation_frame(self.conversation_id, resumed=False))
+        await self.parking.greet()
         try:
             self.provider = await self._open_provider()
         except ProviderUnavailable as exc:
@@ -101,9 +88,7 @@ class Session:
             for task in done:
                 await self._after_loop(task)
         finally:
-            self.ending = True
-            while not self._next_client.empty():  # came as the window closed: the client reconnects anew
-                await self._next_client.get_nowait().close(1011, "the conversation's session ended; reconnect")
+            await self.parking.end()
             for task in loops:
                 task.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
@@ -135,16 +120,14 @@ class Session:
                 await self._relay_client(ws)
             if self.conversation.closed or not self.conversation.settings_applied:
                 return
-            if closed_by_gateway(ws) and self._next_client.empty():  # not a drop, and not a take-over
-                return
-            ws = await self._parked()
+            ws = await self.parking.next_client(ws)
 
     async def _relay_client(self, ws: Connection) -> None:
         assert self.provider is not None
         to_provider, conversation, clock = self._send_provider, self.conversation, time.monotonic
         async for frame in ws:
             if not conversation.settings_applied and isinstance(frame, str):
-                self._settings_frame = frame  # what a resuming client's Settings are compared with
+                self.parking.settings = frame  # what a resuming client's Settings are compared with
             todo = conversation.client_frame(frame, clock())
             if todo is FORWARD:
                 await self.provider.send(frame)
@@ -153,66 +136,9 @@ class Session:
             if conversation.closed:
                 return
 
-    async def _parked(self) -> Connection | None:
-        """Wait up to RESUME_GRACE for a client to re-attach (or take over); None when the window ends."""
-        resumable = self._resumable
-        if self._next_client.empty() and not resumable.accepting:
-            return None
-        self.client.park()
-        log.info("session %s: client away, parked for %g s", self.id, resumable.grace)
-        with resumable.parked(self.conversation_id) as stop:
-            while True:
-                ws = await self._next_connection(stop)
-                if ws is None:
-                    self.ending = True
-                    log.info("session %s: re-attach window over, nobody came back", self.id)
-                    return None
-                if await self._resume(ws):
-                    return ws
-
-    async def _next_connection(self, stop: asyncio.Event) -> Connection | None:
-        """The next client to re-attach, or None when the window ends (or ``stop`` is set: the gateway drains)."""
-        get, halt = asyncio.ensure_future(self._next_client.get()), asyncio.ensure_future(stop.wait())
-        try:
-            await asyncio.wait({get, halt}, timeout=self._resumable.grace, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            halt.cancel()
-            if not get.done():
-                get.cancel()
-        return get.result() if get.done() and not get.cancelled() else None
-
     async def attach(self, ws: Connection) -> bool:
-        """A client reconnected to this conversation: it replaces the current one, if any (closed with 4409).
-        False when the session is ending: the client needs a new one."""
-        if self.ending:
-            return False
-        old = self.client.ws
-        self.client.park()
-        self._next_client.put_nowait(ws)
-        if old is not None:
-            with contextlib.suppress(ConnectionClosed):
-                await old.close(TAKEN_OVER, "another connection took over this conversation")
-        return True
-
-    async def _resume(self, ws: Connection) -> bool:
-        """Greet a re-attached client, answer its Settings, deliver what it missed; False when it failed."""
-        try:
-            await ws.send(conversation_frame(self.conversation_id, resumed=True))
-            async with asyncio.timeout(self._resumable.grace):  # a silent client may not hold the session
-                first = await ws.recv()
-            replies, accepted = resumed_settings(first, self._settings_frame)
-            for frame in replies:
-                await ws.send(frame)
-            if not accepted or not self._next_client.empty():  # refused, or a newer connection took over
-                await ws.close(CLOSE_POLICY if not accepted else TAKEN_OVER, "first message" if not accepted else "")
-                return False
-        except (ConnectionClosed, TimeoutError):
-            await ws.close(CLOSE_POLICY, "no Settings")
-            return False
-        if not await self.client.attach(ws):
-            return False
-        log.info("session %s: client re-attached", self.id)
-        return True
+        """A client reconnected to this conversation (``Parking.attach``); False when the session is ending."""
+        return await self.parking.attach(ws)
 
     async def _provider_to_client(self) -> None:
         assert self.provider is not None
@@ -227,17 +153,17 @@ class Session:
                 await self._perform(todo, frame, to_client)
 
     async def _keepalive(self) -> None:
-        parked_since = 0.0
+        parked_keepalive = 0.0
         while True:
             await asyncio.sleep(self._keepalive_period)
             now = time.monotonic()
             await self._perform(self.conversation.tick(now))
             if self.client.ws is None:  # parked: no client audio keeps the provider from closing an idle session
-                if now - parked_since >= self._keepalive_interval:
-                    parked_since = now
+                if now - parked_keepalive >= self._keepalive_interval:
+                    parked_keepalive = now
                     await self._send_provider(KEEPALIVE)
             else:
-                parked_since = now
+                parked_keepalive = now
 
     # --- performing actions -------------------------------------------------------------------------------
 
