@@ -10,6 +10,7 @@ cannot change, :func:`settings_changes`), then gets the kept messages in order, 
 
 A session knows its client through a :class:`ClientLink`, which its loops send to: while attached it sends on the
 client's WebSocket; while parked (or replaying the kept messages to a new connection) it keeps what it is given.
+:class:`Parking` is the rest of a session's side: the wait within the window, take-over, the resumed greeting.
 :class:`Resumable` is the gateway process's registry of sessions by conversation id. A parked session lives in
 one gateway process only: a client that reconnects to another (``WEB_CONCURRENCY`` > 1, another machine) gets a
 new provider session (``resumed: false``).
