@@ -35,9 +35,12 @@ from websockets.typing import Subprotocol
 from gateway import metrics, routes
 from gateway.auth import AccessPolicy, check_bind, subprotocol_scheme, weak_secret_warning
 from gateway.catalog import Catalog
+from gateway.conversation_ids import BadConversationId
 from gateway.dispatcher import Dispatcher
+from gateway.handshake import ConversationGate
 from gateway.http import HttpRequest, HttpResponse, connection_class
 from gateway.providers import open_provider
+from gateway.resume import Resumable
 from gateway.session import Session
 from shared.config import Config, result_ttl_refusal
 from shared.logs import masking, redacted, secret_values
@@ -73,21 +76,30 @@ class Gateway:
         )
         self.draining = False
         """Set on SIGTERM: refuse new sessions and calls, let those in flight finish (see the module docstring)."""
-        self._principals: weakref.WeakKeyDictionary[ServerConnection, str] = weakref.WeakKeyDictionary()
-        """The caller each accepted handshake verified, until its session starts (weak: a handshake that
-        fails after the check leaves nothing behind)."""
+        self._principals: weakref.WeakKeyDictionary[ServerConnection, tuple[str, str]] = weakref.WeakKeyDictionary()
+        """The caller each accepted handshake verified and its conversation id, until its session starts (weak: a
+        handshake that fails after the check leaves nothing behind)."""
+        self.resumable = Resumable(config.resume_grace)
+        self.conversations = ConversationGate(config, self.dispatcher.redis, self.resumable)
 
     async def handle(self, connection: ServerConnection) -> None:
-        principal = self._principals.pop(connection, "")
+        principal, conversation_id = self._principals.pop(connection, ("", ""))
+        live = self.resumable.get(conversation_id)
+        if live is not None and live.principal == principal and await live.attach(connection):
+            await connection.wait_closed()  # the live session uses this connection until it closes
+            return
         trace = traceparent_of(connection.request.headers) if connection.request is not None else ""
         session = Session(
-            connection, lambda: open_provider(self.config), self.dispatcher, self.catalog, self.config, principal, trace
-        )
+            connection, lambda: open_provider(self.config), self.dispatcher, self.catalog, self.config, principal,
+            conversation_id, self.resumable, traceparent=trace,
+        )  # fmt: skip
         self.sessions.add(session)
+        self.resumable.add(session.conversation_id, session)
         try:
             await session.run()
         finally:
             self.sessions.discard(session)
+            self.resumable.remove(session.conversation_id, session)
 
     async def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         """Answer plain HTTP requests; return None to let a WebSocket handshake proceed."""
@@ -99,10 +111,18 @@ class Gateway:
                 return _json(connection, HTTPStatus(verdict.status), {"error": verdict.reason})
             if self.draining:
                 return _json(connection, HTTPStatus.SERVICE_UNAVAILABLE, {"error": DRAINING})
-            # HTTP calls in flight count too: each holds a connection and a call, as a session does.
-            if len(self.sessions) + self.function_calls.in_flight >= self.config.max_sessions:
+            try:
+                conversation_id, refusal = await self.conversations.admit(request.path, verdict.principal)
+            except BadConversationId as exc:
+                return _json(connection, HTTPStatus.BAD_REQUEST, {"error": str(exc)})
+            if refusal is not None:
+                return _json(connection, refusal.status, {"error": refusal.reason})
+            # HTTP calls in flight count too: each holds a connection and a call, as a session does. A client
+            # re-attaching to its parked session takes no new place.
+            busy = len(self.sessions) + self.function_calls.in_flight >= self.config.max_sessions
+            if busy and conversation_id not in self.resumable:
                 return _json(connection, HTTPStatus.SERVICE_UNAVAILABLE, {"error": "Too many sessions; retry later."})
-            self._principals[connection] = verdict.principal
+            self._principals[connection] = (verdict.principal, conversation_id)
             return None
         if path == METRICS_PATH:
             verdict = self.policy.check(request.headers, request.path)
@@ -251,6 +271,7 @@ async def run_gateway(config: Config, reuse_port: bool = False) -> AsyncIterator
     try:
         yield gateway, server
     finally:
+        gateway.resumable.drain()  # a client closed by the shutdown is not parked; parked ones end now
         server.close()
         await server.wait_closed()
         await gateway.dispatcher.stop()

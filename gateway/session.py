@@ -22,10 +22,11 @@ from websockets.exceptions import ConnectionClosed
 from gateway import actions, metrics
 from gateway.actions import FORWARD, Frame
 from gateway.catalog import Catalog
-from gateway.conversation import Conversation
+from gateway.conversation import KEEPALIVE, Conversation
 from gateway.dispatcher import Dispatcher
 from gateway.notices import ClientNotices
 from gateway.providers import Provider, ProviderClosed, ProviderUnavailable
+from gateway.resume import Connection, Parking, Resumable
 from shared.config import Config
 from shared.envelopes import CallResult, FunctionSpec
 from shared.logs import log_context
@@ -46,6 +47,8 @@ class Session:
         catalog: Catalog,
         config: Config,
         principal: str = "",
+        conversation_id: str = "",
+        resumable: Resumable | None = None,
         traceparent: str = "",
     ) -> None:
         self.id = uuid.uuid4().hex[:12]
@@ -56,8 +59,11 @@ class Session:
         self.conversation = Conversation(config, catalog.ever_owned, time.monotonic(), self.id)
         self.principal = principal
         """The caller the handshake verified (``""`` without credentials configured); every call carries it."""
-        self.client = client
-        self.notices = ClientNotices(client, self.id)
+        self.conversation_id = conversation_id or self.id
+        self.parking = Parking(client, self.conversation_id, self.id, resumable or Resumable(0))
+        self.client = self.parking.link
+        """Where frames for the client go: its WebSocket, or the kept messages while it is away."""
+        self.notices = ClientNotices(self.client, self.id)  # type: ignore[arg-type]  # sends as a connection does
         self.provider: Provider | None = None
         self._open_provider = open_provider
         self.dispatcher = dispatcher
@@ -66,6 +72,7 @@ class Session:
         self.calls: dict[str, asyncio.Task[None]] = {}
         """Backend calls awaiting their result, by provider call id."""
         self._catalog, self._catalog_wait = catalog, config.catalog_wait
+        self._keepalive_interval = config.keepalive_interval
         self._keepalive_period = min(1.0, config.keepalive_interval / 2)
         self._timers: set[asyncio.TimerHandle] = set()
         """Wakes asked for by the conversation (``actions.Wake``): cancelled when the session ends."""
@@ -86,7 +93,8 @@ class Session:
             metrics.sessions.labels(self._provider_name).dec()
 
     async def _run(self) -> None:
-        log.info("session %s: client connected", self.id)
+        log.info("session %s: client connected (conversation %s)", self.id, self.conversation_id)
+        await self.parking.greet()
         try:
             self.provider = await self._open_provider()
         except ProviderUnavailable as exc:
@@ -105,6 +113,7 @@ class Session:
             for task in done:
                 await self._after_loop(task)
         finally:
+            await self.parking.end()
             for task in loops:
                 task.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
@@ -133,9 +142,21 @@ class Session:
     # --- the loops ----------------------------------------------------------------------------------------
 
     async def _client_to_provider(self) -> None:
+        """Relay the client's frames; when it drops, park (``gateway/resume.py``) until one reconnects."""
+        ws: Connection | None = self.client.ws
+        while ws is not None:
+            with contextlib.suppress(ConnectionClosed):
+                await self._relay_client(ws)
+            if self.conversation.closed or not self.conversation.settings_applied:
+                return
+            ws = await self.parking.next_client(ws)
+
+    async def _relay_client(self, ws: Connection) -> None:
         assert self.provider is not None
         to_provider, conversation, clock = self._send_provider, self.conversation, time.monotonic
-        async for frame in self.client:
+        async for frame in ws:
+            if not conversation.settings_applied and isinstance(frame, str):
+                self.parking.settings = frame  # what a resuming client's Settings are compared with
             todo = conversation.client_frame(frame, clock())
             if todo is FORWARD:
                 await self.provider.send(frame)
@@ -144,9 +165,14 @@ class Session:
             if conversation.closed:
                 return
 
+    async def attach(self, ws: Connection) -> bool:
+        """A client reconnected to this conversation (``Parking.attach``); False when the session is ending."""
+        return await self.parking.attach(ws)
+
     async def _provider_to_client(self) -> None:
         assert self.provider is not None
         recv, to_client, conversation, clock = self.provider.recv, self.client.send, self.conversation, time.monotonic
+        # to_client is the link's send: it follows the client across re-attaches.
         while True:
             frame = await recv()
             todo = conversation.provider_frame(frame, clock)
@@ -175,9 +201,17 @@ class Session:
                 self.notices.put(action.frame)
 
     async def _keepalive(self) -> None:
+        parked_keepalive = 0.0
         while True:
             await asyncio.sleep(self._keepalive_period)
-            await self._perform(self.conversation.tick(time.monotonic()))
+            now = time.monotonic()
+            await self._perform(self.conversation.tick(now))
+            if self.client.ws is None:  # parked: no client audio keeps the provider from closing an idle session
+                if now - parked_keepalive >= self._keepalive_interval:
+                    parked_keepalive = now
+                    await self._send_provider(KEEPALIVE)
+            else:
+                parked_keepalive = now
 
     # --- performing actions -------------------------------------------------------------------------------
 

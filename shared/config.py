@@ -105,6 +105,11 @@ class Config(BaseSettings):
     ``History`` messages before the client gets them, as they are from ``FunctionCallRequest``: results may hold
     data meant for the model only. ``shown`` relays History unchanged (a client that renders a transcript of
     every call)."""
+    resume_grace: float = Field(default=15.0, ge=0)
+    """Seconds a session whose client dropped stays parked (provider kept alive, backend calls answered, text
+    messages kept) for the client to reconnect with the same ``?conversation=``; 0 closes it at once."""
+    conversation_ttl: int = Field(default=86400, ge=1)
+    """Seconds a conversation's owner (and stored memory) lives in Redis after its last use."""
     catalog_ttl: int = Field(default=15, ge=2)
     """Seconds a worker's catalog lives in Redis unless refreshed (it refreshes every third of that)."""
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 __all__ = [
     "BackendFunctionCall",
+    "ConversationInfo",
     "ConversationText",
     "Error",
     "ErrorCode",
@@ -94,6 +95,12 @@ class ErrorCode:
     FUNCTION_RESPONSE_LATE = "FUNCTION_RESPONSE_LATE"
     """Warning (OpenAI provider): the client answered a call after its deadline, when OpenAI already had an error
     for it; the answer was dropped."""
+    SETTINGS_NOT_APPLIED = "SETTINGS_NOT_APPLIED"
+    """Warning: a client resuming a live session sent Settings that ask for what that session cannot change (its
+    audio formats, its agent configuration); the session goes on as first configured."""
+    MESSAGES_DROPPED = "MESSAGES_DROPPED"
+    """Warning: more messages arrived while the client was away than a parked session keeps; the oldest were
+    dropped."""
 
 
 class ProtocolError(Exception):
@@ -374,3 +381,14 @@ class BackendFunctionCall(Message):
     worker: str | None = None
     duration_ms: float | None = None
     error: str | None = None
+
+
+class ConversationInfo(Message):
+    """The gateway's first message to a client: which conversation this is (``?conversation=``, or one the gateway
+    made), and whether the connection re-attached to its live provider session (``resumed``).
+
+    A type of the gateway's own, sent before anything the provider says (before ``Welcome``)."""
+
+    type: Literal["Conversation"] = "Conversation"
+    conversation_id: str
+    resumed: bool

@@ -50,7 +50,9 @@ def workers(redis_server: RedisServer, logs_dir: Path) -> Iterator[Process]:
 
 @pytest.fixture(scope="session")
 def gateway(redis_server: RedisServer, workers: Process, logs_dir: Path) -> Iterator[Gateway]:
-    with running_gateway(redis_server.url, logs_dir / "gateway.log", KEEPALIVE_INTERVAL="1") as gw:
+    # Without a re-attach window a client's leaving ends its session at once, as the tests here expect;
+    # test_resume.py runs gateways with one.
+    with running_gateway(redis_server.url, logs_dir / "gateway.log", KEEPALIVE_INTERVAL="1", RESUME_GRACE="0") as gw:
         yield gw
 
 

@@ -28,6 +28,7 @@ def strict(redis_server, workers, logs_dir) -> Iterator[Gateway]:
         MAX_PENDING_CALLS="1",
         CLIENT_MESSAGE_RATE="20",
         MAX_SESSIONS="2",
+        RESUME_GRACE="0",  # a closed client's place is free at once (parked sessions hold theirs: test_resume.py)
     ) as gateway:
         yield gateway
 
