@@ -231,7 +231,7 @@ class Dispatcher:
     def __init__(self) -> None:
         self.release = asyncio.Event()
 
-    async def call(self, *args: Any) -> CallResult:
+    async def call(self, *args: Any, **options: Any) -> CallResult:
         await self.release.wait()
         return CallResult(call_id="c1", ok=True, content='{"ok": true}', worker_id="w1")
 
