@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from shared.envelopes import FunctionSpec
 from shared.protocol import FunctionCall
@@ -87,6 +87,13 @@ class UseFunctions:
 
 
 @dataclass(frozen=True, slots=True)
+class Remember:
+    """Store ``entry`` in the conversation's memory (``gateway.memory``), without waiting for it."""
+
+    entry: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class Close:
     """Send ``error`` (if any), then close the client connection with ``code``/``reason``: the session ends."""
 
@@ -96,7 +103,17 @@ class Close:
 
 
 Action = (
-    Forward | ToClient | Notify | ToProvider | Answer | StartCall | CancelCalls | ReadCatalog | UseFunctions | Close
+    Forward
+    | ToClient
+    | Notify
+    | ToProvider
+    | Answer
+    | StartCall
+    | CancelCalls
+    | ReadCatalog
+    | UseFunctions
+    | Remember
+    | Close
 )
 Actions = Sequence[Action]
 
@@ -116,6 +133,7 @@ __all__ = [
     "Frame",
     "Notify",
     "ReadCatalog",
+    "Remember",
     "StartCall",
     "ToClient",
     "ToProvider",

@@ -27,8 +27,10 @@ from websockets.typing import Subprotocol
 from gateway import routes
 from gateway.auth import AccessPolicy, check_bind, subprotocol_scheme, weak_secret_warning
 from gateway.catalog import Catalog
+from gateway.conversations_api import ConversationsEndpoint, is_conversations_path, plain_headers
 from gateway.dispatcher import Dispatcher
 from gateway.http import HttpRequest, HttpResponse, connection_class
+from gateway.memory import MemoryStore
 from gateway.providers import open_provider
 from gateway.session import Session
 from shared.config import Config, result_ttl_refusal
@@ -56,6 +58,8 @@ class Gateway:
         self.function_calls = routes.FunctionCallEndpoint(
             config, self.dispatcher, self.catalog, lambda: len(self.sessions)
         )
+        self.memory = MemoryStore(self.dispatcher.redis, config)
+        self.conversations = ConversationsEndpoint(self.memory, self.policy, self.function_calls)
         self._principals: weakref.WeakKeyDictionary[ServerConnection, str] = weakref.WeakKeyDictionary()
         """The caller each accepted handshake verified, until its session starts (weak: a handshake that
         fails after the check leaves nothing behind)."""
@@ -63,7 +67,13 @@ class Gateway:
     async def handle(self, connection: ServerConnection) -> None:
         principal = self._principals.pop(connection, "")
         session = Session(
-            connection, lambda: open_provider(self.config), self.dispatcher, self.catalog, self.config, principal
+            connection,
+            lambda: open_provider(self.config),
+            self.dispatcher,
+            self.catalog,
+            self.config,
+            principal,
+            self.memory,
         )
         self.sessions.add(session)
         try:
@@ -84,6 +94,12 @@ class Gateway:
                 return _json(connection, HTTPStatus.SERVICE_UNAVAILABLE, {"error": "Too many sessions; retry later."})
             self._principals[connection] = verdict.principal
             return None
+        if is_conversations_path(path):
+            remote = connection.remote_address[0] if connection.remote_address else ""
+            get = HttpRequest("GET", request.path, plain_headers(request.headers), remote=remote)
+            answer = await self.conversations.handle(get)
+            content_type = answer.headers.pop("Content-Type", TEXT)
+            return _body(connection, HTTPStatus(answer.status), answer.body, content_type, answer.headers)
         return _body(connection, *await self.plain_route(path))
 
     async def plain_route(self, path: str) -> tuple[HTTPStatus, bytes, str, dict[str, str]]:
@@ -106,7 +122,9 @@ class Gateway:
 
     async def handle_http(self, request: HttpRequest) -> HttpResponse:
         """Requests websockets does not serve (it serves only GET): ``HEAD`` of the GET routes, and
-        ``POST /function-call`` with its CORS preflight."""
+        ``POST /function-call`` with its CORS preflight, ``DELETE /conversations/<id>``."""
+        if is_conversations_path(request.path):
+            return await self.conversations.handle(request)
         if request.method == "HEAD":
             status, body, content_type, extra = await self.plain_route(request.path)
             headers = {"Content-Type": content_type, "Content-Length": str(len(body)), "Cache-Control": "no-cache"}

@@ -24,6 +24,7 @@ from gateway.actions import FORWARD, Frame
 from gateway.catalog import Catalog
 from gateway.conversation import Conversation
 from gateway.dispatcher import Dispatcher
+from gateway.memory import MemoryStore, SessionMemory, provisional_conversation_id, session_memory
 from gateway.notices import ClientNotices
 from gateway.providers import Provider, ProviderClosed, ProviderUnavailable
 from shared.config import Config
@@ -44,6 +45,7 @@ class Session:
         catalog: Catalog,
         config: Config,
         principal: str = "",
+        memory: MemoryStore | None = None,
     ) -> None:
         self.id = uuid.uuid4().hex[:12]
         self.conversation = Conversation(config, catalog.ever_owned, time.monotonic(), self.id)
@@ -58,11 +60,17 @@ class Session:
         """Backend calls awaiting their result, by provider call id."""
         self._catalog, self._catalog_wait = catalog, config.catalog_wait
         self._keepalive_period = min(1.0, config.keepalive_interval / 2)
+        self._store = memory
+        self.memory: SessionMemory | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------------------
 
     async def run(self) -> None:
         log.info("session %s: client connected", self.id)
+        if self._store is not None:
+            # The handshake names the conversation (issue 17 items 1-2); until it does, the query's id stands in.
+            conversation_id = getattr(self, "conversation_id", "") or provisional_conversation_id(self.client)
+            self.memory = session_memory(self._store, conversation_id, self.id)
         try:
             self.provider = await self._open_provider()
         except ProviderUnavailable as exc:
@@ -84,6 +92,8 @@ class Session:
                 task.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
             await self._cancel_calls(list(self.calls))
+            if self.memory is not None:
+                await self.memory.close()
             await self.provider.close()
             await self.client.close()
             dropped = f" ({self.notices.dropped} call notices dropped)" if self.notices.dropped else ""
@@ -156,7 +166,15 @@ class Session:
                 case actions.CancelCalls(ids=ids):
                     await self._cancel_calls(ids)
                 case actions.ReadCatalog():
-                    await self._perform(self.conversation.catalog_read(await self._read_catalog(), time.monotonic()))
+                    if self.memory is not None:  # read with the catalog: Settings carry the conversation so far
+                        owned, history = await asyncio.gather(self._read_catalog(), self.memory.history())
+                        self.conversation.remember(history)
+                    else:
+                        owned = await self._read_catalog()
+                    await self._perform(self.conversation.catalog_read(owned, time.monotonic()))
+                case actions.Remember(entry=entry):
+                    if self.memory is not None:
+                        self.memory.record(entry)
                 case actions.UseFunctions(owned=owned):
                     assert self.provider is not None
                     self.provider.use_functions(owned)

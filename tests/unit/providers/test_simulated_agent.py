@@ -333,5 +333,6 @@ def test_stats_report_everything_and_work_before_settings():
         "unexpected_responses": 0,
         "cancelled": [],
         "settings": [],
+        "context": [],
     }
     assert not agent.closed
