@@ -146,3 +146,5 @@ async def test_memory_off_stores_nothing(redis_server, workers, logs_dir, redis_
         assert redis_client.llen(keys.conversation_memory(conversation)) == 0
         assert request(f"{gateway.http}/conversations/{conversation}")[0] == 404
         assert request(f"{gateway.http}/conversations/{conversation}", "DELETE")[0] == 204
+        # Without credentials the Host rules apply as on the WebSocket (DNS rebinding).
+        assert request(f"{gateway.http}/conversations/{conversation}", Host="evil.test")[0] == 403

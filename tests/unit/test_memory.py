@@ -181,3 +181,16 @@ def test_a_session_without_memory_remembers_nothing() -> None:
     conversation = Conversation(Config(), {}, now=0.0, session_id="s1")
     frame = json.dumps({"type": "ConversationText", "role": "user", "content": "Hi"})
     assert conversation.provider_frame(frame, lambda: 1.0) == (Forward(),)
+
+
+def test_calls_the_client_answers_are_not_remembered() -> None:
+    conversation, _ = remembering([])
+    asked = {"id": "k1", "name": "client_fn", "arguments": "{}", "client_side": True}
+    conversation.provider_frame(json.dumps({"type": "FunctionCallRequest", "functions": [asked]}), lambda: 1.0)
+    answer = json.dumps({"type": "FunctionCallResponse", "id": "k1", "name": "client_fn", "content": "done"})
+    assert not any(isinstance(a, Remember) for a in conversation.client_frame(answer, 1.0))
+
+
+def test_the_memory_and_owner_keys() -> None:
+    assert keys.conversation_memory("abc") == "vfg:conv:abc:memory"
+    assert keys.conversation_owner("abc") == "vfg:conv:abc:owner"
