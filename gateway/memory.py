@@ -169,7 +169,7 @@ class SessionMemory:
             batch = [self._queue.get_nowait() for _ in range(self._queue.qsize())]
             try:
                 await self.store.append(self.conversation_id, batch)
-            except REDIS_FAILURES as exc:
+            except Exception as exc:  # Redis failures above all; none may reach the session's cleanup
                 self.store.failures += 1
                 self.dropped += len(batch)
                 log.warning(
