@@ -3,7 +3,8 @@
 Paths: ``/v1/agent/converse`` (the provider's own path, so a Deepgram SDK switches by base URL alone) and
 ``/`` serve agent sessions; ``GET /healthz`` answers while the process is alive; ``GET /readyz`` answers 200
 only when Redis is reachable, the result subscription is alive (answered a PING lately) and at least one worker is
-alive. ``HEAD`` answers as ``GET`` without a body.
+alive. ``HEAD`` answers as ``GET`` without a body. ``GET`` and ``DELETE /conversations/<id>``: a conversation's
+stored memory (``gateway.conversations_api``).
 """
 
 from __future__ import annotations
