@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from shared.envelopes import FunctionSpec
 from shared.protocol import FunctionCall
@@ -102,6 +102,13 @@ class Wake:
 
 
 @dataclass(frozen=True, slots=True)
+class Remember:
+    """Store ``entry`` in the conversation's memory (``gateway.memory``), without waiting for it."""
+
+    entry: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class Close:
     """Send ``error`` (if any), then close the client connection with ``code``/``reason``: the session ends."""
 
@@ -122,6 +129,7 @@ Action = (
     | UseFunctions
     | SayFiller
     | Wake
+    | Remember
     | Close
 )
 Actions = Sequence[Action]
@@ -142,6 +150,7 @@ __all__ = [
     "Frame",
     "Notify",
     "ReadCatalog",
+    "Remember",
     "SayFiller",
     "StartCall",
     "ToClient",

@@ -69,6 +69,11 @@ class BackendCalls:
             return NOTHING  # cancelled meanwhile: the provider wants no answer
         return self._answer(pending.call, result, now - pending.started)
 
+    def pending_call(self, call_id: str) -> FunctionCall | None:
+        """The call ``call_id`` names while it is pending (what it was asked with), else None."""
+        pending = self._pending.get(call_id)
+        return pending.call if pending is not None else None
+
     def cancel(self, call_ids: list[str]) -> list[Action]:
         """Stop the pending calls among ``call_ids``: they get no answer."""
         cancelled = [pending.call for call_id in call_ids if (pending := self._pending.pop(call_id, None))]

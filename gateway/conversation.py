@@ -12,7 +12,8 @@ message or byte rate, and big text frames, are dropped before parsing.
 
 Provider → client: ``FunctionCallRequest`` (backend-owned calls go to the workers; malformed elements are
 answered with an error; the rest go to the client), ``FunctionCallCancelled`` (cancels backend calls; the client
-sees only its own), ``History`` (the backend's calls removed unless HISTORY_BACKEND_CALLS=shown).
+sees only its own), ``History`` (the backend's calls removed unless HISTORY_BACKEND_CALLS=shown), and, in a
+session that keeps its conversation's memory, ``ConversationText`` (relayed and remembered).
 
 Every backend call gets exactly one ``FunctionCallResponse`` upstream, result or error, unless the provider
 cancelled it: a call is answered only if it is still pending when its result arrives.
@@ -36,8 +37,10 @@ from gateway.actions import (
     Actions,
     Answer,
     Close,
+    Forward,
     Frame,
     ReadCatalog,
+    Remember,
     SayFiller,
     StartCall,
     ToClient,
@@ -47,6 +50,7 @@ from gateway.actions import (
 )
 from gateway.calls import BackendCalls
 from gateway.fillers import Fillers
+from gateway.history import inject_history
 from gateway.intercept import (
     error_response_frame,
     filter_cancelled,
@@ -56,6 +60,7 @@ from gateway.intercept import (
     split_request,
 )
 from gateway.limits import ClientBudget, functions_problem
+from gateway.memory import ROLES, Entry, call_entry, turn_entry
 from shared.config import Config
 from shared.envelopes import CallResult, FunctionSpec
 from shared.protocol import (
@@ -115,6 +120,8 @@ class Conversation:
         """When the last frame went to the provider: a KeepAlive is due ``keepalive_interval`` after it."""
         self._budget = ClientBudget(config, now)
         self._hide_history = config.history_backend_calls == "hidden"
+        self._remembering = False
+        self._history: list[Entry] = []
 
     # --- lifecycle ------------------------------------------------------------------------------------------
 
@@ -122,6 +129,11 @@ class Conversation:
         """The provider is connected; ``settings_problem`` tells which Settings it cannot honour (audio formats, a
         stored agent...). Comes before any client frame."""
         self._settings_problem = settings_problem
+
+    def remember(self, history: list[Entry]) -> None:
+        """This session keeps its conversation's memory (turns and backend calls become ``Remember`` actions), which
+        holds ``history`` so far: the Settings get it as context (``gateway.history``). Before ``catalog_read``."""
+        self._remembering, self._history = True, history
 
     def provider_unavailable(self, description: str) -> Actions:
         return self._fatal(ErrorCode.UPSTREAM_UNAVAILABLE, description, CLOSE_INTERNAL)
@@ -215,7 +227,10 @@ class Conversation:
         self._provider_sent = now
         actions.append(UseFunctions(owned))
         merged = merge_functions(settings, owned)
-        actions.append(ToProvider(frame if merged is settings else dump(merged)))
+        out = frame if merged is settings else dump(merged)
+        if self._history:  # a new provider session of a conversation with memory: it starts where it left off
+            out, self._history = inject_history(out, self._history), []
+        actions.append(ToProvider(out))
         log.info("session %s: settings sent upstream with %d backend functions", self.session_id, len(owned))
         return actions
 
@@ -279,6 +294,7 @@ class Conversation:
             or "\\u" in frame
             or (self._hide_history and '"History"' in frame)
             or (self.fillers.watching and ('"Inject' in frame or '"Agent' in frame))
+            or (self._remembering and '"ConversationText"' in frame)
         ):
             return FORWARD
         data: dict[str, Any] = {}
@@ -360,14 +376,25 @@ class Conversation:
         rest = filter_history(data, frame, self.backend_functions, self.calls.ids)
         return NOTHING if rest is None else (ToClient(rest),)
 
+    def _conversation_text(self, frame: str, data: dict[str, Any], now: float) -> Actions:
+        """Relayed as received, and remembered: the memory is fed by turns and call answers, never by History
+        (which repeats them)."""
+        role, content = data.get("role"), data.get("content")
+        if not self._remembering or role not in ROLES or not isinstance(content, str):
+            return FORWARD
+        return (Forward(), Remember(turn_entry(role, content)))
+
     # --- backend calls and time ----------------------------------------------------------------------------
 
     def call_finished(self, call_id: str, result: CallResult, now: float) -> Actions:
         """A backend call's result: answered upstream once, unless the call was cancelled meanwhile."""
         self.fillers.ended(call_id)
+        call = self.calls.pending_call(call_id) if self._remembering else None
         actions = self.calls.finished(call_id, result, now)
         if actions:
             self._provider_sent = now
+            if call is not None:
+                return [*actions, Remember(call_entry(call.id, call.name, call.arguments, result))]
         return actions
 
     def call_progress(self, call_id: str, message: str) -> Actions:
@@ -407,4 +434,5 @@ _PROVIDER_HANDLERS: dict[str, Handler] = {
     "InjectionRefused": Conversation._speech,
     "AgentStartedSpeaking": Conversation._speech,
     "AgentAudioDone": Conversation._speech,
+    "ConversationText": Conversation._conversation_text,
 }

@@ -102,8 +102,9 @@ class FunctionCallEndpoint:
         )  # the WebSocket's rate and burst, per address instead of per session
         self.in_flight = 0
 
-    def preflight(self, request: HttpRequest) -> HttpResponse:
-        """Answer a CORS preflight: a grant for a configured origin, 403 without CORS headers otherwise."""
+    def preflight(self, request: HttpRequest, methods: str = "POST") -> HttpResponse:
+        """Answer a CORS preflight: a grant (for ``methods``) for a configured origin, 403 without CORS headers
+        otherwise."""
         origin = request.headers.get("origin", "")
         if normal_origin(origin) not in self.origins:
             return HttpResponse.json(HTTPStatus.FORBIDDEN, {"error": "Origin not allowed."})
@@ -111,7 +112,7 @@ class FunctionCallEndpoint:
             HTTPStatus.NO_CONTENT,
             headers={
                 "Access-Control-Allow-Origin": origin,
-                "Access-Control-Allow-Methods": "POST",
+                "Access-Control-Allow-Methods": methods,
                 "Access-Control-Allow-Headers": "Authorization, Content-Type",
                 "Access-Control-Max-Age": PREFLIGHT_MAX_AGE,
                 "Vary": "Origin",

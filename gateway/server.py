@@ -5,7 +5,8 @@ Paths: ``/v1/agent/converse`` (the provider's own path, so a Deepgram SDK switch
 only when Redis is reachable and the result subscription is alive (answered a PING lately), and not draining;
 live workers are reported in its body but never make it 503 (rolling out workers must not take gateways out of
 a load balancer). ``GET /metrics``: Prometheus metrics, with the credentials a session needs. ``HEAD`` answers
-as ``GET`` without a body.
+as ``GET`` without a body. ``GET`` and ``DELETE /conversations/<id>``: a conversation's stored memory
+(``gateway.conversations_api``).
 
 On SIGTERM the gateway drains (:func:`serve_forever`): ``/readyz`` turns 503, new sessions and HTTP calls get
 503, calls in flight are answered with their results for up to DRAIN_TIMEOUT seconds, then sessions close with
@@ -36,9 +37,11 @@ from gateway import metrics, routes
 from gateway.auth import AccessPolicy, check_bind, subprotocol_scheme, weak_secret_warning
 from gateway.catalog import Catalog
 from gateway.conversation_ids import BadConversationId
+from gateway.conversations_api import ConversationsEndpoint, is_conversations_path, plain_headers
 from gateway.dispatcher import Dispatcher
 from gateway.handshake import ConversationGate
 from gateway.http import HttpRequest, HttpResponse, connection_class
+from gateway.memory import MemoryStore
 from gateway.providers import open_provider
 from gateway.resume import Resumable
 from gateway.session import Session
@@ -81,6 +84,8 @@ class Gateway:
         handshake that fails after the check leaves nothing behind)."""
         self.resumable = Resumable(config.resume_grace)
         self.conversations = ConversationGate(config, self.dispatcher.redis, self.resumable)
+        self.memory = MemoryStore(self.dispatcher.redis, config)
+        self.conversations_api = ConversationsEndpoint(self.memory, self.policy, self.function_calls)
 
     async def handle(self, connection: ServerConnection) -> None:
         principal, conversation_id = self._principals.pop(connection, ("", ""))
@@ -91,7 +96,7 @@ class Gateway:
         trace = traceparent_of(connection.request.headers) if connection.request is not None else ""
         session = Session(
             connection, lambda: open_provider(self.config), self.dispatcher, self.catalog, self.config, principal,
-            conversation_id, self.resumable, traceparent=trace,
+            conversation_id, self.resumable, memory=self.memory, traceparent=trace,
         )  # fmt: skip
         self.sessions.add(session)
         self.resumable.add(session.conversation_id, session)
@@ -124,6 +129,12 @@ class Gateway:
                 return _json(connection, HTTPStatus.SERVICE_UNAVAILABLE, {"error": "Too many sessions; retry later."})
             self._principals[connection] = (verdict.principal, conversation_id)
             return None
+        if is_conversations_path(path):
+            remote = connection.remote_address[0] if connection.remote_address else ""
+            get = HttpRequest("GET", request.path, plain_headers(request.headers), remote=remote)
+            answer = await self.conversations_api.handle(get)
+            content_type = answer.headers.pop("Content-Type", TEXT)
+            return _body(connection, HTTPStatus(answer.status), answer.body, content_type, answer.headers)
         if path == METRICS_PATH:
             verdict = self.policy.check(request.headers, request.path)
             if not verdict.allowed:
@@ -156,7 +167,9 @@ class Gateway:
 
     async def handle_http(self, request: HttpRequest) -> HttpResponse:
         """Requests websockets does not serve (it serves only GET): ``HEAD`` of the GET routes, and
-        ``POST /function-call`` with its CORS preflight."""
+        ``POST /function-call`` with its CORS preflight, ``DELETE /conversations/<id>``."""
+        if is_conversations_path(request.path):
+            return await self.conversations_api.handle(request)
         if request.method == "HEAD":
             verdict = self.policy.check(request.headers, request.path)
             if request.path == METRICS_PATH and not verdict.allowed:

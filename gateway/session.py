@@ -24,6 +24,7 @@ from gateway.actions import FORWARD, Frame
 from gateway.catalog import Catalog
 from gateway.conversation import KEEPALIVE, Conversation
 from gateway.dispatcher import Dispatcher
+from gateway.memory import MemoryStore, SessionMemory, session_memory
 from gateway.notices import ClientNotices
 from gateway.providers import Provider, ProviderClosed, ProviderUnavailable
 from gateway.resume import Connection, Parking, Resumable
@@ -49,6 +50,7 @@ class Session:
         principal: str = "",
         conversation_id: str = "",
         resumable: Resumable | None = None,
+        memory: MemoryStore | None = None,
         traceparent: str = "",
     ) -> None:
         self.id = uuid.uuid4().hex[:12]
@@ -77,6 +79,8 @@ class Session:
         self._timers: set[asyncio.TimerHandle] = set()
         """Wakes asked for by the conversation (``actions.Wake``): cancelled when the session ends."""
         self._woken: set[asyncio.Task[None]] = set()
+        self._store = memory
+        self.memory: SessionMemory | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------------------
 
@@ -95,6 +99,8 @@ class Session:
     async def _run(self) -> None:
         log.info("session %s: client connected (conversation %s)", self.id, self.conversation_id)
         await self.parking.greet()
+        if self._store is not None:
+            self.memory = session_memory(self._store, self.conversation_id, self.id)
         try:
             self.provider = await self._open_provider()
         except ProviderUnavailable as exc:
@@ -122,6 +128,8 @@ class Session:
             for woken in self._woken:
                 woken.cancel()
             await self._cancel_calls(list(self.calls))
+            if self.memory is not None:
+                await self.memory.close()
             await self.provider.close()
             await self.client.close()
             dropped = f" ({self.notices.dropped} call notices dropped)" if self.notices.dropped else ""
@@ -244,6 +252,15 @@ class Session:
                     await self.provider.say_filler(text)
                 case actions.Wake(after=after):
                     self._timers.add(asyncio.get_running_loop().call_later(after, self._wake))
+                    if self.memory is not None:  # read with the catalog: Settings carry the conversation so far
+                        owned, history = await asyncio.gather(self._read_catalog(), self.memory.history())
+                        self.conversation.remember(history)
+                    else:
+                        owned = await self._read_catalog()
+                    await self._perform(self.conversation.catalog_read(owned, time.monotonic()))
+                case actions.Remember(entry=entry):
+                    if self.memory is not None:
+                        self.memory.record(entry)
                 case actions.UseFunctions(owned=owned):
                     assert self.provider is not None
                     self.provider.use_functions(owned)

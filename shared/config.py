@@ -108,8 +108,16 @@ class Config(BaseSettings):
     resume_grace: float = Field(default=15.0, ge=0)
     """Seconds a session whose client dropped stays parked (provider kept alive, backend calls answered, text
     messages kept) for the client to reconnect with the same ``?conversation=``; 0 closes it at once."""
+    conversation_memory: bool = True
+    """Keep each conversation's turns and backend calls (with arguments and results) in Redis, so a new provider
+    session for the same ``?conversation=`` id starts with that history (docs/CONVERSATION-STORAGE.md). Off:
+    nothing is stored and ``GET /conversations/<id>`` answers 404."""
     conversation_ttl: int = Field(default=86400, ge=1)
-    """Seconds a conversation's owner (and stored memory) lives in Redis after its last use."""
+    """Seconds a conversation's memory and ownership live after it was last used."""
+    conversation_max_entries: int = Field(default=200, ge=1)
+    """Most entries (turns and calls) a conversation's memory keeps: the oldest go first. Each entry is at most
+    about 8 KiB (longer text is cut and marked ``truncated``), so a conversation stores at most about
+    ``8 KiB x CONVERSATION_MAX_ENTRIES``."""
     catalog_ttl: int = Field(default=15, ge=2)
     """Seconds a worker's catalog lives in Redis unless refreshed (it refreshes every third of that)."""
 

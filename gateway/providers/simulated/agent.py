@@ -106,6 +106,7 @@ class SimulatedAgent:
             "cancelled": [],
             "settings": [],
             "injections_refused": 0,
+            "context": [],
         }
 
     # --- entry points ---------------------------------------------------------------------------------------
@@ -153,10 +154,14 @@ class SimulatedAgent:
             return self._fatal("INVALID_SETTINGS", f"Invalid Settings: {exc.errors()[0]['msg']}")
         self.settings_applied = True
         self._set_functions(settings.functions)
+        agent = message["agent"] if isinstance(message.get("agent"), dict) else {}
+        context = agent.get("context") if isinstance(agent.get("context"), dict) else {}
+        # What the conversation was resumed with (agent.context.messages), for tests to check.
+        self.stats["context"] = context.get("messages") if isinstance(context.get("messages"), list) else []
         if settings.audio and settings.audio.output and settings.audio.output.sample_rate:
             self.output_sample_rate = settings.audio.output.sample_rate
         out: list[Frame] = [_json({"type": "SettingsApplied"})]
-        greeting = message["agent"].get("greeting") if isinstance(message.get("agent"), dict) else None
+        greeting = agent.get("greeting")
         if isinstance(greeting, str) and greeting:
             out += self._say(greeting)
         return out

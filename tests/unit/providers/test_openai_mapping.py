@@ -130,3 +130,20 @@ def test_a_transcript_that_never_comes_holds_the_agent_only_so_long():
     transcript.handle({**done, "item_id": "a2"}, now=20.1)
     failed = {"type": "conversation.item.input_audio_transcription.failed", "item_id": "u2"}
     assert len(transcript.handle(failed, now=20.2)) == 2
+
+
+def test_a_resumed_conversations_history_reaches_the_instructions_calls_and_results_included():
+    # The gateway's memory (gateway.history) arrives as Deepgram History context; OpenAI reads it as background.
+    from gateway.history import with_history
+
+    memory = [
+        {"kind": "turn", "role": "user", "content": "Weather in Paris?"},
+        {"kind": "call", "id": "c1", "name": "get_weather", "arguments": '{"city":"Paris"}', "result": '{"temp":21}'},
+        {"kind": "turn", "role": "assistant", "content": "It is 21 degrees."},
+    ]
+    instructions = session_for(with_history(SETTINGS, memory))["instructions"]
+    assert instructions.startswith(SETTINGS["agent"]["think"]["prompt"])
+    assert (
+        "Conversation so far:\nuser: Weather in Paris?\n"
+        'function get_weather({"city":"Paris"}) returned: {"temp":21}\nassistant: It is 21 degrees.'
+    ) in instructions

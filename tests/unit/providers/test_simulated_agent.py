@@ -347,5 +347,6 @@ def test_stats_report_everything_and_work_before_settings():
         "cancelled": [],
         "settings": [],
         "injections_refused": 0,
+        "context": [],
     }
     assert not agent.closed
