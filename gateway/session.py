@@ -246,18 +246,17 @@ class Session:
                 case actions.CancelCalls(ids=ids):
                     await self._cancel_calls(ids)
                 case actions.ReadCatalog():
-                    await self._perform(self.conversation.catalog_read(await self._read_catalog(), time.monotonic()))
-                case actions.SayFiller(text=text):
-                    assert self.provider is not None
-                    await self.provider.say_filler(text)
-                case actions.Wake(after=after):
-                    self._timers.add(asyncio.get_running_loop().call_later(after, self._wake))
                     if self.memory is not None:  # read with the catalog: Settings carry the conversation so far
                         owned, history = await asyncio.gather(self._read_catalog(), self.memory.history())
                         self.conversation.remember(history)
                     else:
                         owned = await self._read_catalog()
                     await self._perform(self.conversation.catalog_read(owned, time.monotonic()))
+                case actions.SayFiller(text=text):
+                    assert self.provider is not None
+                    await self.provider.say_filler(text)
+                case actions.Wake(after=after):
+                    self._timers.add(asyncio.get_running_loop().call_later(after, self._wake))
                 case actions.Remember(entry=entry):
                     if self.memory is not None:
                         self.memory.record(entry)

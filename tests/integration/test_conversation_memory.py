@@ -83,7 +83,8 @@ async def test_a_new_session_and_a_restarted_gateway_resume_with_the_turns_and_t
     redis_server, workers, logs_dir, redis_client
 ) -> None:
     conversation = new_id()
-    gateway = Gateway(redis_server.url, logs_dir / "gw-memory-1.log").wait_ready()
+    # RESUME_GRACE=0: a later session of the conversation is a new provider session (not a live re-attach).
+    gateway = Gateway(redis_server.url, logs_dir / "gw-memory-1.log", RESUME_GRACE="0").wait_ready()
     try:
         said = await weather_conversation(f"{gateway.url}?conversation={conversation}")
         stored(redis_client, conversation, 3)
