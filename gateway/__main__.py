@@ -13,7 +13,7 @@ import sys
 
 from gateway.auth import AccessPolicy, check_bind
 from gateway.server import run_gateway_process, serve_forever, setup_logging
-from shared.config import get_config, result_ttl_refusal
+from shared.config import config_or_exit, result_ttl_refusal
 from shared.prometheus import multiprocess_directory, process_died
 from shared.supervisor import EXIT_BAD_CONFIG, Supervisor
 
@@ -22,7 +22,7 @@ STOP_MARGIN = 5.0
 
 
 def main() -> int:
-    config = get_config()
+    config = config_or_exit("gateway")
     setup_logging(config)
     if config.web_concurrency == 1:
         asyncio.run(serve_forever(config))

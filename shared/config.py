@@ -8,10 +8,11 @@ own settings (``workers.examples``), so the gateway process never even reads the
 from __future__ import annotations
 
 import math
+import sys
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import AliasChoices, Field, FilePath, SecretStr
+from pydantic import AliasChoices, Field, FilePath, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -172,3 +173,12 @@ def result_ttl_refusal(config: Config, longest_timeout: float, what: str) -> str
 @lru_cache(maxsize=1)
 def get_config() -> Config:
     return Config()
+
+
+def config_or_exit(program: str) -> Config:
+    """The settings, or exit 2 with one line naming what is wrong (never a traceback): for the entry points."""
+    try:
+        return get_config()
+    except ValidationError as exc:
+        print(f"{program}: invalid settings: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -20,7 +20,7 @@ import redis
 from rq import SimpleWorker
 
 from shared import keys
-from shared.config import Config, get_config
+from shared.config import Config, config_or_exit
 from shared.redis_errors import REDIS_FAILURES
 from shared.redis_options import redis_options
 from shared.supervisor import EXIT_BAD_CONFIG, Supervisor
@@ -62,14 +62,14 @@ def parse_args(argv: list[str] | None, config: Config) -> Config:
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = parse_args(argv, get_config())
+    config = parse_args(argv, config_or_exit("workers"))
     setup_logging(config.log_level, f"{socket.gethostname()}.{os.getpid()}.supervisor")
-    wait_for_redis(config.redis_url).close()
     try:
         load_modules(config.modules)  # fail fast, before starting processes that would fail the same way
     except ImportError as exc:
         log.error("%s", exc)
         return EXIT_BAD_CONFIG
+    wait_for_redis(config.redis_url).close()  # after the modules: a typo in WORKER_MODULES needs no Redis to show
     refusal = ttl_refusal(config)
     if refusal:
         log.error("%s", refusal)

@@ -60,14 +60,28 @@ def test_help_starts_nothing(args: list[str]):
     assert result.stdout.startswith("usage:")
 
 
-def test_bad_settings_are_one_clear_line():
-    env = {"PATH": "/usr/bin:/bin", "REDIS_TLS_VERIFY": "sometimes"}
+@pytest.mark.parametrize(
+    "command", [["shared.cli", "gateway"], ["shared.cli", "workers"], ["gateway"], ["workers"]]
+)  # the Procfile's forms (python -m gateway / workers) too
+def test_bad_settings_are_one_clear_line(command: list[str]):
+    env = {"PATH": "/usr/bin:/bin", "REDIS_TLS_VERIFY": "sometimes", "WORKER_CONCURRENCY": "0"}
     result = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "gateway"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=20
+        [sys.executable, "-m", *command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=20
     )
     assert result.returncode == 2
     assert "invalid settings" in result.stderr and "redis_tls_verify" in result.stderr
+    assert "worker_concurrency" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_missing_function_module_is_reported_without_redis():
+    """The workers load their modules before waiting for Redis: a typo shows at once, not as "waiting"."""
+    env = {"PATH": "/usr/bin:/bin", "REDIS_URL": "redis://127.0.0.1:1/0", "WORKER_MODULES": "no_such_module_x"}
+    result = subprocess.run(
+        [sys.executable, "-m", "workers"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=20
+    )
+    assert result.returncode == 2
+    assert "no_such_module_x" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_old_module_forms_still_answer_help():
