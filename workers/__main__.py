@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import sys
+from contextlib import nullcontext
 from multiprocessing.process import BaseProcess
 
 import redis
@@ -21,9 +22,11 @@ from rq import SimpleWorker
 
 from shared import keys
 from shared.config import Config, get_config
+from shared.prometheus import multiprocess_directory, process_died
 from shared.redis_errors import REDIS_FAILURES
 from shared.redis_options import redis_options
 from shared.supervisor import EXIT_BAD_CONFIG, Supervisor
+from workers import metrics
 from workers.registry import load_modules
 from workers.worker import run_supervised_worker, setup_logging, ttl_refusal, wait_for_redis, worker_id_for
 
@@ -49,6 +52,12 @@ def withdraw(config: Config, process: BaseProcess, index: int) -> None:
         log.info("could not withdraw worker %s (%s); its entries will expire", worker_id, type(exc).__name__)
 
 
+def died(config: Config, process: BaseProcess, index: int) -> None:
+    """A worker died: withdraw it, and drop its busy slots from the metrics."""
+    withdraw(config, process, index)
+    process_died(process.pid or 0)
+
+
 def parse_args(argv: list[str] | None, config: Config) -> Config:
     parser = argparse.ArgumentParser(prog="python -m workers", description="Run backend function workers.")
     parser.add_argument("--processes", type=int, default=config.worker_processes, help="worker processes")
@@ -63,7 +72,7 @@ def parse_args(argv: list[str] | None, config: Config) -> Config:
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv, get_config())
-    setup_logging(config.log_level, f"{socket.gethostname()}.{os.getpid()}.supervisor")
+    setup_logging(config.log_level, f"{socket.gethostname()}.{os.getpid()}.supervisor", config.log_format)
     wait_for_redis(config.redis_url).close()
     try:
         load_modules(config.modules)  # fail fast, before starting processes that would fail the same way
@@ -75,14 +84,23 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", refusal)
         return EXIT_BAD_CONFIG
     log.info("starting %d workers on queues %s", config.worker_processes, ", ".join(config.queues))
-    supervisor = Supervisor(
-        run_supervised_worker,
-        (config,),
-        config.worker_processes,
-        "worker",
-        on_death=functools.partial(withdraw, config),
-    )
-    return supervisor.run()
+    # One endpoint for all the workers: they record in multiprocess mode, the supervisor serves the sum.
+    with multiprocess_directory() if config.worker_metrics_port else nullcontext():
+        served = metrics.serve(config.worker_metrics_port)
+        if served is not None:
+            log.info("worker metrics on port %d", config.worker_metrics_port)
+        supervisor = Supervisor(
+            run_supervised_worker,
+            (config,),
+            config.worker_processes,
+            "worker",
+            on_death=functools.partial(died, config),
+        )
+        try:
+            return supervisor.run()
+        finally:
+            if served is not None:
+                served[0].shutdown()
 
 
 if __name__ == "__main__":

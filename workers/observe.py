@@ -3,10 +3,10 @@
 The runner wraps each call's run in :func:`run_blocking` (in the pool thread that runs it) or :func:`run_async`
 (inside the call's task), and calls :func:`ended` as the call ends. For the run:
 
-- every log line carries ``call_id``, ``function``, ``worker_id`` and ``traceparent``
-  (:func:`shared.logs.log_context`). The context is set in the thread or task that runs the call, not where
-  the call was handed over: a pool thread does not inherit its submitter's context variables, and each call's
-  task has its own copy;
+- every log line carries ``session_id``, ``call_id`` (the provider's, as the gateway logs it), ``function``,
+  ``worker_id`` and ``traceparent`` (:func:`shared.logs.log_context`). The context is set in the thread or
+  task that runs the call, not where the call was handed over: a pool thread does not inherit its submitter's
+  context variables, and each call's task has its own copy;
 - a ``run`` span, child of the gateway's ``call`` span whose context the job carries (:func:`shared.tracing.span`);
 - one more busy slot (``worker_busy_slots``).
 
@@ -27,16 +27,27 @@ from shared.tracing import span
 from workers import metrics
 
 if TYPE_CHECKING:
+    from shared.envelopes import CallJob
     from workers.runner import Call, Outcome
 
 log = logging.getLogger("workers.runner")
+
+
+def provider_call_id(job: CallJob) -> str:
+    """The call id the gateway logs (the provider's): the job's without the session prefix the gateway adds to
+    keep sessions apart in Redis (``gateway.calls.BackendCalls.key``)."""
+    return job.call_id.removeprefix(f"{job.session_id}-") if job.session_id else job.call_id
 
 
 def fields(call: Call) -> AbstractContextManager[None]:
     """``call``'s log fields for the block (the watcher's lines about it, in its own thread)."""
     job = call.job
     return log_context(
-        call_id=job.call_id, function=job.name, worker_id=call.ctx.worker_id, traceparent=job.traceparent
+        session_id=job.session_id,
+        call_id=provider_call_id(job),
+        function=job.name,
+        worker_id=call.ctx.worker_id,
+        traceparent=job.traceparent,
     )
 
 
@@ -46,7 +57,7 @@ def running(call: Call) -> Iterator[None]:
     job = call.job
     with (
         fields(call),
-        span("run", job.traceparent, function=job.name, call_id=job.call_id) as traceparent,
+        span("run", job.traceparent, function=job.name, call_id=provider_call_id(job)) as traceparent,
         log_context(traceparent=traceparent),
         metrics.busy(),
     ):

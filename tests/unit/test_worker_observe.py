@@ -24,6 +24,7 @@ from workers.registry import FunctionError
 from workers.runner import Call, Outcome, Runner
 
 TRACE = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+SESSION = "s1"
 RELEASE = threading.Event()
 
 
@@ -66,7 +67,8 @@ def runner() -> Iterator[tuple[Runner, list[tuple[Call, Outcome]], fakeredis.Fak
 
 def start(runner: Runner, fake: fakeredis.FakeRedis, name: str, call_id: str) -> Call:
     job = CallJob(
-        call_id=call_id,
+        call_id=f"{SESSION}-{call_id}",  # the gateway's key: the provider's id within its session
+        session_id=SESSION,
         name=name,
         arguments="{}",
         reply_channel="vfg:reply:t",
@@ -88,7 +90,7 @@ def wait_ended(ended: list[tuple[Call, Outcome]], count: int) -> None:
 
 
 def result(fake: fakeredis.FakeRedis, call_id: str) -> CallResult:
-    return CallResult.from_json(fake.get(keys.result(call_id)))  # type: ignore[arg-type]
+    return CallResult.from_json(fake.get(keys.result(f"{SESSION}-{call_id}")))  # type: ignore[arg-type]
 
 
 def count(name: str, outcome: str) -> float:
@@ -104,12 +106,12 @@ def test_a_call_logs_with_its_fields_is_counted_and_logs_its_finish(runner, name
         wait_ended(ended, 1)
     seen = result(fake, f"c-{name}").content
     assert f'"call_id": "c-{name}"' in seen and f'"function": "{name}"' in seen
-    assert '"worker_id": "w-1"' in seen and f'"traceparent": "{TRACE}"' in seen
+    assert '"worker_id": "w-1"' in seen and f'"session_id": "{SESSION}"' in seen and f'"traceparent": "{TRACE}"' in seen
     if name == "ob_blocking":
         assert '"busy": 1.0' in seen
     assert count(name, "ok") == before + 1
     assert REGISTRY.get_sample_value("worker_busy_slots") == 0
-    [finish] = [r for r in caplog.records if r.getMessage().startswith(f"call c-{name}: {name} ok in")]
+    [finish] = [r for r in caplog.records if r.getMessage().startswith(f"call {SESSION}-c-{name}: {name} ok in")]
     assert finish.duration_ms >= 0  # type: ignore[attr-defined]
     assert current_log_context() == {}  # nothing leaks into the caller's context
 
@@ -123,17 +125,20 @@ def test_errors_timeouts_and_cancellations_are_counted_apart(runner) -> None:
     start(run, fake, "ob_refuses", "c-err")
     start(run, fake, "ob_waits", "c-late")
     wait_ended(ended, 1)
-    wait_until(lambda: fake.exists(keys.result("c-late")), 5, "the watcher's answer")
+    wait_until(lambda: fake.exists(keys.result(f"{SESSION}-c-late")), 5, "the watcher's answer")
     assert not result(fake, "c-late").ok  # the watcher answered "timed out"
     RELEASE.set()
     wait_ended(ended, 2)
     RELEASE.clear()
-    fake.set(keys.cancelled("c-gone"), "1")
+    fake.set(keys.cancelled(f"{SESSION}-c-gone"), "1")
     gone = start(run, fake, "ob_waits", "c-gone")
     wait_until(lambda: gone.cancelled, 5, "the watcher to see the cancel marker")
     RELEASE.set()
     wait_ended(ended, 3)
-    assert {(call.job.call_id, outcome) for call, outcome in ended} >= {("c-err", "failed"), ("c-gone", "cancelled")}
+    assert {(call.job.call_id, outcome) for call, outcome in ended} >= {
+        (f"{SESSION}-c-err", "failed"),
+        (f"{SESSION}-c-gone", "cancelled"),
+    }
     assert count("ob_refuses", "error") == before["ob_refuses", "error"] + 1
     assert count("ob_waits", "timeout") == before["ob_waits", "timeout"] + 1
     assert count("ob_waits", "cancelled") == before["ob_waits", "cancelled"] + 1
