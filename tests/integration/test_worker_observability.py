@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from shared.redis_server import RedisServer, free_port
-from tests.faults.helpers import call, notices
-from tests.support.client import AgentClient
+from tests.faults.helpers import call, notices, traced_calls
 from tests.support.processes import Process, http_get, running_gateway, start_workers, wait_until
 
 pytestmark = pytest.mark.integration
@@ -51,15 +50,8 @@ async def test_worker_json_lines_join_the_gateways_on_the_call_id_with_the_clien
     workers, port = json_workers
     ok_before, errors_before = sample(port, OK) or 0.0, sample(port, ERRORS) or 0.0
     with running_gateway(own_redis.url, logs_dir / "gateway-json-w.log", LOG_FORMAT="json") as gateway:
-        client = await AgentClient.connect(gateway.url, additional_headers={"traceparent": TRACE})
-        try:
-            await client.start()
-            await client.say(call("get_current_time", timezone="UTC"))
-            await client.expect("BackendFunctionCall", status="finished")
-            await client.say(call("get_current_time", timezone="Not/AZone"))
-            await client.expect("BackendFunctionCall", status="finished")
-        finally:
-            await client.close()
+        requests = call("get_current_time", timezone="UTC"), call("get_current_time", timezone="Not/AZone")
+        client = await traced_calls(gateway.url, TRACE, *requests)
         call_id = notices(client, "finished")[0]["id"]
     gateway_lines = [json.loads(line) for line in gateway.log().splitlines()]  # every line is one JSON object
 

@@ -4,6 +4,7 @@ span under the job's traceparent, busy slots and calls counted by outcome, the f
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
@@ -157,5 +158,6 @@ def test_the_run_span_is_a_child_of_the_jobs_span(runner) -> None:
     assert span.context.trace_id == int(TRACE.split("-")[1], 16)
     assert span.parent.span_id == int(TRACE.split("-")[2], 16)
     assert span.attributes == {"function": "ob_blocking", "call_id": "c-span"}
-    # the lines of the run carry the run span's context: same trace
-    assert TRACE.split("-")[1] in (result(fake, "c-span").content or "")
+    # the lines of the run carry the run span's own context
+    logged = json.loads(result(fake, "c-span").content or "{}")["traceparent"]
+    assert logged.split("-")[1:3] == [TRACE.split("-")[1], format(span.context.span_id, "016x")]
