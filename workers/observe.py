@@ -11,7 +11,7 @@ The runner wraps each call's run in :func:`run_blocking` (in the pool thread tha
 - one more busy slot (``worker_busy_slots``).
 
 :func:`ended` counts the call in ``worker_calls_total`` and ``worker_call_run_seconds`` and logs its finish line,
-with ``duration_ms``.
+with ``duration_ms``; :func:`refused` counts a call that could not run as an ``error``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared.logs import log_context
 from shared.tracing import span
-from workers import metrics
+from workers import metrics, registry
 
 if TYPE_CHECKING:
     from shared.envelopes import CallJob
@@ -74,6 +74,11 @@ async def run_async(call: Call, run: Coroutine[Any, Any, None]) -> None:
     """Await ``run`` (``call``'s coroutine) inside :func:`running`."""
     with running(call):
         await run
+
+
+def refused(job: CallJob, started: float) -> None:
+    """Count a call that could not run (an unknown function, invalid arguments) as an ``error``."""
+    metrics.call_ran(job.name, registry.registered(), "error", time.time() - started)
 
 
 def outcome_label(call: Call, outcome: Outcome) -> str:

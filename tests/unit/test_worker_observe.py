@@ -15,12 +15,15 @@ import fakeredis
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import REGISTRY
+from rq import Queue
 
 from shared import keys, tracing
 from shared.envelopes import CallJob, CallResult
 from shared.logs import current_log_context
 from tests.support.processes import wait_until
+from tests.unit.test_call_worker import enqueue, restore_signals  # noqa: F401 - the fixture
 from workers import CallContext, execute, function
+from workers.callworker import CallWorker
 from workers.registry import FunctionError
 from workers.runner import Call, Outcome, Runner
 
@@ -161,3 +164,14 @@ def test_the_run_span_is_a_child_of_the_jobs_span(runner) -> None:
     # the lines of the run carry the run span's own context
     logged = json.loads(result(fake, "c-span").content or "{}")["traceparent"]
     assert logged.split("-")[1:3] == [TRACE.split("-")[1], format(span.context.span_id, "016x")]
+
+
+def test_a_call_that_cannot_run_counts_as_an_error(restore_signals: None) -> None:  # noqa: F811
+    fake = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    queue = Queue(keys.queue_name("default"), connection=fake)
+    other, invalid = count("other", "error"), count("ob_waits", "error")
+    enqueue(queue, "c-unknown", name="ob_no_such_function")
+    enqueue(queue, "c-invalid", name="ob_waits", arguments="[1]")
+    CallWorker([queue], connection=fake, name="cw-ob").work(burst=True)
+    assert count("other", "error") == other + 1  # a name the worker does not have adds no label
+    assert count("ob_waits", "error") == invalid + 1
