@@ -49,8 +49,14 @@ ROLES = ("user", "assistant")
 
 
 def _cut(text: str, limit: int) -> tuple[str, bool]:
-    """``text`` within ``limit`` UTF-8 bytes (cut on a character boundary), and whether it was cut."""
-    raw = text.encode()
+    """``text`` within ``limit`` UTF-8 bytes (cut on a character boundary), and whether it was cut. A lone
+    surrogate (JSON allows ``"\\ud800"``; UTF-8 does not) becomes ``?``: what a provider says must never break
+    the session that records it (tests/fuzz)."""
+    try:
+        raw = text.encode()
+    except UnicodeEncodeError:
+        raw = text.encode(errors="replace")
+        text = raw.decode()
     if len(raw) <= limit:
         return text, False
     return raw[:limit].decode(errors="ignore"), True

@@ -263,6 +263,12 @@ def _select_subprotocol(connection: ServerConnection, offered: Sequence[Subproto
     return Subprotocol(scheme) if scheme is not None else None
 
 
+CLOSE_TIMEOUT = 2.0
+"""Seconds a closing connection waits for the client's close frame (websockets' default is 10 s). A drain
+closes every session at its end: a phone that lost its network never answers, and the stop must stay within
+DRAIN_TIMEOUT + this (20 + 2 s by default) of SIGTERM, under the platforms' 30 s."""
+
+
 @asynccontextmanager
 async def run_gateway(config: Config, reuse_port: bool = False) -> AsyncIterator[tuple[Gateway, Server]]:
     """Start the dispatcher and the server; on exit close sessions (1001) and stop the dispatcher."""
@@ -278,6 +284,7 @@ async def run_gateway(config: Config, reuse_port: bool = False) -> AsyncIterator
         server_header="voice-function-gateway",
         create_connection=connection_class(gateway.handle_http, MAX_HTTP_BODY),
         open_timeout=None,  # the connection class applies it, to reading a request but not to serving it
+        close_timeout=CLOSE_TIMEOUT,
         select_subprotocol=_select_subprotocol,
         reuse_port=reuse_port,  # only when asked: it would let a second gateway share a port by mistake
     )

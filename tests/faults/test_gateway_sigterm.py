@@ -9,9 +9,12 @@ session is closed with 1001 (going away), and the process exits 0.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
+import os
 import signal
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -185,3 +188,34 @@ def post_status(gateway: Gateway) -> int:
             return response.status
     except urllib.error.HTTPError as exc:
         return exc.code
+
+
+def mute_client(gateway: Gateway) -> socket.socket:
+    """A WebSocket client that completes its handshake, then never reads or answers again (a phone that lost its
+    network): the gateway's close frame gets no reply."""
+    sock = socket.create_connection(("127.0.0.1", gateway.port), timeout=5)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            f"GET /v1/agent/converse HTTP/1.1\r\nHost: 127.0.0.1:{gateway.port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    assert sock.recv(4096).startswith(b"HTTP/1.1 101"), "the handshake failed"
+    return sock
+
+
+def test_a_mute_client_does_not_hold_up_the_stop(redis_server: RedisServer, logs_dir: Path) -> None:
+    """Closing sessions at the end of a drain waits a short while for clients' close frames, not websockets'
+    default 10 s: the stop stays within DRAIN_TIMEOUT plus a couple of seconds, under the platforms' 30 s."""
+    gateway = Gateway(redis_server.url, logs_dir / "mute-gateway.log", DRAIN_TIMEOUT="1").wait_ready()
+    clients = [mute_client(gateway) for _ in range(3)]
+    try:
+        started = time.monotonic()
+        exit_code = gateway.stop(timeout=30)
+        took = time.monotonic() - started
+    finally:
+        for client in clients:
+            client.close()
+    assert exit_code == 0, gateway.log()
+    assert took < 7, f"the gateway took {took:.1f} s to stop"  # 10+ s with websockets' default close timeout

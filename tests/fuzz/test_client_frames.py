@@ -426,6 +426,7 @@ def run_batch(
 def run_first_frame(url: str, hostile: Hostile, tally: Tally) -> None:
     with connect(url, max_size=None, max_queue=None, open_timeout=10) as ws:
         tally.connections += 1
+        assert json.loads(ws.recv(timeout=10))["type"] == "Conversation"  # the gateway's own, first
         assert json.loads(ws.recv(timeout=10))["type"] == "Welcome"
         code, close = expected_first(hostile.frame)
         with contextlib.suppress(ConnectionClosed, OSError):

@@ -49,7 +49,10 @@ def gw(redis_server: RedisServer, logs_dir: Path) -> Iterator[Gateway]:
     """A gateway in front of one worker process (whose clean exit the fixture checks)."""
     worker = start_workers(redis_server.url, logs_dir / "concurrent-worker.log", processes=1, WORKER_MODULES=MODULES)
     try:
-        with running_gateway(redis_server.url, logs_dir / "concurrent-gateway.log", MAX_PENDING_CALLS="64") as gateway:
+        # RESUME_GRACE=0: a client that leaves ends its session at once (its calls are cancelled, not parked).
+        with running_gateway(
+            redis_server.url, logs_dir / "concurrent-gateway.log", MAX_PENDING_CALLS="64", RESUME_GRACE="0"
+        ) as gateway:
             yield gateway
     finally:
         assert worker.stop() == 0, worker.log()

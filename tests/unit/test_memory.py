@@ -194,3 +194,10 @@ def test_calls_the_client_answers_are_not_remembered() -> None:
 def test_the_memory_and_owner_keys() -> None:
     assert keys.conversation_memory("abc") == "vfg:conv:abc:memory"
     assert keys.conversation_owner("abc") == "vfg:conv:abc:owner"
+
+
+def test_a_lone_surrogate_is_stored_as_a_replacement() -> None:
+    """JSON may carry "\\ud800", which UTF-8 cannot encode: the entry keeps a "?" instead of failing the session."""
+    assert turn_entry("user", "a\ud800b") == {"kind": "turn", "role": "user", "content": "a?b"}
+    result = CallResult(call_id="c", ok=True, content='"\ud800"')
+    assert call_entry("c", "f", '{"x": "\udfff"}', result)["arguments"] == '{"x": "?"}'
