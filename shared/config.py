@@ -130,6 +130,9 @@ class Config(BaseSettings):
     """Comma-separated logical queues the workers listen on, highest priority first."""
     worker_modules: str = "workers.examples"
     """Comma-separated modules imported by workers to register their functions."""
+    worker_metrics_port: int = Field(default=0, ge=0, le=65535)
+    """Port on which ``python -m workers`` serves ``/metrics`` (Prometheus) for all its worker processes, on
+    every interface and without credentials (keep it off the public network); 0 serves nothing."""
 
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"

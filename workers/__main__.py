@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import sys
+from contextlib import nullcontext
 from multiprocessing.process import BaseProcess
 
 import redis
@@ -21,10 +22,12 @@ from rq import SimpleWorker
 
 from shared import keys
 from shared.config import Config, config_or_exit
+from shared.prometheus import multiprocess_directory, process_died
 from shared.redis_errors import REDIS_FAILURES
 from shared.redis_options import redis_options
 from shared.supervisor import EXIT_BAD_CONFIG, Supervisor
-from workers.registry import load_modules
+from workers import metrics
+from workers.registry import catalog, load_modules
 from workers.worker import run_supervised_worker, setup_logging, ttl_refusal, wait_for_redis, worker_id_for
 
 log = logging.getLogger("workers.supervisor")
@@ -49,6 +52,12 @@ def withdraw(config: Config, process: BaseProcess, index: int) -> None:
         log.info("could not withdraw worker %s (%s); its entries will expire", worker_id, type(exc).__name__)
 
 
+def died(config: Config, process: BaseProcess, index: int) -> None:
+    """A worker died: withdraw it, and drop its busy slots from the metrics."""
+    withdraw(config, process, index)
+    process_died(process.pid or 0)
+
+
 def parse_args(argv: list[str] | None, config: Config) -> Config:
     parser = argparse.ArgumentParser(prog="python -m workers", description="Run backend function workers.")
     parser.add_argument("--processes", type=int, default=config.worker_processes, help="worker processes")
@@ -61,9 +70,20 @@ def parse_args(argv: list[str] | None, config: Config) -> Config:
     return config.model_copy(update=update)
 
 
+STOP_MARGIN = 5.0
+"""Seconds a stopping worker gets beyond its longest function's timeout before the supervisor kills it."""
+
+
+def stop_grace(config: Config) -> float:
+    """How long the supervisor waits for a stopping worker: its running calls may take up to the longest
+    function's timeout to finish (a warm shutdown lets them), plus :data:`STOP_MARGIN`; at least 10 s."""
+    longest = max((spec.timeout for spec in catalog(config.queues)), default=0.0)
+    return max(10.0, longest + STOP_MARGIN)
+
+
 def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv, config_or_exit("workers"))
-    setup_logging(config.log_level, f"{socket.gethostname()}.{os.getpid()}.supervisor")
+    setup_logging(config.log_level, f"{socket.gethostname()}.{os.getpid()}.supervisor", config.log_format)
     try:
         load_modules(config.modules)  # fail fast, before starting processes that would fail the same way
     except ImportError as exc:
@@ -75,14 +95,24 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", refusal)
         return EXIT_BAD_CONFIG
     log.info("starting %d workers on queues %s", config.worker_processes, ", ".join(config.queues))
-    supervisor = Supervisor(
-        run_supervised_worker,
-        (config,),
-        config.worker_processes,
-        "worker",
-        on_death=functools.partial(withdraw, config),
-    )
-    return supervisor.run()
+    # One endpoint for all the workers: they record in multiprocess mode, the supervisor serves the sum.
+    with multiprocess_directory() if config.worker_metrics_port else nullcontext():
+        served = metrics.serve(config.worker_metrics_port)
+        if served is not None:
+            log.info("worker metrics on port %d", config.worker_metrics_port)
+        supervisor = Supervisor(
+            run_supervised_worker,
+            (config,),
+            config.worker_processes,
+            "worker",
+            on_death=functools.partial(died, config),
+            stop_grace=stop_grace(config),
+        )
+        try:
+            return supervisor.run()
+        finally:
+            if served is not None:
+                served[0].shutdown()
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ from rq.worker import WorkerStatus
 from shared.config import get_config
 from shared.envelopes import JOB_FUNCTION, CallResult
 from shared.redis_errors import REDIS_FAILURES
-from workers import execute
+from workers import execute, observe
 from workers.rq_records import ClaimingJob, RecordsWorker
 from workers.runner import Call, Outcome, Runner
 
@@ -236,6 +236,7 @@ class CallWorker(RecordsWorker):
                 prepared = execute.prepare(call_job, self.connection, self.name, began)
                 if isinstance(prepared, CallResult):
                     execute.store_and_publish(self.connection, call_job, prepared, self.ttl)
+                    observe.refused(call_job, began)
                     outcome = "failed"
                 else:
                     entry, args, ctx = prepared

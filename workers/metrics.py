@@ -1,7 +1,7 @@
 """The workers' Prometheus metrics: calls run, their run time, busy slots; scraped on WORKER_METRICS_PORT.
 
-Ready for the runner to call (one line each): :func:`call_ran` when a call's result is stored, :func:`busy`
-around a call's execution. The supervisor of ``python -m workers`` serves one endpoint for all its processes:
+Recorded by :mod:`workers.observe` for each call the runner runs: :func:`busy` around its run, :func:`call_ran`
+when it ends. The supervisor of ``python -m workers`` serves one endpoint for all its processes:
 it enters :func:`shared.prometheus.multiprocess_directory` before starting them, and calls :func:`serve` (the
 children only record). Port 0 (the default) serves nothing: the values are still recorded, and cheap.
 

@@ -35,6 +35,7 @@ from pydantic import BaseModel
 from shared import keys
 from shared.envelopes import CallJob, CallResult
 from shared.redis_errors import REDIS_FAILURES
+from workers import observe
 from workers.execute import error_result, failed, store_and_publish, success, timed_out_message
 from workers.registry import CallContext, Registered
 
@@ -65,6 +66,8 @@ class Call:
     token: Any = None
     """The caller's own reference (the worker's RQ job and records)."""
     cancelled: bool = False
+    timed_out: bool = False
+    """Answered "timed out" (its function may still run)."""
     task: asyncio.Task[None] | None = None
     _answered: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -148,10 +151,10 @@ class Runner:
         if call.entry.is_async:
             self.loop.call_soon_threadsafe(self._start_task, call)
         else:
-            self._pool.submit(self._run_blocking, call)
+            self._pool.submit(observe.run_blocking, self._run_blocking, call)
 
     def _start_task(self, call: Call) -> None:
-        call.task = self.loop.create_task(self._run_async(call))
+        call.task = self.loop.create_task(observe.run_async(call, self._run_async(call)))
 
     async def _run_async(self, call: Call) -> None:
         outcome: Outcome = "failed"
@@ -170,6 +173,7 @@ class Runner:
                     result = error_result(call.job, call.ctx.worker_id, call.started, exc)
                 else:
                     log.warning("call %s: %s timed out", call.job.call_id, call.job.name)
+                    call.timed_out = True
                     result = failed(call.job, call.ctx.worker_id, call.started, timed_out_message(call.job.name))
             except Exception as exc:
                 result = error_result(call.job, call.ctx.worker_id, call.started, exc)
@@ -202,17 +206,14 @@ class Runner:
             log.warning("call %s: %s returned after it was answered as timed out", call.job.call_id, call.job.name)
             return "failed"
         store_and_publish(self.connection, call.job, result, self.ttl)
-        if result.ok:  # logged once the caller has its answer (failures were logged when they happened)
-            took = (result.finished_at - result.started_at) * 1000
-            log.info("call %s: %s ok in %.1f ms", call.job.call_id, call.job.name, took)
-            return "ok"
-        return "failed"
+        return "ok" if result.ok else "failed"  # the finish line is observe.ended's
 
     def _finished(self, call: Call, outcome: Outcome) -> None:
         with self._lock:
             self._calls.discard(call)
             self._lock.notify_all()
         self._slots.release()
+        observe.ended(call, outcome)
         self._finish_cb(call, outcome)
 
     # --- the watcher ------------------------------------------------------------------------------------------
@@ -226,7 +227,8 @@ class Runner:
             now = time.time()
             for call in calls:
                 if now >= call.expires + (ASYNC_GRACE if call.entry.is_async else 0.0):
-                    self._time_out(call)
+                    with observe.fields(call):
+                        self._time_out(call)
             try:
                 with self.connection.pipeline(transaction=False) as pipe:
                     for call in calls:
@@ -237,12 +239,14 @@ class Runner:
                 continue
             for call, is_marked in zip(calls, marked, strict=True):
                 if is_marked and not call.ctx.cancelled:  # not timed out meanwhile
-                    self._cancel(call)
+                    with observe.fields(call):
+                        self._cancel(call)
 
     def _time_out(self, call: Call) -> None:
         if not call.take_answer():
             return
         call.ctx.cancel()
+        call.timed_out = True
         log.warning(
             "call %s: %s timed out; answered, its thread goes on until the function returns (a slot stays busy)",
             call.job.call_id,

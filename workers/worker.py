@@ -24,11 +24,12 @@ from shared import keys
 from shared.clock import CLOCK
 from shared.config import Config, result_ttl_refusal
 from shared.envelopes import WorkerCatalog
-from shared.logs import redacted
+from shared.logs import LogFormat, redacted
 from shared.logs import setup_logging as setup_process_logging
 from shared.redis_errors import REDIS_FAILURES
 from shared.redis_options import redis_options
 from shared.supervisor import EXIT_BAD_CONFIG
+from shared.tracing import setup_tracing
 from workers.callworker import CallWorker
 from workers.registry import catalog, load_modules
 from workers.secrets import redact
@@ -42,10 +43,26 @@ REDIS_RETRY_WAIT = 1.0
 EXIT_NO_REDIS = 1
 
 
-def setup_logging(level: str, tag: str) -> None:
+def setup_logging(level: str, tag: str, log_format: LogFormat = "text") -> None:
     """Log lines on stderr, tagged with the worker id (or "supervisor"), URL passwords and the secrets functions
-    read (:mod:`workers.secrets`) masked."""
-    setup_process_logging(level, f"%(asctime)s {tag} %(levelname)s %(name)s: %(message)s", redact)
+    read (:mod:`workers.secrets`) masked; with ``log_format="json"`` JSON objects whose ``worker_id`` is the
+    tag."""
+    setup_process_logging(level, f"%(asctime)s {tag} %(levelname)s %(name)s: %(message)s", redact, log_format)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_Tagged(tag))
+
+
+class _Tagged(logging.Filter):
+    """Gives every record a ``worker_id`` (a JSON field): lines outside a call's log context have it too."""
+
+    def __init__(self, tag: str) -> None:
+        super().__init__()
+        self.tag = tag
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "worker_id"):
+            record.worker_id = self.tag
+        return True
 
 
 def wait_for_redis(url: str, timeout: float = REDIS_WAIT) -> redis.Redis:
@@ -155,7 +172,8 @@ def worker_id_for(pid: int, index: int) -> str:
 def run_worker(config: Config, index: int) -> None:
     """Run one worker until SIGTERM/SIGINT (a warm shutdown: the current call finishes first)."""
     worker_id = worker_id_for(os.getpid(), index)
-    setup_logging(config.log_level, worker_id)
+    setup_logging(config.log_level, worker_id, config.log_format)
+    setup_tracing("voice-function-workers")  # a call's run span (workers/observe.py), when the otel extra is set up
     connection = wait_for_redis(config.redis_url)
     try:
         load_modules(config.modules)

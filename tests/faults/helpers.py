@@ -30,6 +30,20 @@ def notices(client: AgentClient, status: str | None = None) -> list[dict[str, An
     return [n for n in found if status is None or n["status"] == status]
 
 
+async def traced_calls(url: str, traceparent: str, *requests: str) -> AgentClient:
+    """A session that sends ``traceparent`` on its upgrade, says each of ``requests`` (:func:`call`) and waits for
+    its call's ``finished`` notice; closed when it returns (its messages stay readable)."""
+    client = await AgentClient.connect(url, additional_headers={"traceparent": traceparent})
+    try:
+        await client.start()
+        for request in requests:
+            await client.say(request)
+            await client.expect("BackendFunctionCall", status="finished")
+    finally:
+        await client.close()
+    return client
+
+
 async def closed(client: AgentClient, timeout: float = 10) -> int | None:
     """Wait until the connection is closed; return the code of the gateway's close frame (None: no close frame,
     the connection was just cut)."""

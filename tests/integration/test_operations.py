@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from shared.redis_server import RedisServer
-from tests.faults.helpers import call, notices
+from tests.faults.helpers import call, notices, traced_calls
 from tests.support.client import AgentClient
 from tests.support.processes import Gateway, Process, running_gateway
 
@@ -94,13 +94,7 @@ async def test_json_logs_parse_and_carry_the_call_id_and_traceparent(
     redis_server: RedisServer, workers: Process, logs_dir: Path
 ):
     with running_gateway(redis_server.url, logs_dir / "gateway-json-1.log", LOG_FORMAT="json") as gateway:
-        client = await AgentClient.connect(gateway.url, additional_headers={"traceparent": TRACE})
-        try:
-            await client.start()
-            await client.say(call("get_current_time", timezone="UTC"))
-            await client.expect("BackendFunctionCall", status="finished")
-        finally:
-            await client.close()
+        client = await traced_calls(gateway.url, TRACE, call("get_current_time", timezone="UTC"))
         call_id = notices(client, "finished")[0]["id"]
     lines = [json.loads(line) for line in gateway.log().splitlines()]  # every line is one JSON object
     assert all({"ts", "level", "logger", "message"} <= line.keys() for line in lines)

@@ -198,3 +198,20 @@ def test_load_modules_imports_and_registers():
 def test_load_modules_names_the_failing_module():
     with pytest.raises(ImportError, match="no_such_module_xyz"):
         registry.load_modules(["workers.examples", "no_such_module_xyz"])
+
+
+def test_the_workers_stop_grace_covers_the_longest_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The supervisor waits for a stopping worker as long as its slowest function may run, plus a margin: a warm
+    shutdown lets running calls finish, and killing a worker mid-call would lose its answer."""
+    from shared.config import Config
+    from workers.__main__ import STOP_MARGIN, stop_grace
+
+    monkeypatch.setattr(registry, "_REGISTRY", {})
+    config = Config(worker_queues="default")
+    assert stop_grace(config) == 10.0  # nothing registered: the supervisor's usual grace
+
+    @function(description="Slow", timeout=42.0)
+    def slow() -> str:
+        return "ok"
+
+    assert stop_grace(config) == 42.0 + STOP_MARGIN
