@@ -161,13 +161,19 @@ async def test_malformed_conversation_id_is_refused(gateway: Gateway):
     assert "conversation" in json.loads(refused.value.response.body)["error"]
 
 
-async def test_another_caller_may_not_join_a_conversation(redis_server, workers, logs_dir):
+async def test_another_caller_may_not_join_a_conversation(redis_server, workers, logs_dir, redis_client):
     tokens = "alice:tok-alice-" + secrets.token_hex(8) + ",bob:tok-bob-" + secrets.token_hex(8)
     alice, bob = (t.split(":")[1] for t in tokens.split(","))
-    with running_gateway(redis_server.url, logs_dir / "gw-owners.log", GATEWAY_TOKENS=tokens) as gw:
+    env = {"GATEWAY_TOKENS": tokens, "MAX_SESSIONS": "1"}
+    with running_gateway(redis_server.url, logs_dir / "gw-owners.log", **env) as gw:
         url = f"{gw.url}?conversation=owned-{secrets.token_hex(4)}"
         client = await AgentClient.connect(url, additional_headers={"Authorization": f"Bearer {alice}"})
         await client.expect("Conversation")
+        elsewhere = f"full-{secrets.token_hex(4)}"
+        with pytest.raises(InvalidStatus) as refused:  # the only place is taken
+            await AgentClient.connect(f"{gw.url}?conversation={elsewhere}&token={bob}")
+        assert refused.value.response.status_code == 503
+        assert not redis_client.exists(keys.conversation_owner(elsewhere))  # refused for capacity: not claimed
         with pytest.raises(InvalidStatus) as refused:
             await AgentClient.connect(url, additional_headers={"Authorization": f"Bearer {bob}"})
         assert refused.value.response.status_code == 403

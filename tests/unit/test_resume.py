@@ -183,7 +183,7 @@ async def test_a_live_session_of_another_caller_is_refused() -> None:
 
 
 class DownRedis:
-    def pipeline(self, transaction: bool = True) -> Any:
+    async def eval(self, *args: Any) -> Any:
         raise redis.exceptions.ConnectionError("down")
 
 
