@@ -3,8 +3,12 @@
 A client names its conversation with ``?conversation=<id>`` on the WebSocket URL (the gateway makes one when it
 does not), so that it can come back to it: re-attach to the live provider session within RESUME_GRACE, or find
 its stored memory after that. When credentials are configured a conversation belongs to the caller who started
-it: the first caller to use an id owns it (``SET NX`` with CONVERSATION_TTL), and any other caller is refused.
-Without credentials every caller is ``""`` and owns every conversation, as it may call every function.
+it: the first caller to use an id owns it (an owner key with CONVERSATION_TTL), and any other caller is refused.
+The owner key is renewed at each handshake and with each memory write (``gateway.memory``), so it lives at least as
+long as the memory. A conversation whose memory is stored but which has no owner (memory written without
+credentials, or an owner key lost some other way) is :data:`ORPHANED`: it is refused to every caller rather than
+given to the first comer, until its memory expires. Without credentials every caller is ``""`` and owns every
+conversation, as it may call every function.
 """
 
 from __future__ import annotations
@@ -44,23 +48,29 @@ def new_id() -> str:
     return "c_" + secrets.token_urlsafe(16)
 
 
-async def claim(client: aioredis.Redis, conversation_id: str, principal: str, ttl: int) -> bool:
-    """Make ``principal`` the owner of ``conversation_id`` unless someone else is; True when ``principal`` owns
-    it now. The ownership's expiry is renewed on every claim, so it lives as long as the conversation is used."""
-    key = keys.conversation_owner(conversation_id)
-    async with client.pipeline(transaction=False) as pipe:
-        pipe.set(key, principal, nx=True, ex=ttl)
-        pipe.get(key)
-        _, owner = await pipe.execute()
-    if owner is None:  # expired between the two commands: try once more
-        await client.set(key, principal, nx=True, ex=ttl)
-        owner = await client.get(key)
-    if isinstance(owner, bytes):
-        owner = owner.decode()
-    if owner != principal:
-        return False
-    await client.expire(key, ttl)
-    return True
+OWNED, TAKEN, ORPHANED = 1, 0, -1
+"""What :func:`claim` finds: the caller owns the conversation (now), another caller does, or nobody does but its
+memory is stored (whose it was cannot be told, so nobody gets it)."""
+
+_CLAIM = """
+local owner = redis.call('GET', KEYS[1])
+if owner == ARGV[1] then
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if owner then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
+
+
+async def claim(client: aioredis.Redis, conversation_id: str, principal: str, ttl: int) -> int:
+    """Make ``principal`` the owner of ``conversation_id`` unless someone else is, or it is orphaned: one atomic
+    script. Returns :data:`OWNED`, :data:`TAKEN` or :data:`ORPHANED`; the ownership's expiry is renewed when
+    :data:`OWNED`."""
+    keys_ = (keys.conversation_owner(conversation_id), keys.conversation_memory(conversation_id))
+    return int(await client.eval(_CLAIM, 2, *keys_, principal, ttl))
 
 
 async def owner(client: aioredis.Redis, conversation_id: str) -> str | None:

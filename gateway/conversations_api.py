@@ -6,7 +6,10 @@ the memory and the conversation's ownership and answers 204, whether or not anyt
 
 The rules are the WebSocket's and ``POST /function-call``'s: the same credentials, Host and Origin checks
 (``AccessPolicy.check``), the same per-address request rate, CORS grants for ALLOWED_ORIGINS only; a
-conversation another caller owns is refused (403), a malformed id too (400).
+conversation another caller owns is refused (403), a malformed id too (400). When credentials are configured, a
+conversation whose memory is stored but which has no owner (``conversation_ids.ORPHANED``) is refused (403) to
+every caller, for ``GET`` and ``DELETE`` alike: whose it was cannot be told, and it expires with its memory.
+``HEAD`` answers as ``GET`` without the body.
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ class ConversationsEndpoint:
     async def _answer(self, request: HttpRequest, principal: str) -> HttpResponse:
         if request.method not in ("GET", "DELETE"):
             return HttpResponse.json(
-                HTTPStatus.METHOD_NOT_ALLOWED, {"error": "Use GET or DELETE."}, Allow=f"{METHODS}, OPTIONS"
+                HTTPStatus.METHOD_NOT_ALLOWED, {"error": "Use GET or DELETE."}, Allow=f"{METHODS}, HEAD, OPTIONS"
             )
         refusal = self.calls.limits.request(request.remote)
         if refusal:
@@ -77,6 +80,9 @@ class ConversationsEndpoint:
                 owner = await conversation_ids.owner(self.store.client, conversation_id)
                 if owner is not None and owner != principal:
                     return HttpResponse.json(HTTPStatus.FORBIDDEN, {"error": "This conversation is another caller's."})
+                if owner is None and principal and await self.store.stored(conversation_id):
+                    error = "This conversation's memory is stored but its owner is unknown; it is nobody's."
+                    return HttpResponse.json(HTTPStatus.FORBIDDEN, {"error": error})
                 if request.method == "DELETE":
                     await self.store.erase(conversation_id)
                     return HttpResponse(HTTPStatus.NO_CONTENT)

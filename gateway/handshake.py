@@ -3,9 +3,11 @@
 A malformed ``?conversation=`` is refused (HTTP 400, :class:`~gateway.conversation_ids.BadConversationId`);
 without one the gateway makes an id. When credentials are configured (the caller is not ``""``) the caller must
 own the conversation: the first caller to use an id claims it in Redis for CONVERSATION_TTL (renewed at each
-handshake), and another caller gets 403, as it does when the conversation is live in this process under another
-caller. When Redis cannot be reached a requested id is refused with 503 (ownership cannot be checked, and a
-conversation must not be stolen); a fresh id is accepted unclaimed, since nobody else can know it yet.
+handshake and memory write), and another caller gets 403, as it does when the conversation is live in this process
+under another caller, or when its memory is stored but nobody owns it (``conversation_ids.ORPHANED``). When Redis
+cannot be reached a requested id is refused with 503 (ownership cannot be checked, and a conversation must not be
+stolen); a fresh id is accepted unclaimed, since nobody else can know it yet. The server checks capacity
+(MAX_SESSIONS) before it asks: a handshake refused for capacity claims nothing.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ class Refusal:
 
 
 NOT_OWNER = Refusal(HTTPStatus.FORBIDDEN, "This conversation belongs to another caller.")
+ORPHANED = Refusal(
+    HTTPStatus.FORBIDDEN, "This conversation's memory is stored but its owner is unknown; it is nobody's to join."
+)
 UNCHECKED = Refusal(
     HTTPStatus.SERVICE_UNAVAILABLE, "The conversation's owner cannot be checked right now (Redis down); retry later."
 )
@@ -68,4 +73,6 @@ class ConversationGate:
                 return conversation_id, UNCHECKED
             log.warning("conversation %s: started unclaimed (Redis down)", conversation_id)
             return conversation_id, None
-        return conversation_id, None if owned else NOT_OWNER
+        if owned == conversation_ids.ORPHANED:
+            return conversation_id, ORPHANED
+        return conversation_id, None if owned == conversation_ids.OWNED else NOT_OWNER

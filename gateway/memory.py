@@ -6,9 +6,11 @@ entries, oldest first::
     {"kind": "turn", "role": "user" | "assistant", "content": "..."}
     {"kind": "call", "id": "...", "name": "...", "arguments": "...", "result": "...", "client_side": false}
 
-(a call that failed has ``"error"`` in place of ``"result"``). Every write is ``RPUSH`` + ``LTRIM`` to
-CONVERSATION_MAX_ENTRIES + ``EXPIRE`` CONVERSATION_TTL in one pipeline, so the list is bounded and lives as long as
-the conversation is used. Text longer than an entry's share of :data:`ENTRY_BYTES` is cut and the entry marked
+(a call that failed has ``"error"`` in place of ``"result"``). Every write is one script: ``RPUSH`` + ``LTRIM`` to
+CONVERSATION_MAX_ENTRIES + ``EXPIRE`` CONVERSATION_TTL, so the list is bounded and lives as long as the conversation
+is used, and, when credentials are configured, the owner key re-set to the session's caller with the same TTL, so
+ownership never expires before the memory it guards (a write to a conversation another caller owns now, after a
+``DELETE``, is dropped). Text longer than an entry's share of :data:`ENTRY_BYTES` is cut and the entry marked
 ``"truncated": true``: a function result can be large, and the memory is replayed into every later Settings.
 
 Memory is best effort: the session records entries without waiting (:meth:`SessionMemory.record`), one writer
@@ -46,6 +48,18 @@ QUEUE_LIMIT = 256
 FLUSH_TIMEOUT = 2.0
 """Seconds a closing session waits for its last entries to be written."""
 ROLES = ("user", "assistant")
+
+_APPEND = """
+if ARGV[1] ~= '' then
+  local owner = redis.call('GET', KEYS[2])
+  if owner and owner ~= ARGV[1] then return 0 end
+  redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
+end
+redis.call('RPUSH', KEYS[1], unpack(ARGV, 4))
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[3]), -1)
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
 
 
 def _cut(text: str, limit: int) -> tuple[str, bool]:
@@ -105,20 +119,23 @@ class MemoryStore:
         self.failures = 0
         """Writes or reads that failed (Redis down): counted, logged, never fatal to a conversation."""
 
-    async def append(self, conversation_id: str, entries: list[Entry]) -> None:
-        """Add ``entries``, keep the newest CONVERSATION_MAX_ENTRIES, renew the expiry: one round trip."""
-        key = keys.conversation_memory(conversation_id)
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.rpush(key, *(json.dumps(e, separators=(",", ":"), ensure_ascii=False) for e in entries))
-            pipe.ltrim(key, -self.max_entries, -1)
-            pipe.expire(key, self.ttl)
-            await pipe.execute()
+    async def append(self, conversation_id: str, entries: list[Entry], principal: str = "") -> bool:
+        """Add ``entries``, keep the newest CONVERSATION_MAX_ENTRIES, renew the expiry and ``principal``'s
+        ownership (unless ``""``: no credentials): one atomic round trip. False when another caller owns the
+        conversation (nothing is written)."""
+        keys_ = (keys.conversation_memory(conversation_id), keys.conversation_owner(conversation_id))
+        encoded = (json.dumps(e, separators=(",", ":"), ensure_ascii=False) for e in entries)
+        return bool(await self.client.eval(_APPEND, 2, *keys_, principal, self.ttl, self.max_entries, *encoded))
 
     async def entries(self, conversation_id: str) -> list[Entry]:
         """The stored entries, oldest first ([] when there are none or memory is off)."""
         if not self.enabled:
             return []
         return decode_entries(await self.client.lrange(keys.conversation_memory(conversation_id), 0, -1))
+
+    async def stored(self, conversation_id: str) -> bool:
+        """Whether the conversation has memory in Redis (whatever CONVERSATION_MEMORY says now)."""
+        return bool(await self.client.exists(keys.conversation_memory(conversation_id)))
 
     async def erase(self, conversation_id: str) -> None:
         """Forget the conversation: its memory and who owns it."""
@@ -129,9 +146,11 @@ class SessionMemory:
     """One session's view of its conversation's memory: the history read when Settings arrive, and a writer
     that stores entries behind the conversation, in order, without ever delaying a frame."""
 
-    def __init__(self, store: MemoryStore, conversation_id: str, session_id: str = "-") -> None:
+    def __init__(self, store: MemoryStore, conversation_id: str, session_id: str = "-", principal: str = "") -> None:
         self.store = store
         self.conversation_id = conversation_id
+        self.principal = principal
+        """The session's caller: each write renews its ownership of the conversation."""
         self.session_id = session_id
         self.dropped = 0
         """Entries not stored: the queue was full or Redis failed."""
@@ -173,17 +192,23 @@ class SessionMemory:
         while not self._queue.empty():
             batch = [self._queue.get_nowait() for _ in range(self._queue.qsize())]
             try:
-                await self.store.append(self.conversation_id, batch)
+                stored = await self.store.append(self.conversation_id, batch, self.principal)
             except Exception as exc:  # Redis failures above all; none may reach the session's cleanup
                 self.store.failures += 1
                 self.dropped += len(batch)
                 log.warning(
                     "session %s: %d conversation memory entries not stored: %s", self.session_id, len(batch), exc
                 )
+                continue
+            if not stored:  # erased, then claimed by another caller: its conversation is not this session's
+                self.dropped += len(batch)
+                log.warning("session %s: conversation now owned by another caller; memory not stored", self.session_id)
 
 
-def session_memory(store: MemoryStore, conversation_id: str, session_id: str) -> SessionMemory | None:
+def session_memory(
+    store: MemoryStore, conversation_id: str, session_id: str, principal: str = ""
+) -> SessionMemory | None:
     """A session's memory, or None when memory is off or the session has no conversation id."""
     if not store.enabled or not conversation_id:
         return None
-    return SessionMemory(store, conversation_id, session_id)
+    return SessionMemory(store, conversation_id, session_id, principal)

@@ -3,10 +3,12 @@
 While parked, the provider session stays open (the keepalive ticker runs as usual), backend calls finish and are
 answered upstream (they are the gateway's own), and what the client would have received is kept: text frames in
 order, up to :data:`KEPT_MESSAGES` messages and :data:`KEPT_BYTES` bytes (past either the oldest are dropped and
-the drop is told in a Warning on delivery); audio is dropped. A client that reconnects with the same conversation
-id (and owner) within the window gets ``Conversation`` (``resumed: true``); its first message must be Settings,
-which the gateway answers itself with ``SettingsApplied`` (a Warning when they ask for what the live session
-cannot change, :func:`settings_changes`), then gets the kept messages in order, then the live ones.
+the drop is told in a Warning on delivery); audio is dropped. The window counts from the drop, whatever failed
+resumes happen in it. A client that closes with 1000 (normal closure: hung up on purpose) is not parked: its session
+ends (:func:`hung_up`). A client that reconnects with the same conversation id (and owner) within the window gets
+``Conversation`` (``resumed: true``); its first message must be Settings, which the gateway answers itself with
+``SettingsApplied`` (a Warning when they ask for what the live session cannot change, :func:`settings_changes`),
+then gets the kept messages in order, then the live ones.
 
 A session knows its client through a :class:`ClientLink`, which its loops send to: while attached it sends on the
 client's WebSocket; while parked (or replaying the kept messages to a new connection) it keeps what it is given.
@@ -150,12 +152,20 @@ class ClientLink:
 
 def closed_by_gateway(ws: Connection) -> bool:
     """True when the gateway closed ``ws`` first (a frame over MAX_FRAME_BYTES, a policy close): the session
-    ended by the gateway's decision, the client did not drop, so nothing is parked. A client that closes, or a
-    connection lost without a close frame, is a drop."""
+    ended by the gateway's decision, the client did not drop, so nothing is parked."""
     protocol = getattr(ws, "protocol", None)
     if protocol is None or protocol.close_sent is None:
         return False
     return protocol.close_rcvd_then_sent is not True
+
+
+def hung_up(ws: Connection) -> bool:
+    """True when the client closed ``ws`` with 1000 (normal closure): the user or app ended the conversation on
+    purpose, so its provider session (which costs money) ends too. 1001 (page reload, tab closed), another code or
+    a connection lost without a close frame (1006) is a drop, and the session is parked."""
+    protocol = getattr(ws, "protocol", None)
+    received = None if protocol is None else protocol.close_rcvd
+    return received is not None and received.code == 1000 and not closed_by_gateway(ws)
 
 
 def conversation_frame(conversation_id: str, resumed: bool) -> str:
@@ -222,18 +232,23 @@ class Parking:
     async def next_client(self, gone: Connection) -> Connection | None:
         """``gone`` stopped sending while the conversation goes on: the client that replaces it, or None when
         the session must end (the gateway closed ``gone`` itself, no window, nobody came back within it)."""
-        if self._arrivals.empty() and (closed_by_gateway(gone) or not self._resumable.accepting):
+        if self._arrivals.empty() and (closed_by_gateway(gone) or hung_up(gone) or not self._resumable.accepting):
+            self.ending = True  # a client reconnecting from now on gets a new session, not this ending one
             return None  # not a drop (nor a take-over), or no parking: the session ends as it always did
         self.link.park()
         log.info("session %s: client away, parked for %g s", self.session_id, self._resumable.grace)
+        # The window counts from the drop: failed resumes (no Settings, silence) do not restart it, or a client
+        # reconnecting in a loop would keep the provider session alive for ever.
+        clock = asyncio.get_running_loop().time
+        deadline = clock() + self._resumable.grace
         with self._resumable.parked(self.conversation_id) as stop:
             while True:
-                ws = await self._arrival(stop)
+                ws = await self._arrival(stop, deadline - clock())
                 if ws is None:
                     self.ending = True
                     log.info("session %s: re-attach window over, nobody came back", self.session_id)
                     return None
-                if await self._resume(ws):
+                if await self._resume(ws, deadline - clock()):
                     return ws
 
     async def attach(self, ws: Connection) -> bool:
@@ -255,22 +270,26 @@ class Parking:
         while not self._arrivals.empty():
             await self._arrivals.get_nowait().close(1011, "the conversation's session ended; reconnect")
 
-    async def _arrival(self, stop: asyncio.Event) -> Connection | None:
-        """The next client to re-attach, or None when the window ends (or ``stop`` is set: the gateway drains)."""
+    async def _arrival(self, stop: asyncio.Event, remaining: float) -> Connection | None:
+        """The next client to re-attach, or None when the window (``remaining`` seconds) ends or ``stop`` is set
+        (the gateway drains)."""
+        if remaining <= 0:
+            return None  # a client that arrived meanwhile is told to reconnect anew (end)
         get, halt = asyncio.ensure_future(self._arrivals.get()), asyncio.ensure_future(stop.wait())
         try:
-            await asyncio.wait({get, halt}, timeout=self._resumable.grace, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({get, halt}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
         finally:
             halt.cancel()
             if not get.done():
                 get.cancel()
         return get.result() if get.done() and not get.cancelled() else None
 
-    async def _resume(self, ws: Connection) -> bool:
-        """Greet a re-attached client, answer its Settings, deliver what it missed; False when it failed."""
+    async def _resume(self, ws: Connection, remaining: float) -> bool:
+        """Greet a re-attached client, answer its Settings, deliver what it missed; False when it failed (or
+        sent no Settings within the ``remaining`` seconds of the window)."""
         try:
             await ws.send(conversation_frame(self.conversation_id, resumed=True))
-            async with asyncio.timeout(self._resumable.grace):  # a silent client may not hold the session
+            async with asyncio.timeout(remaining):  # a silent client may not hold the session
                 first = await ws.recv()
             replies, accepted = resumed_settings(first, self.settings)
             for frame in replies:

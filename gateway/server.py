@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -36,7 +37,7 @@ from websockets.typing import Subprotocol
 from gateway import metrics, routes
 from gateway.auth import AccessPolicy, check_bind, subprotocol_scheme, weak_secret_warning
 from gateway.catalog import Catalog
-from gateway.conversation_ids import BadConversationId
+from gateway.conversation_ids import BadConversationId, requested_id
 from gateway.conversations_api import ConversationsEndpoint, is_conversations_path, plain_headers
 from gateway.dispatcher import Dispatcher
 from gateway.handshake import ConversationGate
@@ -117,16 +118,18 @@ class Gateway:
             if self.draining:
                 return _json(connection, HTTPStatus.SERVICE_UNAVAILABLE, {"error": DRAINING})
             try:
-                conversation_id, refusal = await self.conversations.admit(request.path, verdict.principal)
+                requested = requested_id(request.path)
             except BadConversationId as exc:
                 return _json(connection, HTTPStatus.BAD_REQUEST, {"error": str(exc)})
+            # Capacity before ownership: a handshake refused for capacity must not claim the id. HTTP calls in
+            # flight count too: each holds a connection and a call, as a session does. A client re-attaching to
+            # its parked session takes no new place (admit refuses it when the session is another caller's).
+            busy = len(self.sessions) + self.function_calls.in_flight >= self.config.max_sessions
+            if busy and (requested is None or requested not in self.resumable):
+                return _json(connection, HTTPStatus.SERVICE_UNAVAILABLE, {"error": "Too many sessions; retry later."})
+            conversation_id, refusal = await self.conversations.admit(request.path, verdict.principal)
             if refusal is not None:
                 return _json(connection, refusal.status, {"error": refusal.reason})
-            # HTTP calls in flight count too: each holds a connection and a call, as a session does. A client
-            # re-attaching to its parked session takes no new place.
-            busy = len(self.sessions) + self.function_calls.in_flight >= self.config.max_sessions
-            if busy and conversation_id not in self.resumable:
-                return _json(connection, HTTPStatus.SERVICE_UNAVAILABLE, {"error": "Too many sessions; retry later."})
             self._principals[connection] = (verdict.principal, conversation_id)
             return None
         if is_conversations_path(path):
@@ -169,7 +172,11 @@ class Gateway:
         """Requests websockets does not serve (it serves only GET): ``HEAD`` of the GET routes, and
         ``POST /function-call`` with its CORS preflight, ``DELETE /conversations/<id>``."""
         if is_conversations_path(request.path):
-            return await self.conversations_api.handle(request)
+            if request.method != "HEAD":
+                return await self.conversations_api.handle(request)
+            answer = await self.conversations_api.handle(dataclasses.replace(request, method="GET"))
+            answer.headers["Content-Length"] = str(len(answer.body))
+            return dataclasses.replace(answer, body=b"")
         if request.method == "HEAD":
             verdict = self.policy.check(request.headers, request.path)
             if request.path == METRICS_PATH and not verdict.allowed:

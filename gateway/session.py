@@ -100,7 +100,7 @@ class Session:
         log.info("session %s: client connected (conversation %s)", self.id, self.conversation_id)
         await self.parking.greet()
         if self._store is not None:
-            self.memory = session_memory(self._store, self.conversation_id, self.id)
+            self.memory = session_memory(self._store, self.conversation_id, self.id, self.principal)
         try:
             self.provider = await self._open_provider()
         except ProviderUnavailable as exc:

@@ -114,7 +114,9 @@ class Config(BaseSettings):
     session for the same ``?conversation=`` id starts with that history (docs/CONVERSATION-STORAGE.md). Off:
     nothing is stored and ``GET /conversations/<id>`` answers 404."""
     conversation_ttl: int = Field(default=86400, ge=1)
-    """Seconds a conversation's memory and ownership live after it was last used."""
+    """Seconds a conversation's memory and ownership live after it was last used: the memory's expiry is renewed at
+    each write, the owner key's at each handshake and with each memory write (in the same script), so ownership
+    never expires before the memory it guards."""
     conversation_max_entries: int = Field(default=200, ge=1)
     """Most entries (turns and calls) a conversation's memory keeps: the oldest go first. Each entry is at most
     about 8 KiB (longer text is cut and marked ``truncated``), so a conversation stores at most about

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import redis
+from websockets.exceptions import InvalidStatus
 
 from shared import keys
 from tests.support.client import AgentClient
@@ -112,8 +113,9 @@ async def test_the_api_under_credentials_and_ownership(locked: Gateway, redis_cl
     conversation = new_id()
     await weather_conversation(f"{locked.url}?conversation={conversation}&token=token-of-alice")
     stored(redis_client, conversation, 3)
-    # The handshake claims the id for its caller (conversation_ids.claim, issue 17 item 1); set here directly.
-    redis_client.set(keys.conversation_owner(conversation), "alice")
+    owner = keys.conversation_owner(conversation)
+    assert redis_client.get(owner) == b"alice"  # claimed at the handshake, renewed with each memory write
+    assert redis_client.ttl(owner) >= redis_client.ttl(keys.conversation_memory(conversation)) - 1
     url = f"{locked.http}/conversations/{conversation}"
 
     assert request(url)[0] == 401
@@ -125,6 +127,9 @@ async def test_the_api_under_credentials_and_ownership(locked: Gateway, redis_cl
     assert request(f"{locked.http}/conversations/not.an.id", token="token-of-alice")[0] == 400
     assert request(f"{locked.http}/conversations/{new_id()}", token="token-of-alice")[0] == 404
     assert request(url, "PUT", token="token-of-alice")[0] == 405
+    status, body, headers = request(url, "HEAD", token="token-of-alice")
+    assert status == 200 and body is None and int(headers["Content-Length"]) > 0  # as GET, without the body
+    assert request(url, "HEAD", token="token-of-bob")[0] == 403
 
     status, _, headers = request(url, token="token-of-alice", Origin=ORIGIN)
     assert status == 200 and headers["Access-Control-Allow-Origin"] == ORIGIN
@@ -136,6 +141,21 @@ async def test_the_api_under_credentials_and_ownership(locked: Gateway, redis_cl
     assert request(url, token="token-of-alice")[0] == 404
     assert not redis_client.exists(keys.conversation_memory(conversation), keys.conversation_owner(conversation))
     assert await resumed_context(f"{locked.url}?conversation={conversation}&token=token-of-alice") == []
+
+
+async def test_memory_without_an_owner_is_nobodys(locked: Gateway, redis_client) -> None:
+    conversation = new_id()
+    await weather_conversation(f"{locked.url}?conversation={conversation}&token=token-of-alice")
+    stored(redis_client, conversation, 3)
+    redis_client.delete(keys.conversation_owner(conversation))  # lost: the memory must not go to the first comer
+    url = f"{locked.http}/conversations/{conversation}"
+    for token in ("token-of-alice", "token-of-bob"):
+        assert request(url, token=token)[0] == 403
+        assert request(url, "DELETE", token=token)[0] == 403
+        with pytest.raises(InvalidStatus) as refused:
+            await AgentClient.connect(f"{locked.url}?conversation={conversation}&token={token}")
+        assert refused.value.response.status_code == 403
+    assert redis_client.llen(keys.conversation_memory(conversation)) == 3
 
 
 async def test_memory_off_stores_nothing(redis_server, workers, logs_dir, redis_client) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ import pytest
 import redis
 
 from gateway.providers.openai.mapping import USE_TOOL_RESULTS
+from shared import keys
 from shared.redis_server import RedisServer, free_port
 from tests.integration.conftest import CANARY_FINGERPRINT
 from tests.support.audio import peak_hz, sine
@@ -393,3 +395,29 @@ async def test_text_before_a_tool_call_is_agent_thinking(openai_gateway, fake_op
     assert await client.assistant_text() == "client_lookup returned: found."
     await client.close()
     assert_clean(stats(fake_openai, session_id))
+
+
+async def test_a_conversations_memory_reaches_openai(
+    openai_gateway: Gateway, fake_openai: str, redis_client: redis.Redis
+) -> None:
+    """A new session of a conversation with stored memory: the session.update instructions carry its turns and
+    the backend call with its result (OpenAI has no history field; translate.instructions writes it out)."""
+    conversation = "oa-mem-" + secrets.token_hex(4)
+    entries = [
+        {"kind": "turn", "role": "user", "content": "What's the weather in Paris?"},
+        {"kind": "call", "id": "c1", "name": "get_weather", "arguments": '{"city":"Paris"}',
+         "result": '{"temp_c": 21}', "client_side": False},
+        {"kind": "turn", "role": "assistant", "content": "It is 21 degrees in Paris."},
+    ]  # fmt: skip
+    redis_client.rpush(keys.conversation_memory(conversation), *(json.dumps(e) for e in entries))
+    client = await AgentClient.connect(f"{openai_gateway.url}?conversation={conversation}")
+    session_id = (await client.expect("Welcome"))["request_id"]
+    await client.send(SETTINGS)
+    await client.expect("SettingsApplied")
+    seen = stats(fake_openai, session_id)
+    await client.close()
+    instructions = seen["session_updates"][0]["instructions"]
+    assert "user: What's the weather in Paris?" in instructions
+    assert 'function get_weather({"city":"Paris"}) returned: {"temp_c": 21}' in instructions
+    assert "assistant: It is 21 degrees in Paris." in instructions
+    assert_clean(seen)

@@ -48,7 +48,7 @@ async def test_a_client_that_drops_mid_call_gets_the_answer_on_reconnect(resumin
     await client.say(call("wait_for_release", tag=tag))
     await client.expect("BackendFunctionCall", status="started")
     wait_until(lambda: redis_client.get(counter_key(tag + ".started")), 10, "the call to start on a worker")
-    await client.close()  # the client goes away while the call runs
+    await client.drop()  # the network goes while the call runs
 
     redis_client.set(counter_key(tag + ".released"), 1)
     wait_until(lambda: "wait_for_release ok" in resuming.log(), 10, "the call to be answered while away")
@@ -71,7 +71,7 @@ async def test_changed_settings_on_resume_get_a_warning(resuming: Gateway):
     url = f"{resuming.url}?conversation=warn-{secrets.token_hex(4)}"
     client = await AgentClient.connect(url)
     await client.start()
-    await client.close()
+    await client.drop()
     wait_until(lambda: "parked" in resuming.log(), 10, "the session to park")
     again = await AgentClient.connect(url)
     await again.expect("Conversation", resumed=True)
@@ -106,7 +106,7 @@ async def test_after_the_window_a_reconnect_gets_a_new_session(redis_server, wor
         await client.start()
         await client.say(call("wait_for_release", tag=tag))
         call_id = wait_until(lambda: rq_job_with(redis_client, tag), 10, "the job to be enqueued")
-        await client.close()
+        await client.drop()
         wait_until(lambda: "window over" in gw.log(), 10, "the window to end")
         wait_until(lambda: redis_client.get(keys.cancelled(call_id)), 10, "the pending call to be cancelled")
         redis_client.set(counter_key(tag + ".released"), 1)
@@ -129,7 +129,7 @@ async def test_parked_sessions_hold_their_place_and_gateway_closes_park_nothing(
         wait_until(lambda: "closed" in gw.log(), 10, "the session to end")
         client = await AgentClient.connect(url)
         await client.start()
-        await client.close()
+        await client.drop()
         wait_until(lambda: "parked" in gw.log(), 10, "the session to park")
         with pytest.raises(InvalidStatus) as refused:
             await AgentClient.connect(f"{gw.url}?conversation=other")
@@ -137,7 +137,7 @@ async def test_parked_sessions_hold_their_place_and_gateway_closes_park_nothing(
         again = await AgentClient.connect(url)  # but its own client gets back in
         await again.expect("Conversation", resumed=True)
         await again.start()
-        await again.close()
+        await again.drop()
         wait_until(lambda: gw.log().count("parked for") == 2, 10, "the session to park again")
     # running_gateway insists on a clean exit: the shutdown ended the parked session's window
 
@@ -147,11 +147,25 @@ async def test_without_grace_nothing_is_parked(redis_server, workers, logs_dir):
         url = f"{gw.url}?conversation=off-{secrets.token_hex(4)}"
         client = await AgentClient.connect(url)
         await client.start()
-        await client.close()
+        await client.drop()
         again = await AgentClient.connect(url)
         assert (await first_message(again))["resumed"] is False
         await again.close()
         assert "parked" not in gw.log()
+
+
+async def test_a_client_that_hangs_up_ends_its_session_and_a_going_away_parks(resuming: Gateway):
+    url = f"{resuming.url}?conversation=bye-{secrets.token_hex(4)}"
+    client = await AgentClient.connect(url)
+    await client.start()
+    await client.close()  # 1000: the user hung up on purpose
+    again = await AgentClient.connect(url)
+    assert (await first_message(again))["resumed"] is False  # a new provider session
+    await again.start()
+    await again.ws.close(1001)  # a page reload or a closed tab: it may come back
+    back = await AgentClient.connect(url)
+    assert (await first_message(back))["resumed"] is True
+    await back.close()
 
 
 async def test_malformed_conversation_id_is_refused(gateway: Gateway):
@@ -161,13 +175,19 @@ async def test_malformed_conversation_id_is_refused(gateway: Gateway):
     assert "conversation" in json.loads(refused.value.response.body)["error"]
 
 
-async def test_another_caller_may_not_join_a_conversation(redis_server, workers, logs_dir):
+async def test_another_caller_may_not_join_a_conversation(redis_server, workers, logs_dir, redis_client):
     tokens = "alice:tok-alice-" + secrets.token_hex(8) + ",bob:tok-bob-" + secrets.token_hex(8)
     alice, bob = (t.split(":")[1] for t in tokens.split(","))
-    with running_gateway(redis_server.url, logs_dir / "gw-owners.log", GATEWAY_TOKENS=tokens) as gw:
+    env = {"GATEWAY_TOKENS": tokens, "MAX_SESSIONS": "1"}
+    with running_gateway(redis_server.url, logs_dir / "gw-owners.log", **env) as gw:
         url = f"{gw.url}?conversation=owned-{secrets.token_hex(4)}"
         client = await AgentClient.connect(url, additional_headers={"Authorization": f"Bearer {alice}"})
         await client.expect("Conversation")
+        elsewhere = f"full-{secrets.token_hex(4)}"
+        with pytest.raises(InvalidStatus) as refused:  # the only place is taken
+            await AgentClient.connect(f"{gw.url}?conversation={elsewhere}&token={bob}")
+        assert refused.value.response.status_code == 503
+        assert not redis_client.exists(keys.conversation_owner(elsewhere))  # refused for capacity: not claimed
         with pytest.raises(InvalidStatus) as refused:
             await AgentClient.connect(url, additional_headers={"Authorization": f"Bearer {bob}"})
         assert refused.value.response.status_code == 403

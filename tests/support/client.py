@@ -71,3 +71,9 @@ class AgentClient:
 
     async def close(self) -> None:
         await self.ws.close()
+
+    async def drop(self) -> None:
+        """Lose the connection without a close frame (the network goes): the gateway sees 1006 and parks the
+        session, where a normal close (1000) would end it."""
+        self.ws.transport.abort()
+        await self.ws.wait_closed()

@@ -6,6 +6,7 @@ import fakeredis
 import pytest
 
 from gateway import conversation_ids as ids
+from shared import keys
 
 
 def test_requested_id_from_the_query() -> None:
@@ -40,3 +41,14 @@ async def test_first_caller_owns_a_conversation() -> None:
     assert await ids.owner(client, "c1") == "alice"
     assert await ids.claim(client, "c2", "", 60)  # no credentials: the empty caller owns what it starts
     assert not await ids.claim(client, "c2", "alice", 60)
+
+
+async def test_a_conversation_with_memory_but_no_owner_is_nobodys() -> None:
+    client = fakeredis.FakeAsyncRedis()
+    await client.rpush(keys.conversation_memory("c3"), "{}")  # the owner key expired or was never set
+    assert await ids.claim(client, "c3", "mallory", 60) == ids.ORPHANED
+    assert await ids.claim(client, "c3", "alice", 60) == ids.ORPHANED
+    assert await ids.owner(client, "c3") is None
+    assert await ids.claim(client, "c4", "alice", 60) == ids.OWNED
+    assert await ids.claim(client, "c4", "mallory", 60) == ids.TAKEN
+    assert 0 < await client.ttl(keys.conversation_owner("c4")) <= 60

@@ -61,6 +61,30 @@ async def test_the_list_keeps_the_newest_entries_and_expires() -> None:
     assert 0 < await memory.client.ttl(keys.conversation_memory("c")) <= 60
 
 
+async def test_each_write_renews_the_writers_ownership_with_the_memory() -> None:
+    memory = store(conversation_ttl=60)
+    owner = keys.conversation_owner("c")
+    assert await memory.append("c", [TURN], "alice")
+    assert await memory.client.get(owner) == b"alice" and 0 < await memory.client.ttl(owner) <= 60
+    await memory.client.delete(owner)  # expired (renewed only at handshakes before) or erased by DELETE
+    session = SessionMemory(memory, "c", "s1", "alice")
+    session.record(TURN)
+    await session.close()
+    assert await memory.client.get(owner) == b"alice" and 0 < await memory.client.ttl(owner) <= 60
+    assert await memory.append("c", [TURN])  # no credentials: the owner key is left alone
+    assert await memory.client.get(owner) == b"alice"
+
+
+async def test_a_write_to_a_conversation_another_caller_owns_now_is_dropped() -> None:
+    memory = store()
+    await memory.client.set(keys.conversation_owner("c"), "bob")  # erased, then claimed by bob
+    session = SessionMemory(memory, "c", "s1", "alice")
+    session.record(TURN)
+    await session.close()
+    assert await memory.entries("c") == [] and session.dropped == 1
+    assert await memory.client.get(keys.conversation_owner("c")) == b"bob"
+
+
 async def test_erase_forgets_memory_and_ownership() -> None:
     memory = store()
     await memory.append("c", [TURN])
@@ -89,6 +113,9 @@ async def test_a_session_writes_in_order_and_flushes_on_close() -> None:
 
 class BrokenRedis(fakeredis.FakeAsyncRedis):
     def pipeline(self, *args: Any, **kwargs: Any) -> Any:
+        raise redis.ConnectionError("down")
+
+    async def eval(self, *args: Any, **kwargs: Any) -> Any:
         raise redis.ConnectionError("down")
 
     async def lrange(self, *args: Any, **kwargs: Any) -> Any:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from http import HTTPStatus
+from types import SimpleNamespace
 from typing import Any
 
 import fakeredis
@@ -17,7 +18,7 @@ from websockets.frames import Close
 
 from gateway import conversation_ids
 from gateway.handshake import NOT_OWNER, UNCHECKED, ConversationGate
-from gateway.resume import ClientLink, KeptMessages, Resumable, resumed_settings, settings_changes
+from gateway.resume import ClientLink, KeptMessages, Resumable, hung_up, resumed_settings, settings_changes
 from gateway.session import Session
 from shared.config import Config
 from shared.envelopes import CallResult, FunctionSpec
@@ -183,7 +184,7 @@ async def test_a_live_session_of_another_caller_is_refused() -> None:
 
 
 class DownRedis:
-    def pipeline(self, transaction: bool = True) -> Any:
+    async def eval(self, *args: Any) -> Any:
         raise redis.exceptions.ConnectionError("down")
 
 
@@ -324,3 +325,51 @@ async def test_a_session_without_a_window_ends_when_its_client_drops() -> None:
         await run.first.close()
         await asyncio.wait_for(run.task, 2)
         assert run.resumable.parked_count == 0 and not run.session.calls  # the pending call was cancelled
+
+
+async def test_a_bad_resume_does_not_restart_the_window() -> None:
+    async with Running(0.6) as run:
+        await run.first.close()
+        await wait_for(lambda: run.resumable.parked_count == 1)
+        loop = asyncio.get_running_loop()
+        dropped, silent = loop.time(), []
+        while not run.task.done():  # reconnect in a loop, never sending Settings
+            ws = FakeWs(['{"type": "KeepAlive"}'] if len(silent) % 2 else [])
+            silent.append(ws)
+            if not await run.session.attach(ws):
+                break
+            await asyncio.sleep(0.2)
+            assert loop.time() - dropped < 3, "the failed resumes kept the session alive"
+        await asyncio.wait_for(run.task, 2)
+        assert run.resumable.parked_count == 0 and len(silent) >= 2
+
+
+class HungUp(FakeWs):
+    """A client that sent a close frame with ``code`` (the gateway answered it)."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__([SETTINGS])
+        close = Close(code, "")
+        self.protocol = SimpleNamespace(close_rcvd=close, close_sent=close, close_rcvd_then_sent=True)
+
+
+@pytest.mark.parametrize(("code", "parked"), [(1000, False), (1001, True)])
+def test_a_normal_close_is_a_hang_up_and_a_going_away_a_drop(code: int, parked: bool) -> None:
+    assert hung_up(HungUp(code)) is not parked
+    assert not hung_up(FakeWs())  # no close frame received: lost connection
+
+
+async def test_a_client_that_hangs_up_ends_its_session() -> None:
+    resumable = Resumable(30)
+    first = HungUp(1000)
+    provider = Provider()
+
+    async def open_provider() -> Provider:
+        return provider
+
+    session = Session(first, open_provider, Dispatcher(), Catalog(), Config(), "", "c1", resumable)  # type: ignore[arg-type]
+    task = asyncio.create_task(session.run())
+    await wait_for(lambda: "BackendFunctionCall" in types(first.sent))
+    await first.close()
+    await asyncio.wait_for(task, 2)  # no window: the session ended at once
+    assert resumable.parked_count == 0 and not session.calls
