@@ -6,7 +6,8 @@ keep working, those records must be the ones RQ's own worker writes, so this mod
 that RQ does not promise to keep: the job fetch its dequeue calls (:class:`ClaimingJob`), RQ's start and
 success records (``prepare_execution``, ``prepare_job_execution``, ``Job.perform``'s ``PERSIST``,
 ``handle_job_success``), the job's private ``_status`` and ``_result``, RQ's current-job stack
-(``get_current_job``), and the worker's private ``_state``.
+(``get_current_job``), the worker's private ``_state``, and the modules that import ``resolve_serializer``
+(:func:`remember_serializers`).
 
 ``tests/unit/test_rq_seam.py`` compares what RQ's ``SimpleWorker`` and ``CallWorker`` leave in Redis, key by key
 and field by field; ``pyproject.toml`` pins RQ to the minor version that test covers. docs/ARCHITECTURE.md
@@ -26,8 +27,13 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 import redis
+import rq.job
+import rq.queue
+import rq.registry
+import rq.results
 from redis.client import Pipeline
 from rq import Queue, SimpleWorker
+from rq import serializers as rq_serializers
 from rq.exceptions import NoSuchJobError
 from rq.executions import Execution, ExecutionRegistry
 from rq.job import Job as RQJob
@@ -45,6 +51,30 @@ HEARTBEAT_EVERY = 1.0
 """Seconds between a worker's own heartbeats; RQ lets the worker key live ``worker_ttl + 60`` s (8 minutes)."""
 
 log = logging.getLogger(__name__)
+
+
+_resolved: dict[Any, Any] = {}
+
+
+def _resolve_serializer(serializer: Any = None) -> Any:
+    try:
+        return _resolved[serializer]
+    except (KeyError, TypeError):  # TypeError: an unhashable serializer object, resolved every time
+        resolved = rq_serializers.resolve_serializer(serializer)
+    with contextlib.suppress(TypeError):
+        _resolved[serializer] = resolved
+    return resolved
+
+
+def remember_serializers() -> None:
+    """Make RQ resolve each serializer once per process.
+
+    RQ resolves a serializer for every queue, job, registry and result object it makes (about ten per call),
+    with an ``isinstance`` check against a runtime ``Protocol`` that is slow before Python 3.12: a tenth of a
+    worker's CPU per no-op call. The answer for a given serializer never changes.
+    """
+    for module in (rq.job, rq.queue, rq.registry, rq.results):
+        module.resolve_serializer = _resolve_serializer  # type: ignore[attr-defined]
 
 
 class ClaimingJob(RQJob):
