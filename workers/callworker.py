@@ -53,7 +53,7 @@ from shared.config import get_config
 from shared.envelopes import JOB_FUNCTION, CallResult
 from shared.redis_errors import REDIS_FAILURES
 from workers import execute
-from workers.rq_records import ClaimingJob, RecordsWorker, remember_serializers
+from workers.rq_records import ClaimingJob, RecordsWorker, install_shortcuts
 from workers.runner import Call, Outcome, Runner
 
 log = logging.getLogger(__name__)
@@ -175,7 +175,7 @@ class CallWorker(RecordsWorker):
     answers each before doing RQ's bookkeeping, in fewer Redis round trips."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        remember_serializers()
+        install_shortcuts()
         super().__init__(*args, **kwargs)
         config = get_config()
         self.concurrency, self.ttl = config.worker_concurrency, config.result_ttl
