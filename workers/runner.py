@@ -5,9 +5,7 @@
 - ``async def`` functions run as tasks on one long-lived event loop (a thread of its own), so module-level async
   clients (an ``httpx.AsyncClient``, a DB pool made on first use) serve every call of the process;
 - blocking functions run in a pool of ``WORKER_CONCURRENCY`` threads: every slot may hold a blocking call, so the
-  pool is never what makes a call wait. A blocking function whose last run took less than :data:`INLINE_UNDER`
-  runs in the thread that dequeued its call instead (:meth:`Runner.run`): the hand-off to a pool thread, which
-  then waited for the dequeuing thread to release the GIL, was most of a no-op call's time in the worker;
+  pool is never what makes a call wait;
 - a slot is taken before a job is taken from the queue (:meth:`Runner.take_slot`), so a busy process leaves jobs
   to idle ones;
 - the watcher thread, every :data:`TICK` while calls run, looks (one pipelined round trip of ``EXISTS``) for the
@@ -48,11 +46,6 @@ TICK = 0.05
 ASYNC_GRACE = 1.0
 """Seconds past its timeout after which the watcher answers an async call itself: its task's own timeout did not
 fire, so the function blocks the event loop."""
-
-INLINE_UNDER = 0.002
-"""Seconds: a blocking function whose last run took less runs its next call in the dequeuing thread. A call
-there holds up the next dequeue while it runs, so only functions seen to be quick run there; the first run of
-each, and every run after a slow one, goes to the pool."""
 
 Outcome = str | BaseException
 """What a call's RQ job returned (``"ok"``, ``"failed"``, ``"cancelled"``...), or what broke running it."""
@@ -131,8 +124,6 @@ class Runner:
         self._lock = threading.Condition()
         self._calls: set[Call] = set()
         self._stopped = threading.Event()
-        self._quick: dict[str, bool] = {}
-        """Function name -> its last run took less than :data:`INLINE_UNDER`."""
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, name="call-loop", daemon=True).start()
         threading.Thread(target=self._watch, name="call-watcher", daemon=True).start()
@@ -154,14 +145,11 @@ class Runner:
     # --- running ----------------------------------------------------------------------------------------------
 
     def run(self, call: Call) -> None:
-        """Start ``call`` (its slot already taken); returns at once, except for a quick blocking function, which
-        runs to its end here (see :data:`INLINE_UNDER`)."""
+        """Start ``call`` (its slot already taken); returns at once."""
         with self._lock:
             self._calls.add(call)
         if call.entry.is_async:
             self.loop.call_soon_threadsafe(self._start_task, call)
-        elif self._quick.get(call.entry.name):
-            self._run_blocking(call, inline=True)
         else:
             self._pool.submit(observe.run_blocking, self._run_blocking, call)
 
@@ -196,22 +184,17 @@ class Runner:
         finally:
             self._finished(call, outcome)
 
-    def _run_blocking(self, call: Call, inline: bool = False) -> None:
+    def _run_blocking(self, call: Call) -> None:
         outcome: Outcome = "failed"
-        began = time.perf_counter()
         try:
             try:
                 value = call.entry.invoke(call.args, call.ctx)
                 result = success(call.job, call.ctx.worker_id, call.started, value)
             except Exception as exc:
                 result = error_result(call.job, call.ctx.worker_id, call.started, exc)
-            self._quick[call.entry.name] = time.perf_counter() - began < INLINE_UNDER
             outcome = self._answer(call, result)
         except BaseException as exc:  # handed to the worker's failure records
             outcome = exc
-            if inline and not isinstance(exc, Exception):  # a cold shutdown in the worker's own thread
-                self._interrupt(call)
-                raise
         finally:
             self._finished(call, outcome)
 
@@ -306,16 +289,13 @@ class Runner:
         with self._lock:
             calls = list(self._calls)
         for call in calls:
-            self._interrupt(call)
+            if call.take_answer():
+                call.ctx.cancel()
+                message = f"{call.job.name} was interrupted"
+                result = CallResult.failure(call.job.call_id, message, worker_id=call.ctx.worker_id)
+                store_and_publish(self.connection, call.job, result, self.ttl)
         if calls:
             log.warning("%d running calls answered as interrupted", len(calls))
-
-    def _interrupt(self, call: Call) -> None:
-        if call.take_answer():
-            call.ctx.cancel()
-            message = f"{call.job.name} was interrupted"
-            result = CallResult.failure(call.job.call_id, message, worker_id=call.ctx.worker_id)
-            store_and_publish(self.connection, call.job, result, self.ttl)
 
     def close(self) -> None:
         """Stop the watcher and the event loop (the running calls' threads are left to die with the process)."""
