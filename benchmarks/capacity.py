@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 from typing import TYPE_CHECKING, Any
 
 from benchmarks import calls
@@ -75,7 +76,8 @@ async def burst(url: str, calls_at_once: int, plan: dict[str, Any]) -> dict[str,
 
 
 async def run(suite: Suite) -> dict[str, Any]:
-    """The capacity section with one worker process (its default concurrency)."""
+    """The capacity section with one worker process: the bursts at its default concurrency (32), the sustained
+    rate with the slots it needs (:func:`sustained_slots`)."""
     p = suite.plan
     workers = suite.workers(1)
     gateway = suite.gateway()
@@ -99,7 +101,15 @@ async def run(suite: Suite) -> dict[str, Any]:
         }
         suite.log(f"capacity: {p.capacity_blocking} concurrent {SECONDS * 1000:.0f} ms blocking calls")
         out["blocking_burst"] = await burst(gateway.url, p.capacity_blocking, BLOCKING)
-        suite.log(f"capacity: {p.capacity_rate} calls/s of the async function, 1 worker process")
+    finally:
+        suite.drain()  # a backlog left by a worker past its capacity must not reach the next section
+        workers.stop()
+    # Little's law: the rate needs rate x 300 ms calls in flight (90 at 300/s), more than the default 32 slots of
+    # one process; its worker process gets enough slots, with room for the rate's bursts.
+    slots = sustained_slots(p.capacity_rate)
+    workers = suite.workers(1, WORKER_CONCURRENCY=str(slots))
+    try:
+        suite.log(f"capacity: {p.capacity_rate} calls/s of the async function, 1 worker process, {slots} slots")
         sessions = min(SUSTAINED_SESSIONS, p.capacity_rate)
         rate = await calls.gateway_point(
             gateway.url, sessions, p.warmup, p.duration, plan=ASYNC, rate=p.capacity_rate,
@@ -107,9 +117,15 @@ async def run(suite: Suite) -> dict[str, Any]:
         )  # fmt: skip
         rate.pop("notices")
         rate.pop("quantiles")
-        out["sustained"] = {**rate, "offered_per_s": p.capacity_rate, "seconds": p.duration}
+        out["sustained"] = {**rate, "offered_per_s": p.capacity_rate, "seconds": p.duration, "slots": slots}
     finally:
-        suite.drain()  # a backlog left by a worker past its capacity must not reach the next section
+        suite.drain()
         gateway.stop()
         workers.stop()
     return out
+
+
+def sustained_slots(rate: float) -> int:
+    """WORKER_CONCURRENCY for ``rate`` calls/s of the :data:`SECONDS` function: twice the mean number in flight
+    (an open loop's arrivals bunch up), rounded up to a multiple of 32, at least the default 32."""
+    return max(32, math.ceil(2 * rate * SECONDS / 32) * 32)

@@ -103,9 +103,9 @@ class Suite:
         settings = {**GATEWAY_ENV, "DEEPGRAM_URL": self.upstream_url, **env}
         return Gateway(self.redis_url, self.logs / "gateway.log", **settings).wait_ready()
 
-    def workers(self, count: int) -> Process:
-        log = self.logs / f"workers-{count}.log"
-        return start_workers(self.redis_url, log, count, timeout=60, WORKER_MODULES=WORKER_MODULES)
+    def workers(self, count: int, **env: str) -> Process:
+        log = self.logs / f"workers-{count}{''.join(f'-{v}' for v in env.values())}.log"
+        return start_workers(self.redis_url, log, count, timeout=60, WORKER_MODULES=WORKER_MODULES, **env)
 
     def meter(self, gateway: Gateway, workers: Process) -> CpuMeter:
         return CpuMeter(

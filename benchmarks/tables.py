@@ -282,7 +282,8 @@ def capacity_table(results: dict[str, Any]) -> str:
     sustained = cap.get("sustained")
     if sustained:
         c, s = sustained["counts"], sustained["summary"]
-        rows.append([f"{sustained['offered_per_s']} calls/s for {sustained['seconds']:g} s, `async` function",
+        slots = f", `WORKER_CONCURRENCY={sustained['slots']}`" if sustained.get("slots") else ""
+        rows.append([f"{sustained['offered_per_s']} calls/s for {sustained['seconds']:g} s, `async` function{slots}",
                      c["sent"], c["answered"] - c["errors"], c["errors"], c["lost"], s.get("p50"), s.get("p99"),
                      s.get("max")])  # fmt: skip
     header = [
