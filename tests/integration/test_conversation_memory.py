@@ -109,6 +109,7 @@ def locked(redis_server, workers, logs_dir) -> Iterator[Gateway]:
         yield gateway
 
 
+@pytest.mark.attack("Another caller joining, reading or erasing a conversation")
 async def test_the_api_under_credentials_and_ownership(locked: Gateway, redis_client) -> None:
     conversation = new_id()
     await weather_conversation(f"{locked.url}?conversation={conversation}&token=token-of-alice")
@@ -143,6 +144,7 @@ async def test_the_api_under_credentials_and_ownership(locked: Gateway, redis_cl
     assert await resumed_context(f"{locked.url}?conversation={conversation}&token=token-of-alice") == []
 
 
+@pytest.mark.attack("Another caller joining, reading or erasing a conversation")
 async def test_memory_without_an_owner_is_nobodys(locked: Gateway, redis_client) -> None:
     conversation = new_id()
     await weather_conversation(f"{locked.url}?conversation={conversation}&token=token-of-alice")

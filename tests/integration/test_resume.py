@@ -175,6 +175,7 @@ async def test_malformed_conversation_id_is_refused(gateway: Gateway):
     assert "conversation" in json.loads(refused.value.response.body)["error"]
 
 
+@pytest.mark.attack("Another caller joining, reading or erasing a conversation")
 async def test_another_caller_may_not_join_a_conversation(redis_server, workers, logs_dir, redis_client):
     tokens = "alice:tok-alice-" + secrets.token_hex(8) + ",bob:tok-bob-" + secrets.token_hex(8)
     alice, bob = (t.split(":")[1] for t in tokens.split(","))
