@@ -18,7 +18,7 @@ python:
 $(VENV)/.installed: pyproject.toml | python
 	$(PYTHON3) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev,bench]"  # bench: the docs test redraws PERFORMANCE.md's plot
+	$(PY) -m pip install --quiet -e ".[dev,bench,otel]"  # bench: the docs test redraws the plot; otel: the tracing tests
 	touch $@
 
 ## Redis (embedded if none answers), the gateway on $(PORT) and 2 workers, until Ctrl-C.
