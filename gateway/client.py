@@ -60,14 +60,22 @@ class Conversation:
             await self.read_until(self.answered())
 
     def answered(self):  # type: ignore[no-untyped-def]
-        """True at the end of the agent's turn: its audio is done after it said something."""
+        """True at the end of the agent's turn: its audio is done after it said something, and no backend call
+        the gateway announced is still running (a filler line said while a call runs is not the answer)."""
         spoke = False
+        running: set[str] = set()
 
         def check(message: dict[str, Any]) -> bool:
             nonlocal spoke
-            if message.get("type") == "ConversationText" and message.get("role") == "assistant":
+            kind = message.get("type")
+            if kind == "ConversationText" and message.get("role") == "assistant":
                 spoke = True
-            return spoke and message.get("type") == "AgentAudioDone"
+            elif kind == "BackendFunctionCall":
+                if message.get("status") == "started":
+                    running.add(str(message.get("id")))
+                elif message.get("status") in ("finished", "cancelled"):
+                    running.discard(str(message.get("id")))
+            return spoke and not running and kind == "AgentAudioDone"
 
         return check
 
@@ -124,6 +132,8 @@ def _call_line(notice: dict[str, Any]) -> str:
     if status == "finished":
         outcome = "ok" if notice.get("ok") else f"error: {notice.get('error')}"
         return f"[backend] {name} {outcome} in {notice.get('duration_ms')} ms on worker {notice.get('worker') or '-'}"
+    if status == "progress":
+        return f"[backend] {name}: {notice.get('message')}"
     return f"[backend] {name} {status}"
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from shared.redis_server import free_port
 from tests.integration.conftest import CANARY, CANARY_FINGERPRINT
+from tests.support.filler_functions import FILLER, PROGRESS
 from tests.support.processes import ROOT, Gateway, http_get
 
 pytestmark = pytest.mark.integration
@@ -134,3 +135,13 @@ def test_cli_refused_connection(gateway: Gateway):
     result = run_cli("--url", gateway.url.replace("/v1/agent/converse", "/nowhere"), "hello")
     assert result.returncode == 2
     assert "refused the connection: HTTP 404" in result.stderr
+
+
+def test_cli_waits_past_a_filler_for_the_answer(gateway: Gateway):
+    """The agent says a filler while the call runs: the CLI shows it and the progress, then waits for the answer."""
+    result = run_cli("--url", gateway.url, 'call slow_lookup {"text": "the archive", "seconds": 1.5}')
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert f"assistant: {FILLER}" in lines
+    assert f"[backend] slow_lookup: {PROGRESS}" in lines
+    assert any(line.startswith("assistant:") and "the archive" in line for line in lines), lines
