@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, PydanticUserError
 
 from shared.config import get_config
 from shared.envelopes import FunctionSpec
@@ -160,12 +160,18 @@ def function(
         fname = name or func.__name__
         if not NAME_PATTERN.match(fname):
             raise ValueError(f"function name {fname!r} must match {NAME_PATTERN.pattern}")
+        if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
+            raise TypeError(f"{_qualified(func)}: a generator cannot be a function; return the whole result")
         signature = inspect_signature(func, CallContext)
         function_timeout = timeout if timeout is not None else get_config().function_timeout
+        try:
+            parameters = json_schema(signature.args_model)
+        except PydanticUserError as exc:  # e.g. a Callable parameter: nothing a provider could send
+            raise TypeError(f"{_qualified(func)}: its parameters have no JSON Schema ({exc.message})") from exc
         spec = FunctionSpec(
             name=fname,
             description=_description(func, description),
-            parameters=json_schema(signature.args_model),
+            parameters=parameters,
             queue=queue,
             timeout=function_timeout,
             idempotent=idempotent,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import fakeredis
@@ -278,3 +279,17 @@ def test_bad_fillers_are_refused(filler: str | None, delay: float | None, messag
         def refused(x: int) -> None: ...
 
     assert registry.get("refused") is None
+
+
+def test_generators_and_unschematic_parameters_are_refused_at_decoration() -> None:
+    with pytest.raises(TypeError, match="generator"):
+
+        @function(description="Streams")
+        async def streams(city: str):  # type: ignore[no-untyped-def]
+            yield city
+
+    with pytest.raises(TypeError, match="callback: its parameters have no JSON Schema"):
+
+        @function(description="Takes a callback")
+        def callback(fn: Callable[[int], int]) -> int:
+            return fn(1)
