@@ -13,7 +13,7 @@ from websockets.exceptions import ConnectionClosedOK
 from gateway.notices import ClientNotices
 from gateway.session import Session
 from shared.config import Config
-from shared.envelopes import CallResult, FunctionSpec
+from tests.support.fakes import CALL_REQUEST, FakeCatalog, FakeDispatcher, FakeProvider
 
 
 class StalledClient:
@@ -65,40 +65,6 @@ async def test_the_sender_stops_when_the_client_is_gone() -> None:
 async def test_a_call_is_answered_while_its_client_is_congested() -> None:
     """The provider gets its FunctionCallResponse although the client accepts none of the call's notices."""
 
-    class Provider:
-        """Asks for one backend call, then stays quiet; records what the gateway sends."""
-
-        def __init__(self) -> None:
-            self.frames: list[Any] = []
-            self.script = [json.dumps({"type": "FunctionCallRequest", "functions": [{"id": "c1", "name": "f"}]})]
-
-        async def send(self, frame: Any) -> None:
-            self.frames.append(frame)
-
-        async def recv(self) -> Any:
-            if self.script:
-                return self.script.pop()
-            await asyncio.Event().wait()
-
-        def settings_problem(self, settings: Any) -> None:
-            return None
-
-        def use_functions(self, owned: Any) -> None:
-            pass
-
-        async def close(self) -> None:
-            pass
-
-    class Dispatcher:
-        async def call(self, *args: Any) -> CallResult:
-            return CallResult(call_id="c1", ok=True, content='{"ok": true}', worker_id="w1")
-
-    class Catalog:
-        ever_owned: dict[str, FunctionSpec] = {}
-
-        async def session_functions(self, wait: float) -> dict[str, FunctionSpec]:
-            return {"f": FunctionSpec(name="f", description="f", parameters={"type": "object"})}
-
     class Client(StalledClient):
         """Sends Settings, then nothing; accepts no message (every send waits)."""
 
@@ -119,12 +85,13 @@ async def test_a_call_is_answered_while_its_client_is_congested() -> None:
         async def close(self, code: int = 1000, reason: str = "") -> None:
             pass
 
-    provider, client = Provider(), Client()
+    # Asks for one backend call, then stays quiet.
+    provider, client = FakeProvider(CALL_REQUEST), Client()
 
-    async def open_provider() -> Provider:
+    async def open_provider() -> FakeProvider:
         return provider
 
-    session = Session(client, open_provider, Dispatcher(), Catalog(), Config())  # type: ignore[arg-type]
+    session = Session(client, open_provider, FakeDispatcher(), FakeCatalog(), Config())  # type: ignore[arg-type]
     running = asyncio.create_task(session.run())
     for _ in range(100):
         if len(provider.frames) == 2:

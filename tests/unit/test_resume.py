@@ -21,7 +21,7 @@ from gateway.handshake import NOT_OWNER, UNCHECKED, ConversationGate
 from gateway.resume import ClientLink, KeptMessages, Resumable, hung_up, resumed_settings, settings_changes
 from gateway.session import Session
 from shared.config import Config
-from shared.envelopes import CallResult, FunctionSpec
+from tests.support.fakes import CALL_REQUEST, FakeCatalog, FakeDispatcher, FakeProvider
 
 SETTINGS = json.dumps({"type": "Settings", "audio": {"input": {"encoding": "linear16"}}, "agent": {"think": {}}})
 
@@ -198,50 +198,19 @@ async def test_redis_down_refuses_a_requested_id_but_not_a_new_one() -> None:
 # --- a session parked and resumed ---------------------------------------------------------------------------
 
 
-class Provider:
-    """Requests one backend call after Settings; records what it receives."""
+class Provider(FakeProvider):
+    """Requests one backend call after Settings; says "done" once it is answered."""
 
     def __init__(self) -> None:
-        self.frames: list[Any] = []
-        self.out: asyncio.Queue[str] = asyncio.Queue()
-        self.out.put_nowait('{"type":"Welcome"}')
+        super().__init__('{"type":"Welcome"}')
 
     async def send(self, frame: Any) -> None:
-        self.frames.append(frame)
+        await super().send(frame)
         if '"Settings"' in str(frame):
             self.out.put_nowait('{"type":"SettingsApplied"}')
-            request = {"type": "FunctionCallRequest", "functions": [{"id": "c1", "name": "f", "arguments": "{}"}]}
-            self.out.put_nowait(json.dumps(request))
+            self.out.put_nowait(CALL_REQUEST)
         if '"FunctionCallResponse"' in str(frame):
             self.out.put_nowait('{"type":"ConversationText","role":"assistant","content":"done"}')
-
-    async def recv(self) -> Any:
-        return await self.out.get()
-
-    def settings_problem(self, settings: Any) -> None:
-        return None
-
-    def use_functions(self, owned: Any) -> None:
-        pass
-
-    async def close(self) -> None:
-        pass
-
-
-class Dispatcher:
-    def __init__(self) -> None:
-        self.release = asyncio.Event()
-
-    async def call(self, *args: Any, **options: Any) -> CallResult:
-        await self.release.wait()
-        return CallResult(call_id="c1", ok=True, content='{"ok": true}', worker_id="w1")
-
-
-class Catalog:
-    ever_owned: dict[str, FunctionSpec] = {}
-
-    async def session_functions(self, wait: float) -> dict[str, FunctionSpec]:
-        return {"f": FunctionSpec(name="f", description="f", parameters={"type": "object"})}
 
 
 async def wait_for(predicate: Any) -> None:
@@ -260,10 +229,10 @@ class Running:
     """A session over fakes, run until its first client is inside a backend call."""
 
     def __init__(self, grace: float, config: Config | None = None) -> None:
-        self.provider, self.dispatcher, self.resumable = Provider(), Dispatcher(), Resumable(grace)
+        self.provider, self.dispatcher, self.resumable = Provider(), FakeDispatcher(held=True), Resumable(grace)
         self.first = FakeWs([SETTINGS])
         self.session = Session(
-            self.first, self.open_provider, self.dispatcher, Catalog(), config or Config(), "", "c1", self.resumable
+            self.first, self.open_provider, self.dispatcher, FakeCatalog(), config or Config(), "", "c1", self.resumable
         )  # type: ignore[arg-type]
 
     async def open_provider(self) -> Provider:
@@ -367,7 +336,7 @@ async def test_a_client_that_hangs_up_ends_its_session() -> None:
     async def open_provider() -> Provider:
         return provider
 
-    session = Session(first, open_provider, Dispatcher(), Catalog(), Config(), "", "c1", resumable)  # type: ignore[arg-type]
+    session = Session(first, open_provider, FakeDispatcher(held=True), FakeCatalog(), Config(), "", "c1", resumable)  # type: ignore[arg-type]
     task = asyncio.create_task(session.run())
     await wait_for(lambda: "BackendFunctionCall" in types(first.sent))
     await first.close()
