@@ -90,6 +90,25 @@ async def test_the_simulated_provider_applies_backpressure_when_nobody_reads(mon
         await provider.recv()  # the end marker did not fit in the full queue: recv still ends
 
 
+async def test_the_simulated_providers_reader_never_waits_for_itself(monkeypatch: pytest.MonkeyPatch):
+    """The session's provider loop sends too (an answer, a filler) while the queue is full: waiting for room only
+    it could make would hang the conversation, so its sends go over the bound."""
+    monkeypatch.setattr(simulated, "MAX_QUEUED_FRAMES", 10)
+    provider = SimulatedProvider()
+    await provider.send(json.dumps({"type": "Settings"}))
+    say = json.dumps({"type": "InjectUserMessage", "content": "hello"})
+    sender = asyncio.create_task(provider.send(say))  # fills the queue, then waits
+
+    async def reader() -> None:
+        await provider.recv()  # this task is the reader now
+        await provider.send(say)  # another spoken answer: more frames than the one read made room for
+
+    await asyncio.sleep(0.05)
+    await asyncio.wait_for(reader(), 1)
+    assert provider._outgoing.qsize() > 10
+    sender.cancel()
+
+
 class Events:
     """Stands in for OpenAI's WebSocket: yields ``count`` events, then ends as a closed connection."""
 

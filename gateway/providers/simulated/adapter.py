@@ -7,7 +7,6 @@ session sends and queues what it answers, so ``recv`` behaves like reading from 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import ClassVar
 
@@ -26,7 +25,8 @@ _announced = False
 MAX_QUEUED_FRAMES = 256
 """Frames the agent produced that the session has not read yet. One client message yields at most a few dozen;
 a client that stops reading fills the queue, and then ``send`` waits (backpressure) instead of the queue growing
-with every message the client sends."""
+with every message the client sends. Except a ``send`` from the task that reads (the session answering a call or
+saying a filler from its provider loop): it would wait for itself, so it goes over the bound by its few frames."""
 
 
 class SimulatedProvider(Provider):
@@ -40,7 +40,11 @@ class SimulatedProvider(Provider):
 
     def __init__(self, agent: SimulatedAgent | None = None) -> None:
         self.agent = agent or SimulatedAgent()
-        self._outgoing: asyncio.Queue[Frame | object] = asyncio.Queue(MAX_QUEUED_FRAMES)
+        self._outgoing: asyncio.Queue[Frame | object] = asyncio.Queue()  # bounded by send's wait for room
+        self._room = asyncio.Event()
+        self._room.set()
+        self._reader: asyncio.Task[object] | None = None
+        """The task that last read: its own sends never wait for room (it is the one that would make it)."""
         self._closed: tuple[int, str] | None = None
         """(code, reason), set by ``close`` (at once) or once the frames before a fatal error have been read."""
         for frame in self.agent.opening():  # a provider's first frame is its Welcome
@@ -50,17 +54,28 @@ class SimulatedProvider(Provider):
         if self._closed or self.agent.closed:
             raise ProviderClosed(*(self._closed or (FATAL_CLOSE_CODE, self.agent.close_reason)))
         for reply in self.agent.receive(frame):
-            await self._outgoing.put(reply)  # waits while the session's reader is behind
+            await self._put(reply)
         if self.agent.closed:  # a fatal Error: the provider closes after sending it
-            await self._outgoing.put(_END)
+            self._outgoing.put_nowait(_END)
+
+    async def _put(self, item: Frame) -> None:
+        """Queue ``item``, waiting while the session's reader is :data:`MAX_QUEUED_FRAMES` behind, unless the
+        reader itself is sending."""
+        if asyncio.current_task() is not self._reader:
+            while self._outgoing.qsize() >= MAX_QUEUED_FRAMES and not self._closed:
+                self._room.clear()
+                await self._room.wait()
+        self._outgoing.put_nowait(item)
 
     async def recv(self) -> Frame:
         if self._closed:
             raise ProviderClosed(*self._closed)
+        self._reader = asyncio.current_task()
         item = await self._outgoing.get()
+        if self._outgoing.qsize() < MAX_QUEUED_FRAMES:
+            self._room.set()
         if item is _END:
-            with contextlib.suppress(asyncio.QueueFull):
-                self._outgoing.put_nowait(_END)  # for any other waiter
+            self._outgoing.put_nowait(_END)  # for any other waiter
             self._closed = self._closed or (FATAL_CLOSE_CODE, self.agent.close_reason)
             raise ProviderClosed(*self._closed)
         assert isinstance(item, str | bytes)
@@ -69,8 +84,8 @@ class SimulatedProvider(Provider):
     async def close(self) -> None:
         if not self._closed:
             self._closed = (1000, "closed by the gateway")
-            with contextlib.suppress(asyncio.QueueFull):  # a full queue has no waiting reader to wake
-                self._outgoing.put_nowait(_END)
+            self._outgoing.put_nowait(_END)
+            self._room.set()  # a sender waiting for room finds the provider closed
 
 
 async def open_simulated() -> SimulatedProvider:
