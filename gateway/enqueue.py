@@ -23,7 +23,7 @@ from gateway.redis_pool import transaction
 from gateway.rq_enqueue import RQEnqueue, job_key, queue_key
 from shared import keys
 from shared.envelopes import CallJob, FunctionSpec
-from shared.redis_errors import REDIS_ERRORS
+from shared.redis_errors import REDIS_ERRORS, REDIS_FAILURES
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class Enqueuer:
         if the key expires meanwhile, calls taken in that gap are skipped and the watchdog queues them again.
         """
         while True:
-            with contextlib.suppress(*REDIS_ERRORS, TimeoutError):
+            with contextlib.suppress(*REDIS_FAILURES, TimeoutError):
                 async with asyncio.timeout(ALIVE_TTL):
                     await self.redis.set(self.alive_key, "1", ex=ALIVE_TTL)
             await asyncio.sleep(ALIVE_EVERY)

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from gateway import metrics
 from shared import keys
 from shared.envelopes import CallProgress, CallResult
-from shared.redis_errors import REDIS_ERRORS
+from shared.redis_errors import REDIS_ERRORS, REDIS_FAILURES
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class ResultListener:
                     if now - pinged >= PING_EVERY:
                         await pubsub.ping()
                         pinged = now
-            except REDIS_ERRORS as exc:
+            except REDIS_FAILURES as exc:
                 metrics.redis_errors.inc()
                 if self.confirmed.is_set():
                     log.warning("lost the result subscription (%s: %s); reconnecting", type(exc).__name__, exc)

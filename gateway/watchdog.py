@@ -25,7 +25,7 @@ from gateway.results import ResultListener
 from gateway.rq_enqueue import job_key, queue_key
 from shared import keys
 from shared.envelopes import CallResult
-from shared.redis_errors import REDIS_ERRORS
+from shared.redis_errors import REDIS_FAILURES
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +77,9 @@ class Watchdog:
                 continue
             try:
                 await self.tick(watched)
-            except REDIS_ERRORS:
+            except REDIS_FAILURES:
                 metrics.redis_errors.inc()
-                continue  # Redis trouble: the deadline still answers every call
+                continue  # Redis trouble or a refused command: the deadline still answers every call
 
     async def tick(self, watched: list[Pending]) -> None:
         # A result whose pub/sub message was lost (a half-open subscription) is answered within a tick.
