@@ -34,6 +34,7 @@ at most once a second instead of once per job. What all this relies on in RQ's i
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -136,7 +137,8 @@ class _Books(threading.Thread):
         with self._lock:
             ended, self._ended = self._ended, []
             for start in ended:
-                del self._open[start.job.id]
+                if self._open.get(start.job.id) is start:  # a duplicate of the job id may have replaced it
+                    del self._open[start.job.id]
             starts = [s for s in self._open.values() if not s.written and s.began <= due]
             idle_after = not self._open
         if not ended and not starts:
@@ -225,6 +227,7 @@ class CallWorker(RecordsWorker):
         assert self._books is not None
         start = self._books.begin(job, queue)
         outcome: Outcome
+        call_job = None
         try:
             call_job = execute.decode_call(job.args[0])
             if call_job is None:
@@ -245,8 +248,13 @@ class CallWorker(RecordsWorker):
                     expires = min(began + entry.spec.timeout, ctx.deadline)
                     self.runner.run(Call(call_job, entry, args, ctx, began, expires, token=start))
                     return
-        except Exception as exc:
+        except Exception as exc:  # a bug of ours around the call: it is still answered
             outcome = exc
+            log.exception("job %s: could not start its call", job.id)
+            if call_job is not None and job.claimed == execute.CLAIMED:
+                with contextlib.suppress(Exception):
+                    failure = execute.failed(call_job, self.name, time.time(), f"{call_job.name} failed")
+                    execute.store_and_publish(self.connection, call_job, failure, self.ttl)
         self.runner.free_slot()
         self._books.end(start, outcome)
 
@@ -277,6 +285,7 @@ class CallWorker(RecordsWorker):
         try:
             if self._runner is not None and not self._runner.drain():
                 log.warning("%d calls still running at exit", self._runner.running)
+                self._runner.interrupt()  # answered before the watcher stops (it may not have yet)
         except BaseException:
             if self._runner is not None:
                 self._runner.interrupt()

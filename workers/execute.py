@@ -90,6 +90,11 @@ def failed(job: CallJob, worker_id: str, started: float, message: str) -> CallRe
     )
 
 
+def interrupted(job: CallJob, worker_id: str) -> CallResult:
+    """The answer to a call its worker stops running (a cold shutdown, Ctrl-C)."""
+    return CallResult.failure(job.call_id, f"{job.name} was interrupted", worker_id=worker_id)
+
+
 def error_result(job: CallJob, worker_id: str, started: float, exc: Exception) -> CallResult:
     """The result of a function that raised ``exc``: a :class:`FunctionError`'s message verbatim, anything else a
     generic "internal error" (its text and traceback go to the worker's log only, redacted)."""
@@ -130,7 +135,7 @@ def parse_arguments(entry: Registered, arguments: str) -> BaseModel:
     """The validated arguments model, or :class:`_InvalidArguments` naming fields and problems, not values."""
     try:
         data = json.loads(arguments) if arguments.strip() else {}  # some providers send "" for no arguments
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser goes ("[[[[...")
         raise _InvalidArguments("arguments are not valid JSON") from None
     if not isinstance(data, dict):
         raise _InvalidArguments("arguments must be a JSON object") from None
@@ -250,8 +255,8 @@ def run_claimed(job: CallJob, claimed: int, connection: redis.Redis, worker_id: 
         result = CallResult.failure(job.call_id, timed_out_message(job.name), worker_id=worker_id)
     except BaseException:
         # A cold shutdown (SystemExit) or Ctrl-C mid-call: answer now rather than leave the gateway waiting.
-        interrupted = CallResult.failure(job.call_id, f"{job.name} was interrupted", worker_id=worker_id)
-        store_and_publish(connection, job, interrupted, ttl)
+        stopped = interrupted(job, worker_id)
+        store_and_publish(connection, job, stopped, ttl)
         raise
     store_and_publish(connection, job, result, ttl)
     if result.ok:  # logged once the caller has its answer (failures were logged when they happened)

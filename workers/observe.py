@@ -1,7 +1,7 @@
 """What an operator sees of a worker's call: its log fields, its ``run`` span, its metrics.
 
-The runner wraps each call's run in :func:`run_blocking` (in the pool thread that runs it) or :func:`run_async`
-(inside the call's task), and calls :func:`ended` as the call ends. For the run:
+The runner runs each call inside :func:`running` (in the pool thread that runs it, or inside the call's task),
+and calls :func:`ended` as the call ends. For the run:
 
 - every log line carries ``session_id``, ``call_id`` (the provider's, as the gateway logs it), ``function``,
   ``worker_id`` and ``traceparent`` (:func:`shared.logs.log_context`). The context is set in the thread or
@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from shared.logs import log_context
 from shared.tracing import span
@@ -62,18 +62,6 @@ def running(call: Call) -> Iterator[None]:
         metrics.busy(),
     ):
         yield
-
-
-def run_blocking(run: Callable[[Call], None], call: Call) -> None:
-    """``run(call)`` inside :func:`running` (a pool thread's target)."""
-    with running(call):
-        run(call)
-
-
-async def run_async(call: Call, run: Coroutine[Any, Any, None]) -> None:
-    """Await ``run`` (``call``'s coroutine) inside :func:`running`."""
-    with running(call):
-        await run
 
 
 def refused(job: CallJob, started: float) -> None:

@@ -21,6 +21,7 @@ RQ outcome (or the exception that broke the runner's own code) for the worker's 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -36,7 +37,7 @@ from shared import keys
 from shared.envelopes import CallJob, CallResult
 from shared.redis_errors import REDIS_FAILURES
 from workers import observe
-from workers.execute import error_result, failed, store_and_publish, success, timed_out_message
+from workers.execute import error_result, failed, interrupted, store_and_publish, success, timed_out_message
 from workers.registry import CallContext, Registered
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,10 @@ class _DaemonPool:
     def _serve(self) -> None:
         while True:
             fn, args = self._tasks.get()
-            fn(*args)
+            try:
+                fn(*args)
+            except BaseException:  # the thread must live on: the pool counts it
+                log.exception("a call's thread raised")
             self._idle.release()
 
 
@@ -151,33 +155,39 @@ class Runner:
         if call.entry.is_async:
             self.loop.call_soon_threadsafe(self._start_task, call)
         else:
-            self._pool.submit(observe.run_blocking, self._run_blocking, call)
+            self._pool.submit(self._run_blocking, call)
 
     def _start_task(self, call: Call) -> None:
-        call.task = self.loop.create_task(observe.run_async(call, self._run_async(call)))
+        call.task = self.loop.create_task(self._run_async(call))
+        # A task cancelled before its first step never runs its coroutine (nor its finally): finish it here.
+        call.task.add_done_callback(lambda task: task.cancelled() and self._finished(call, "cancelled"))
 
     async def _run_async(self, call: Call) -> None:
         outcome: Outcome = "failed"
         try:
-            try:
-                async with asyncio.timeout(call.expires - time.time()) as limit:
-                    value = await call.entry.invoke(call.args, call.ctx)
-                result = success(call.job, call.ctx.worker_id, call.started, value)
-            except asyncio.CancelledError:
-                if not call.cancelled:
-                    raise
-                outcome = "cancelled"
-                return
-            except TimeoutError as exc:
-                if not limit.expired():
+            with observe.running(call):
+                try:
+                    async with asyncio.timeout(call.expires - time.time()) as limit:
+                        value = await call.entry.invoke(call.args, call.ctx)
+                    result = success(call.job, call.ctx.worker_id, call.started, value)
+                except asyncio.CancelledError:
+                    if not call.cancelled:
+                        raise
+                    outcome = "cancelled"
+                    return
+                except TimeoutError as exc:
+                    if not limit.expired():
+                        result = error_result(call.job, call.ctx.worker_id, call.started, exc)
+                    else:
+                        log.warning("call %s: %s timed out", call.job.call_id, call.job.name)
+                        call.timed_out = True
+                        message = timed_out_message(call.job.name)
+                        result = failed(call.job, call.ctx.worker_id, call.started, message)
+                except Exception as exc:
                     result = error_result(call.job, call.ctx.worker_id, call.started, exc)
-                else:
-                    log.warning("call %s: %s timed out", call.job.call_id, call.job.name)
-                    call.timed_out = True
-                    result = failed(call.job, call.ctx.worker_id, call.started, timed_out_message(call.job.name))
-            except Exception as exc:
-                result = error_result(call.job, call.ctx.worker_id, call.started, exc)
-            outcome = self._answer(call, result)
+                outcome = self._answer(call, result)
+        except Exception as exc:  # around the function (observability, Redis): the call is still answered
+            outcome = self._broken(call, exc)
         except BaseException as exc:
             outcome = exc
             raise
@@ -187,16 +197,26 @@ class Runner:
     def _run_blocking(self, call: Call) -> None:
         outcome: Outcome = "failed"
         try:
-            try:
-                value = call.entry.invoke(call.args, call.ctx)
-                result = success(call.job, call.ctx.worker_id, call.started, value)
-            except Exception as exc:
-                result = error_result(call.job, call.ctx.worker_id, call.started, exc)
-            outcome = self._answer(call, result)
+            with observe.running(call):
+                try:
+                    value = call.entry.invoke(call.args, call.ctx)
+                    result = success(call.job, call.ctx.worker_id, call.started, value)
+                except Exception as exc:
+                    result = error_result(call.job, call.ctx.worker_id, call.started, exc)
+                outcome = self._answer(call, result)
+        except Exception as exc:  # around the function (observability, Redis): the call is still answered
+            outcome = self._broken(call, exc)
         except BaseException as exc:  # handed to the worker's failure records
             outcome = exc
         finally:
             self._finished(call, outcome)
+
+    def _broken(self, call: Call, exc: Exception) -> Outcome:
+        """A failure of the worker's own code around ``call``: logged, and the call answered if it was not yet."""
+        log.exception("call %s: %s failed in the worker", call.job.call_id, call.job.name)
+        with contextlib.suppress(Exception):  # Redis itself may be what failed: the gateway's deadline answers
+            self._answer(call, failed(call.job, call.ctx.worker_id, call.started, f"{call.job.name} failed"))
+        return exc
 
     def _answer(self, call: Call, result: CallResult) -> str:
         """Store and publish ``result`` unless the call was answered or cancelled meanwhile; the RQ outcome."""
@@ -209,12 +229,19 @@ class Runner:
         return "ok" if result.ok else "failed"  # the finish line is observe.ended's
 
     def _finished(self, call: Call, outcome: Outcome) -> None:
+        """Free ``call``'s slot and hand it to the worker's records, once (a cancelled task may report twice)."""
         with self._lock:
+            if call not in self._calls:
+                return
             self._calls.discard(call)
             self._lock.notify_all()
         self._slots.release()
-        observe.ended(call, outcome)
         self._finish_cb(call, outcome)
+        try:
+            with observe.fields(call):  # the finish line carries the call's fields, wherever it ended
+                observe.ended(call, outcome)
+        except Exception:  # a metric or log line must not lose the call's records (done above)
+            log.exception("call %s: could not record its end", call.job.call_id)
 
     # --- the watcher ------------------------------------------------------------------------------------------
 
@@ -291,9 +318,7 @@ class Runner:
         for call in calls:
             if call.take_answer():
                 call.ctx.cancel()
-                message = f"{call.job.name} was interrupted"
-                result = CallResult.failure(call.job.call_id, message, worker_id=call.ctx.worker_id)
-                store_and_publish(self.connection, call.job, result, self.ttl)
+                store_and_publish(self.connection, call.job, interrupted(call.job, call.ctx.worker_id), self.ttl)
         if calls:
             log.warning("%d running calls answered as interrupted", len(calls))
 

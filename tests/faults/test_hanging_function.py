@@ -73,7 +73,9 @@ async def test_hanging_function_is_answered_and_frees_the_worker(
             unexpected_responses=stats["unexpected_responses"],
         )
 
-        assert all(f"did not finish within {HANG_DEADLINE:g} s" in text for text in hang_texts), hang_texts
+        # The gateway's deadline and the worker's timeout fall due together: either answer is the one error.
+        answers = (f"did not finish within {HANG_DEADLINE:g} s", f"timed out after {HANG_DEADLINE:g} s")
+        assert all(any(answer in text for answer in answers) for text in hang_texts), hang_texts
         assert all(HANG_DEADLINE <= s <= HANG_DEADLINE + DEADLINE_MARGIN for s in hang_seconds), hang_seconds
         assert all(next_ok)
         assert all(s <= NEXT_DEADLINE + DEADLINE_MARGIN for s in next_seconds), next_seconds

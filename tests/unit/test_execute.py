@@ -174,8 +174,9 @@ def test_unknown_function():
 
 @pytest.mark.parametrize(
     ("arguments", "problem"),
-    [("{not json", "not valid JSON"), ("[1, 2]", "must be a JSON object"), ('"text"', "must be a JSON object")],
-)
+    [("{not json", "not valid JSON"), ("[1, 2]", "must be a JSON object"), ('"text"', "must be a JSON object"),
+     ('{"a": ' + "[" * 100_000, "not valid JSON")],  # deeper than the parser goes: RecursionError
+)  # fmt: skip
 def test_arguments_that_are_not_a_json_object(arguments: str, problem: str):
     message = error_of(run("t_echo", arguments))
     assert message.startswith("Invalid arguments for t_echo: ") and problem in message

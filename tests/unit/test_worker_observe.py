@@ -175,3 +175,16 @@ def test_a_call_that_cannot_run_counts_as_an_error(restore_signals: None) -> Non
     CallWorker([queue], connection=fake, name="cw-ob").work(burst=True)
     assert count("other", "error") == other + 1  # a name the worker does not have adds no label
     assert count("ob_waits", "error") == invalid + 1
+
+
+def test_an_async_call_cancelled_before_its_task_starts_still_frees_its_slot(runner) -> None:
+    """A task cancelled before its first step never runs its coroutine (nor its finally): the runner must still
+    end the call, or its slot and RQ records would be held for good."""
+    run, ended, fake = runner
+    blocked = threading.Event()
+    run.loop.call_soon_threadsafe(lambda: blocked.wait(5))  # the loop is busy: the task cannot start yet
+    call = start(run, fake, "ob_async", "c-early-cancel")
+    run._cancel(call)  # what the watcher does when the gateway cancels the call
+    blocked.set()
+    wait_ended(ended, 1)
+    assert ended == [(call, "cancelled")] and run.running == 0
