@@ -43,7 +43,7 @@ import jwt
 from jwt.warnings import InsecureKeyLengthWarning
 from websockets.datastructures import Headers
 
-from shared.config import Config
+from shared.config import Config, config_or_exit
 
 ALGORITHMS = ["HS256"]
 """The only algorithm accepted: pinning it refuses ``alg: none`` and algorithm-confusion tokens."""
@@ -302,7 +302,7 @@ def main(argv: Iterable[str] | None = None) -> None:
     mint.add_argument("--sub", required=True, help="who the token speaks for (functions see it as ctx.principal)")
     mint.add_argument("--ttl", type=float, default=300, help="seconds of validity (default 300)")
     args = parser.parse_args(list(argv) if argv is not None else None)
-    config = Config()
+    config = config_or_exit("python -m gateway.auth")
     if config.token_secret is None:
         sys.exit("TOKEN_SECRET is not set.")
     print(mint_token(config.token_secret.get_secret_value(), args.ttl, sub=args.sub, audience=config.token_audience))

@@ -59,7 +59,7 @@ class Dispatcher:
         self.gateway_id = gateway_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.channel = keys.reply_channel(self.gateway_id)
         self.gateway_ref = keys.gateway_ref(self.gateway_id)
-        self.redis = async_redis or aioredis.Redis(connection_pool=redis_pool(config.redis_url))
+        self.redis = async_redis or aioredis.Redis(connection_pool=redis_pool(config.redis_url, config))
         self.sync_redis = sync_redis or redis.Redis.from_url(
             config.redis_url, socket_connect_timeout=2, socket_timeout=5, **redis_options(config.redis_url, config)
         )

@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from shared.config import Config
 from shared.redis_options import redis_options
 
 REDIS_CONNECTIONS = 100
@@ -22,7 +23,7 @@ HEALTH_CHECK_INTERVAL = 30
 """Seconds a pooled connection may sit idle before it is PINGed ahead of its next command."""
 
 
-def redis_pool(url: str) -> aioredis.BlockingConnectionPool:
+def redis_pool(url: str, config: Config | None = None) -> aioredis.BlockingConnectionPool:
     """The gateway's Redis connections: a blocking pool, with commands packed by hiredis.
 
     Blocking: past :data:`REDIS_CONNECTIONS` concurrent commands a caller waits for a connection (its call's
@@ -40,7 +41,7 @@ def redis_pool(url: str) -> aioredis.BlockingConnectionPool:
         # One immediate retry: after a Redis restart every pooled connection is dead, and without it the first
         # command on each failed (a session starting then got no backend functions: tests/faults).
         retry=Retry(NoBackoff(), 1),
-        **redis_options(url),
+        **redis_options(url, config),
     )
     base = pool.connection_class  # plain, TLS or Unix socket, as the URL says
     pool.connection_class = type(f"CPacking{base.__name__}", (CPacking, base), {})

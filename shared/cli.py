@@ -15,7 +15,6 @@ COMMANDS = {
     "client": "talk to a gateway from the terminal, one turn per argument (python -m gateway.client)",
     "token": "print a signed token for a caller, a JWT (python -m gateway.auth mint; needs TOKEN_SECRET)",
 }
-EXIT_BAD_SETTINGS = 2
 
 
 def run(command: str, rest: list[str]) -> int | None:
@@ -54,13 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, summary in COMMANDS.items():
         commands.add_parser(name, help=summary, add_help=False)  # the command's own parser answers --help
     args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-    from pydantic import ValidationError
-
-    try:
-        return run(args.command, rest) or 0
-    except ValidationError as exc:  # a bad environment variable: say which, without a traceback
-        print(f"vfg {args.command}: invalid settings: {exc}", file=sys.stderr)
-        return EXIT_BAD_SETTINGS
+    return run(args.command, rest) or 0  # bad settings: each command exits 2 with one line (config_or_exit)
 
 
 if __name__ == "__main__":

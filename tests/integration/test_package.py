@@ -61,8 +61,10 @@ def test_help_starts_nothing(args: list[str]):
 
 
 @pytest.mark.parametrize(
-    "command", [["shared.cli", "gateway"], ["shared.cli", "workers"], ["gateway"], ["workers"]]
-)  # the Procfile's forms (python -m gateway / workers) too
+    "command",
+    [["shared.cli", "gateway"], ["shared.cli", "workers"], ["gateway"], ["workers"],
+     ["shared.cli", "token", "--sub", "a"], ["gateway.auth", "mint", "--sub", "a"]],
+)  # fmt: skip  # the Procfile's forms (python -m gateway / workers) too
 def test_bad_settings_are_one_clear_line(command: list[str]):
     env = {"PATH": "/usr/bin:/bin", "REDIS_TLS_VERIFY": "sometimes", "WORKER_CONCURRENCY": "0"}
     result = subprocess.run(
