@@ -55,10 +55,10 @@ class ConversationsEndpoint:
         self.calls = calls
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
-        """Any request under :data:`PREFIX`; ``request.path`` may keep its query (a ``?token=`` credential)."""
+        """Any request under :data:`PREFIX` (its ``?token=``, in ``request.query``, is a credential)."""
         if request.method == "OPTIONS":
             return self.calls.preflight(request, METHODS)  # browsers send no credentials with a preflight
-        verdict = self.policy.check(request.headers, request.path)
+        verdict = self.policy.check(request.headers, request.target)
         if not verdict.allowed:
             return self.calls.with_cors(request, HttpResponse.json(verdict.status, {"error": verdict.reason}))
         return self.calls.with_cors(request, await self._answer(request, verdict.principal))

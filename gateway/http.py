@@ -42,6 +42,13 @@ class HttpRequest:
     body: bytes = b""
     remote: str = ""
     """The peer's IP address (per-address limits); empty when unknown."""
+    query: str = ""
+    """The request target's query string, without its ``?`` (it may carry a ``?token=`` credential)."""
+
+    @property
+    def target(self) -> str:
+        """The path with its query, as the access policy reads it (a ``?token=`` credential counts)."""
+        return f"{self.path}?{self.query}" if self.query else self.path
 
 
 @dataclass
@@ -190,7 +197,8 @@ def _parse_head(head: bytes) -> HttpRequest:
         if not sep or not name.strip():
             raise ValueError("Malformed HTTP header.")
         headers[name.strip().lower()] = value.strip()
-    return HttpRequest(method=method, path=target.split("?", 1)[0], headers=headers)
+    path, _, query = target.partition("?")
+    return HttpRequest(method=method, path=path, headers=headers, query=query)
 
 
 def _peer_address(transport: asyncio.BaseTransport) -> str:

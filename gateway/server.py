@@ -134,7 +134,8 @@ class Gateway:
             return None
         if is_conversations_path(path):
             remote = connection.remote_address[0] if connection.remote_address else ""
-            get = HttpRequest("GET", request.path, plain_headers(request.headers), remote=remote)
+            path, _, query = request.path.partition("?")
+            get = HttpRequest("GET", path, plain_headers(request.headers), remote=remote, query=query)
             answer = await self.conversations_api.handle(get)
             content_type = answer.headers.pop("Content-Type", TEXT)
             return _body(connection, HTTPStatus(answer.status), answer.body, content_type, answer.headers)
@@ -178,7 +179,7 @@ class Gateway:
             answer.headers["Content-Length"] = str(len(answer.body))
             return dataclasses.replace(answer, body=b"")
         if request.method == "HEAD":
-            verdict = self.policy.check(request.headers, request.path)
+            verdict = self.policy.check(request.headers, request.target)
             if request.path == METRICS_PATH and not verdict.allowed:
                 return HttpResponse(HTTPStatus(verdict.status), b"", {"Content-Type": "application/json"})
             status, body, content_type, extra = await self.plain_route(request.path)
@@ -186,7 +187,7 @@ class Gateway:
             return HttpResponse(status, b"", {**headers, **extra})
         if request.method == "OPTIONS" and request.path == routes.FUNCTION_CALL_PATH:
             return self.function_calls.preflight(request)  # browsers send no credentials with a preflight
-        verdict = self.policy.check(request.headers, request.path)
+        verdict = self.policy.check(request.headers, request.target)
         if not verdict.allowed:
             return self.function_calls.with_cors(request, HttpResponse.json(verdict.status, {"error": verdict.reason}))
         if self.draining and request.path == routes.FUNCTION_CALL_PATH:

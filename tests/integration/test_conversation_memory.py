@@ -171,3 +171,13 @@ async def test_memory_off_stores_nothing(redis_server, workers, logs_dir, redis_
         assert request(f"{gateway.http}/conversations/{conversation}", "DELETE")[0] == 204
         # Without credentials the Host rules apply as on the WebSocket (DNS rebinding).
         assert request(f"{gateway.http}/conversations/{conversation}", Host="evil.test")[0] == 403
+
+
+async def test_a_query_token_is_a_credential_for_every_method(locked: Gateway) -> None:
+    """?token= counts as it does for GET and the WebSocket: HEAD, DELETE and POST used to drop the query."""
+    url = f"{locked.http}/conversations/{new_id()}"
+    assert request(url + "?token=token-of-alice")[0] == 404  # nothing stored: past the credential check
+    assert request(url + "?token=token-of-alice", "HEAD")[0] == 404
+    assert request(url + "?token=token-of-alice", "DELETE")[0] == 204
+    assert request(url + "?token=wrong", "DELETE")[0] == 401
+    assert request(f"{locked.http}/metrics?token=token-of-alice", "HEAD")[0] == 200
