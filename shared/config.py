@@ -183,6 +183,7 @@ def get_config() -> Config:
 def config_or_exit(program: str) -> Config:
     """The settings, or exit 2 with one line naming what is wrong (never a traceback): for the entry points."""
     try:
+        get_config.cache_clear()  # the environment as it is now, which the rest of the process then reads
         return get_config()
     except ValidationError as exc:
         print(f"{program}: invalid settings: {exc}", file=sys.stderr)
