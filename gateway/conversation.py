@@ -402,11 +402,11 @@ class Conversation:
         call). Only ``Notify`` actions: the loop may queue them without awaiting anything."""
         return self.calls.progress(call_id, message)
 
-    def tick(self, now: float) -> Actions:
-        """Time passes. While backend calls are pending no audio may flow; the provider must still hear from us.
-        A filler falls due."""
+    def tick(self, now: float, parked: bool = False) -> Actions:
+        """Time passes. While backend calls are pending no audio may flow, nor while the session is ``parked``
+        (its client away, ``gateway.resume``): the provider must still hear from us. A filler falls due."""
         actions = self._saying(self.fillers.due(now), now, []) if self.calls.pending else []
-        if self.calls.pending and now - self._provider_sent >= self.config.keepalive_interval:
+        if (self.calls.pending or parked) and now - self._provider_sent >= self.config.keepalive_interval:
             self._provider_sent = now
             return [*actions, *_KEEPALIVE] if actions else _KEEPALIVE
         return actions or NOTHING

@@ -22,7 +22,7 @@ from websockets.exceptions import ConnectionClosed
 from gateway import actions, metrics
 from gateway.actions import FORWARD, Frame
 from gateway.catalog import Catalog
-from gateway.conversation import KEEPALIVE, Conversation
+from gateway.conversation import Conversation
 from gateway.dispatcher import Dispatcher
 from gateway.memory import MemoryStore, SessionMemory, session_memory
 from gateway.notices import ClientNotices
@@ -74,11 +74,10 @@ class Session:
         self.calls: dict[str, asyncio.Task[None]] = {}
         """Backend calls awaiting their result, by provider call id."""
         self._catalog, self._catalog_wait = catalog, config.catalog_wait
-        self._keepalive_interval = config.keepalive_interval
         self._keepalive_period = min(1.0, config.keepalive_interval / 2)
-        self._timers: set[asyncio.TimerHandle] = set()
-        """Wakes asked for by the conversation (``actions.Wake``): cancelled when the session ends."""
         self._woken: set[asyncio.Task[None]] = set()
+        """Wakes asked for by the conversation (``actions.Wake``), until they are done: cancelled when the session
+        ends."""
         self._store = memory
         self.memory: SessionMemory | None = None
 
@@ -123,8 +122,6 @@ class Session:
             for task in loops:
                 task.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
-            for timer in self._timers:
-                timer.cancel()
             for woken in self._woken:
                 woken.cancel()
             await self._cancel_calls(list(self.calls))
@@ -189,15 +186,11 @@ class Session:
             else:
                 await self._perform(todo, frame, to_client)
 
-    def _wake(self) -> None:
-        """A ``Wake`` is due: tick the conversation now, not at the keepalive loop's next turn."""
+    async def _tick_after(self, after: float) -> None:
+        """A ``Wake``: tick the conversation ``after`` seconds from now, not at the keepalive loop's next turn."""
+        await asyncio.sleep(after)
         if self.conversation.closed:
             return
-        task = asyncio.create_task(self._tick_now(), name=f"{self.id}-wake")
-        self._woken.add(task)
-        task.add_done_callback(self._woken.discard)
-
-    async def _tick_now(self) -> None:
         # A closed connection is the loops' to notice (they end the session); this task just stops.
         with contextlib.suppress(ProviderClosed, ConnectionClosed):
             await self._perform(self.conversation.tick(time.monotonic()))
@@ -209,17 +202,9 @@ class Session:
                 self.notices.put(action.frame)
 
     async def _keepalive(self) -> None:
-        parked_keepalive = 0.0
         while True:
             await asyncio.sleep(self._keepalive_period)
-            now = time.monotonic()
-            await self._perform(self.conversation.tick(now))
-            if self.client.ws is None:  # parked: no client audio keeps the provider from closing an idle session
-                if now - parked_keepalive >= self._keepalive_interval:
-                    parked_keepalive = now
-                    await self._send_provider(KEEPALIVE)
-            else:
-                parked_keepalive = now
+            await self._perform(self.conversation.tick(time.monotonic(), parked=self.client.ws is None))
 
     # --- performing actions -------------------------------------------------------------------------------
 
@@ -256,7 +241,9 @@ class Session:
                     assert self.provider is not None
                     await self.provider.say_filler(text)
                 case actions.Wake(after=after):
-                    self._timers.add(asyncio.get_running_loop().call_later(after, self._wake))
+                    woken = asyncio.create_task(self._tick_after(after), name=f"{self.id}-wake")
+                    self._woken.add(woken)
+                    woken.add_done_callback(self._woken.discard)
                 case actions.Remember(entry=entry):
                     if self.memory is not None:
                         self.memory.record(entry)

@@ -409,6 +409,17 @@ def test_keepalive_only_while_calls_are_pending_and_the_provider_heard_nothing()
     assert conversation.tick(40.0) == NOTHING
 
 
+def test_keepalive_while_parked_once_per_interval_with_calls_or_without() -> None:
+    """A parked session (its client away) keeps the provider alive by the same rule, once per interval, whether
+    calls are pending or not (one KeepAlive, not one per reason)."""
+    conversation = applied(keepalive_interval=5)
+    assert conversation.tick(10.0, parked=True) == (ToProvider(KEEPALIVE),)
+    assert conversation.tick(12.0, parked=True) == NOTHING
+    conversation.provider_frame(request(call("c1")), at(13.0))
+    assert conversation.tick(15.0, parked=True) == (ToProvider(KEEPALIVE),)
+    assert conversation.tick(16.0, parked=True) == NOTHING
+
+
 # --- the provider's end -------------------------------------------------------------------------------------
 
 
