@@ -109,7 +109,10 @@ class _Books(threading.Thread):
     def begin(self, job: RQJob, queue: Queue) -> _Start:
         start = _Start(job, queue)
         with self._lock:
+            first = not self._open and not self._ended
             self._open[job.id] = start
+        if first:
+            self._wake.set()  # the thread waits without a tick while there is nothing to write
         return start
 
     def end(self, start: _Start, outcome: Outcome) -> None:
@@ -119,7 +122,9 @@ class _Books(threading.Thread):
 
     def run(self) -> None:
         while True:
-            self._wake.wait(START_TICK)
+            with self._lock:
+                idle = not self._open and not self._ended
+            self._wake.wait(None if idle else START_TICK)
             self._wake.clear()
             stopping = self._stopped
             try:

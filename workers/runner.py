@@ -152,6 +152,7 @@ class Runner:
         """Start ``call`` (its slot already taken); returns at once."""
         with self._lock:
             self._calls.add(call)
+            self._lock.notify_all()  # the watcher waits for a first call
         if call.entry.is_async:
             self.loop.call_soon_threadsafe(self._start_task, call)
         else:
@@ -246,7 +247,12 @@ class Runner:
     # --- the watcher ------------------------------------------------------------------------------------------
 
     def _watch(self) -> None:
-        while not self._stopped.wait(TICK):
+        while True:
+            with self._lock:
+                while not self._calls and not self._stopped.is_set():
+                    self._lock.wait()  # an idle worker does not wake every tick for nothing
+            if self._stopped.wait(TICK):
+                return
             with self._lock:
                 calls = [call for call in self._calls if not call.ctx.cancelled]  # given up on already
             if not calls:
@@ -325,4 +331,6 @@ class Runner:
     def close(self) -> None:
         """Stop the watcher and the event loop (the running calls' threads are left to die with the process)."""
         self._stopped.set()
+        with self._lock:
+            self._lock.notify_all()
         self.loop.call_soon_threadsafe(self.loop.stop)
